@@ -41,3 +41,24 @@ def test_token_models():
     assert Transformer1L(13, 13, d_model=16, n_heads=4, d_mlp=32)(tok).shape == (6, 13)
     with pytest.raises(PhenomlabError):
         Transformer1L(13, 13, d_model=10, n_heads=4)
+
+
+def test_mlp_he_init_keeps_signal_scale_with_depth():
+    # He init preserves E[h^2] through ReLU layers; PyTorch's default shrinks it ~2x per layer (biases included)
+    x = torch.randn(4096, 64)
+    torch.manual_seed(0)
+    he = MLP(64, 10, width=256, depth=10, init="he")
+    torch.manual_seed(0)
+    default = MLP(64, 10, width=256, depth=10)
+    with torch.no_grad():
+        h_he = he.fc1(x)
+        h_def = default.fc1(x)
+        for i in range(2, 11):
+            h_he = getattr(he, f"fc{i}")(torch.relu(h_he))
+            h_def = getattr(default, f"fc{i}")(torch.relu(h_def))
+    # the pre-activation second moment at layer 1 is ~2 (gain 2, unit-variance inputs); it stays O(1) at layer 10
+    assert 0.5 < float(h_he.pow(2).mean()) < 8
+    assert float(h_def.pow(2).mean()) < 1e-2
+    assert all(float(m.bias.abs().max()) == 0 for m in he.modules() if isinstance(m, torch.nn.Linear))
+    with pytest.raises(PhenomlabError, match="unknown init"):
+        MLP(4, 2, init="orthogonal")

@@ -75,7 +75,9 @@ def test_no_interpolation_fails():
 def test_widths_are_log_spaced_and_unique():
     cfg = build_config(dd.Config, dd.PRESETS)
     ws = dd.widths_of(cfg)
-    assert ws[0] == 1 and ws[-1] == 512 and len(ws) == len(set(ws)) >= 20 and ws == sorted(ws)
+    assert ws[0] == 1 and ws[-1] == 512 and len(ws) == len(set(ws)) == cfg.n_widths and ws == sorted(ws)
+    assert dd.widths_of(build_config(dd.Config, dd.PRESETS, "quick", {"max_width": 5, "n_widths": 10})) == [1, 2, 3,
+                                                                                                            4, 5]
 
 
 def test_reduced_run_end_to_end(tmp_path):

@@ -23,11 +23,20 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+INITS = ("default", "he")
+
+
 class MLP(nn.Module):
     """``depth`` hidden layers of ``width`` units: ``fc1, act1, ..., fc{depth}, act{depth}, out``.
 
     Inputs of any shape are flattened. ``penultimate`` names the module whose output is the
     last-layer feature (what neural-collapse probes read).
+
+    ``init``: ``"default"`` keeps PyTorch's ``nn.Linear`` init (weights U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    variance 1/(3 fan_in)), under which the signal's second moment shrinks ~2x per ReLU layer, so deep
+    nets start on a plateau; ``"he"`` draws every weight from N(0, gain^2 / fan_in) with the activation's gain (2 for
+    ReLU; He, Zhang, Ren, Sun 2015, arXiv 1502.01852) and zero biases, which keeps the forward signal
+    scale constant with depth.
     """
 
     def __init__(
@@ -38,12 +47,15 @@ class MLP(nn.Module):
         depth: int = 2,
         activation_name: str = "relu",
         bias: bool = True,
+        init: str = "default",
     ) -> None:
         super().__init__()
         if in_dim <= 0 or out_dim <= 0 or width <= 0:
             raise PhenomlabError(f"MLP sizes must be positive: in={in_dim}, out={out_dim}, width={width}")
         if depth < 0:
             raise PhenomlabError(f"MLP depth must be >= 0, got {depth}")
+        if init not in INITS:
+            raise PhenomlabError(f"unknown init {init!r}; choose one of {list(INITS)}")
         self.depth = depth
         self.width = width
         d = in_dim
@@ -52,6 +64,15 @@ class MLP(nn.Module):
             setattr(self, f"act{i}", activation(activation_name))
             d = width
         self.out = nn.Linear(d, out_dim, bias=bias)
+        if init == "he":
+            # kaiming_normal_ knows no gelu/silu gain; both are ReLU-like at the scale that matters here
+            gain = "relu" if activation_name in ("relu", "gelu", "silu") else "tanh" if activation_name == "tanh" \
+                else "linear"
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity=gain)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     @property
     def penultimate(self) -> str:

@@ -58,7 +58,7 @@ class Config(PhenomenonConfig):
     label_noise: float = param(0.2, "fraction of training labels replaced by a different class", ge=0.0, lt=1.0)
     min_width: int = param(1, "smallest hidden width", gt=0)
     max_width: int = param(512, "largest hidden width", gt=0)
-    n_widths: int = param(24, "number of log-spaced widths (after rounding, duplicates removed)", ge=3)
+    n_widths: int = param(24, "number of distinct log-spaced widths", ge=3)
     depth: int = param(1, "hidden layers of the MLP", ge=1, le=4)
     seeds_per_width: int = param(3, "init seeds averaged per width", ge=1)
     optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "sgd"))
@@ -87,10 +87,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def widths_of(cfg: Config) -> list[int]:
-    """``n_widths`` log-spaced integers from ``min_width`` to ``max_width``, duplicates removed."""
+    """``n_widths`` distinct integers, log-spaced from ``min_width`` to ``max_width``.
+
+    Rounding merges neighbouring small widths (1, 1.3, 1.6 -> 1, 1, 2), so the grid is refined until
+    ``n_widths`` distinct values remain (or every integer in the range is used).
+    """
     lo, hi = math.log(cfg.min_width), math.log(cfg.max_width)
-    ws = {round(math.exp(lo + (hi - lo) * i / (cfg.n_widths - 1))) for i in range(cfg.n_widths)}
-    return sorted(ws)
+    target = min(cfg.n_widths, cfg.max_width - cfg.min_width + 1)
+    m = cfg.n_widths
+    while True:
+        ws = sorted({round(math.exp(lo + (hi - lo) * i / (m - 1))) for i in range(m)})
+        if len(ws) >= target:
+            return ws
+        m += 1
 
 
 def load_data(cfg: Config, ctx: RunContext) -> Dataset:

@@ -83,15 +83,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _model(cfg: Config, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = MLP(40, 10, width=cfg.width, depth=cfg.depth, activation_name=cfg.activation)
     # He init: with PyTorch's default (variance 1/(3 fan_in)) a 10-layer ReLU net starts with
     # vanishing signals and SGD does not leave the plateau in the quick budget
-    gain_name = "relu" if cfg.activation in ("relu", "gelu") else "tanh"
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight, nonlinearity=gain_name)
-            nn.init.zeros_(m.bias)
-    return model
+    return MLP(40, 10, width=cfg.width, depth=cfg.depth, activation_name=cfg.activation, init="he")
 
 
 def layer_ncc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, depth: int) -> list[float]:
