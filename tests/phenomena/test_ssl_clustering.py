@@ -94,9 +94,65 @@ def test_reduced_run_end_to_end(tmp_path):
     assert again.cached and again.data == d
 
 
+def test_main_and_ablation_see_the_same_batches_and_views_and_no_labels(tmp_path, monkeypatch):
+    seen = []
+    original = sc.vicreg_objective
+
+    def spy(cfg, views_seed, std_coeff, cov_coeff):
+        objective = original(cfg, views_seed, std_coeff, cov_coeff)
+        batches = []
+        seen.append((views_seed, std_coeff, batches))
+
+        def wrapped(model, xb, yb, step):
+            assert not yb.any()  # placeholders: the semantic labels never reach the objective
+            batches.append((step, xb.clone()))
+            return objective(model, xb, yb, step)
+
+        return wrapped
+
+    monkeypatch.setattr(sc, "vicreg_objective", spy)
+    r = phenomlab.run(sc.ID, out=str(tmp_path), seed=0, **SMALL)
+    (seed_full, mu_full, full), (seed_abl, mu_abl, abl) = seen
+    assert (mu_full, mu_abl) == (25.0, 0.0) and seed_full == seed_abl
+    assert [s for s, _ in full] == list(range(20))
+    assert all(s1 == s2 and torch.equal(b1, b2) for (s1, b1), (s2, b2) in zip(full, abl, strict=True))
+    assert len({b.shape[0] for _, b in full}) == 2  # epoch permutations: 4 batches of 64, then 44
+    # the objective's parts are logged per evaluation window; step 0 has none
+    for name in ("full", "no_var_cov"):
+        assert r.data[name]["invariance"][0] is None
+        assert all(v is not None and v >= 0 for v in r.data[name]["invariance"][1:])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1, 40, generator=g)
+    net = sc._network(sc.Config(**SMALL), 0)
+    obj = original(sc.Config(**SMALL), 11, 25.0, 1.0)
+    a, b, c = obj(net, x, None, 3), obj(net, x, None, 3), obj(net, x, None, 4)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])  # views: a pure function of (seed, step)
+
+
+def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHENOMLAB_CHECKPOINT_SECONDS", "0")
+    ref = phenomlab.run(sc.ID, out=str(tmp_path / "ref"), seed=1, **SMALL)
+    original, calls = sc._ncc_table, []
+
+    def interrupt_mid_ablation(*args):
+        calls.append(1)
+        if len(calls) == 6:  # full: steps 0, 10, 20; ablation: steps 0, 10, then here at its step 20
+            raise RuntimeError("interrupted")
+        return original(*args)
+
+    monkeypatch.setattr(sc, "_ncc_table", interrupt_mid_ablation)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
+    (ckpt,) = (tmp_path / "cut").rglob("no_var_cov.ckpt")
+    assert torch.load(ckpt, weights_only=False)["step"] == 10  # the ablation resumes mid-way
+    monkeypatch.setattr(sc, "_ncc_table", original)
+    resumed = phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
+    assert not resumed.cached and resumed.data == ref.data
+
+
 @pytest.mark.parametrize("over", [
     {"channels": ()}, {"scale_low": 1.5}, {"batch_size": 10000}, {"std_coeff": -1.0}, {"mask_fraction": 1.5},
-    {"eval_every": 5000}, {"lr": 0.0}, {"channels": (0, 8)},
+    {"eval_every": 5000}, {"lr": 0.0}, {"channels": (0, 8)}, {"n_train": 257, "batch_size": 256},
 ])
 def test_bad_config(over):
     with pytest.raises(ConfigError):

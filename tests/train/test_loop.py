@@ -107,3 +107,131 @@ def test_mse_loss_with_class_labels():
     m = MLP(5, 3, width=32, depth=1)
     h = train(m, (x, y), TrainConfig(steps=300, lr=1e-2, optimizer="adam", loss="mse", eval_every=100))
     assert h.last("train_loss") < h.records[0]["train_loss"]
+
+
+# --- objective: a loss other than loss(model(x), y), e.g. self-supervised ---------------------------------------
+
+
+def noisy_objective(noise_seed=3, log=None):
+    """A denoising-style objective with per-step randomness drawn as the loop's contract asks."""
+    from phenomlab.seeding import derive_seed
+
+    def objective(model, xb, yb, step):
+        g = torch.Generator().manual_seed(derive_seed(noise_seed, "objective", step))
+        noisy = xb + 0.3 * torch.randn(xb.shape, generator=g)
+        ce = torch.nn.functional.cross_entropy(model(noisy), yb)
+        reg = model.out.weight.square().mean()
+        total = ce + 0.1 * reg
+        if log is not None:
+            log.append((step, float(total), float(ce)))
+        return total, {"ce": float(ce), "reg": float(reg)}
+
+    return objective
+
+
+OBJ_CFG = dict(steps=40, lr=0.05, optimizer="sgd", momentum=0.9, batch_size=8, eval_every=5, schedule="cosine",
+               warmup_steps=4, grad_clip=1.0, checkpoint_seconds=0.0)
+
+
+def test_objective_run_is_deterministic_and_logs_means():
+    x, y = tiny_task(36)  # 36 = 4 batches of 8 and one of 4: the epoch remainder is exercised too
+    torch.manual_seed(2)
+    init = MLP(5, 3, width=16, depth=2).state_dict()
+    runs = []
+    for noise_seed in (3, 3, 4):
+        m = MLP(5, 3, width=16, depth=2)
+        m.load_state_dict(init)
+        log = []
+        h = train(m, (x, y), TrainConfig(**OBJ_CFG), seed=5, objective=noisy_objective(noise_seed, log))
+        runs.append((m.state_dict(), h, log))
+    (w0, h0, log0), (w1, h1, _), (w2, _, _) = runs
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert h0.records == h1.records
+    assert not all(torch.equal(w0[k], w2[k]) for k in w0)  # the objective's draws really matter
+    # no supervised evaluation; step 0 records nothing of the objective (documented)
+    assert h0.records[0] == {"step": 0}
+    assert not any("train_loss" in r or "train_acc" in r for r in h0.records)
+    assert [r["step"] for r in h0.records] == list(range(0, 41, 5))
+    # train_objective = mean over the steps since the previous evaluation, and likewise each part
+    assert [s for s, _, _ in log0] == list(range(40))
+    for r in h0.records[1:]:
+        window = [(t, ce) for s, t, ce in log0 if r["step"] - 5 <= s < r["step"]]
+        assert r["train_objective"] == pytest.approx(sum(t for t, _ in window) / 5, rel=1e-12)
+        assert r["train_ce"] == pytest.approx(sum(c for _, c in window) / 5, rel=1e-12)
+        assert "train_reg" in r
+    assert h0.last("train_ce") < h0.records[1]["train_ce"]  # it does optimise the objective
+
+
+def test_objective_resume_gives_same_final_weights(tmp_path):
+    x, y = tiny_task(36)
+    cfg = TrainConfig(**OBJ_CFG)
+    torch.manual_seed(1)
+    ref = MLP(5, 3, width=16, depth=2)
+    init = {k: v.clone() for k, v in ref.state_dict().items()}
+
+    def norm_cb(state):
+        return {"w_norm": float(state.model.out.weight.detach().norm())}
+
+    h_ref = train(ref, (x, y), cfg, seed=7, objective=noisy_objective(), callbacks=[norm_cb])
+
+    def boom(state):
+        if state.step == 25:
+            raise Interrupt
+
+    ckpt = tmp_path / "obj.ckpt"
+    m = MLP(5, 3, width=16, depth=2)
+    m.load_state_dict(init)
+    with pytest.raises(Interrupt):
+        train(m, (x, y), cfg, seed=7, checkpoint=ckpt, objective=noisy_objective(), callbacks=[norm_cb, boom])
+    assert torch.load(ckpt, weights_only=False)["step"] == 20  # interrupted mid-way, resumes from step 20
+    m2 = MLP(5, 3, width=16, depth=2)
+    log = []
+    h = train(m2, (x, y), cfg, seed=7, checkpoint=ckpt, objective=noisy_objective(log=log), callbacks=[norm_cb])
+    assert log[0][0] == 20  # the resumed run really restarted mid-way
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    assert h.records == h_ref.records
+
+
+def test_objective_nan_raises_training_diverged_at_its_step():
+    x, y = tiny_task()
+    m = MLP(5, 3, width=16, depth=1)
+
+    def objective(model, xb, yb, step):
+        out = model(xb).square().mean()
+        return out * float("nan") if step == 7 else out
+
+    with pytest.raises(TrainingDiverged, match=r"step 7: objective") as info:
+        train(m, (x, y), TrainConfig(steps=20, eval_every=5, batch_size=8), objective=objective)
+    assert info.value.step == 7
+
+
+def test_objective_with_eval_sets_or_loss_is_config_error():
+    x, y = tiny_task()
+    m = MLP(5, 3, width=16, depth=1)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ConfigError, match="eval_sets.*objective"):
+        train(m, (x, y), TrainConfig(steps=5), objective=noisy_objective(), eval_sets={"test": (x, y)})
+    with pytest.raises(ConfigError, match="loss or objective"):
+        train(m, (x, y), TrainConfig(steps=5), objective=noisy_objective(),
+              loss=torch.nn.functional.cross_entropy)
+    with pytest.raises(ConfigError, match="scalar"):
+        train(m, (x, y), TrainConfig(steps=5), objective=lambda model, xb, yb, step: model(xb))
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # nothing trained
+
+
+def test_batch_seed_overrides_seed_for_the_batch_order():
+    x, y = tiny_task(40)
+    cfg = TrainConfig(steps=15, lr=0.05, optimizer="sgd", batch_size=8, eval_every=5)
+    torch.manual_seed(0)
+    init = MLP(5, 3, width=8, depth=1).state_dict()
+
+    def weights(**kw):
+        m = MLP(5, 3, width=8, depth=1)
+        m.load_state_dict(init)
+        train(m, (x, y), cfg, **kw)
+        return m.out.weight.detach().clone()
+
+    assert torch.equal(weights(seed=1, batch_seed=9), weights(seed=2, batch_seed=9))
+    assert torch.equal(weights(seed=9), weights(seed=2, batch_seed=9))
+    assert not torch.equal(weights(seed=1), weights(seed=2))

@@ -18,12 +18,14 @@ views from :class:`phenomlab.data.augment.Augment1D` (circular shift over the wh
 MNIST-1D itself translates its templates circularly by up to ~2/3 of the length; amplitude scaling;
 time stretch; masking; noise). Encoder: the 1-D :class:`~phenomlab.models.SmallCNN` (conv1, act1,
 conv2, act2, global average pool, fc, act_fc, out = the 128-dim representation); projector
-Linear-BatchNorm-ReLU-Linear (256). Adam, 2000 steps of batch 256. At 9 checkpoints, for each
+Linear-BatchNorm-ReLU-Linear (256). Adam, 2000 steps of batch 256 (minibatches from the shared
+training loop's per-epoch permutations; the two views of each signal are drawn per step from a
+generator seeded by (seed, step), so a resumed run is bit-exact). At 9 checkpoints, for each
 encoder layer (act1, act2, act_fc, out), NCC accuracy with class centres from the training
 features and accuracy measured on held-out test points (so that the random-label control sits at
 chance; ``phenomlab.probes.collapse.ncc_accuracy``, ``phenomlab.probes.features.features``), both
 w.r.t. the semantic labels and w.r.t. random labels. The ablation repeats the run (same init, same
-views) with the variance and covariance coefficients set to 0.
+batches, same views) with the variance and covariance coefficients set to 0.
 
 Signature (CATALOG.md), with the definitions fixed before running; "the representation" is the
 deepest encoder layer, ``out``; each threshold of 5 points is about 3 standard errors of an
@@ -40,7 +42,6 @@ accuracy on 1000 test points:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,12 @@ from torch import nn
 
 from ..data import Dataset, mnist1d
 from ..data.augment import Augment1D
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError
 from ..models import SmallCNN
 from ..probes.collapse import ncc_accuracy
 from ..probes.features import features
+from ..seeding import derive_seed
+from ..train import Objective, TrainConfig, TrainState
 from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
 
 ID = "ssl-clustering"
@@ -99,6 +102,10 @@ class Config(PhenomenonConfig):
             raise ConfigError(f"scale_low={self.scale_low} > scale_high={self.scale_high}")
         if self.batch_size > self.n_train:
             raise ConfigError(f"batch_size={self.batch_size} > n_train={self.n_train}")
+        if self.n_train % self.batch_size == 1:
+            # each epoch ends with the remainder batch; one signal has no batch variance/covariance
+            raise ConfigError(f"n_train={self.n_train} leaves a batch of one signal at the end of each epoch "
+                              f"(batch_size={self.batch_size}); VICReg needs at least two")
         if self.eval_every > self.steps:
             raise ConfigError(f"eval_every={self.eval_every} > steps={self.steps}")
 
@@ -145,12 +152,25 @@ def encoder_layers(cfg: Config) -> list[str]:
     return [f"act{i}" for i in range(1, len(cfg.channels) + 1)] + ["act_fc", "out"]
 
 
-def _networks(cfg: Config, seed: int) -> tuple[nn.Module, nn.Module]:
+class VICRegNet(nn.Module):
+    """Encoder and projector as one module, so the shared training loop optimises, checkpoints and
+    restores both; the probes read the encoder alone (the representation is its output)."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+
+def _network(cfg: Config, seed: int) -> VICRegNet:
     torch.manual_seed(seed)
     enc = SmallCNN(1, cfg.rep_dim, dims=1, channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden)
     proj = nn.Sequential(nn.Linear(cfg.rep_dim, cfg.proj_dim), nn.BatchNorm1d(cfg.proj_dim), nn.ReLU(),
                          nn.Linear(cfg.proj_dim, cfg.proj_dim))
-    return enc, proj
+    return VICRegNet(enc, proj)
 
 
 def _ncc_table(enc: nn.Module, ds: Dataset, layers: list[str], y_rand: tuple[torch.Tensor, torch.Tensor]
@@ -164,56 +184,52 @@ def _ncc_table(enc: nn.Module, ds: Dataset, layers: list[str], y_rand: tuple[tor
     }
 
 
-def _train_ssl(name: str, cfg: Config, ctx: RunContext, ds: Dataset, std_coeff: float, cov_coeff: float,
-               y_rand: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-    """VICReg training with NCC measurements at every checkpoint.
+def vicreg_objective(cfg: Config, views_seed: int, std_coeff: float, cov_coeff: float) -> Objective:
+    """The loop's objective: VICReg between two augmented views of the minibatch.
 
-    The foundation's ``train`` evaluates a supervised loss on (x, y), which a two-view objective
-    has not, so this short loop runs as one resumable unit (``ctx.cached``) instead.
+    The views at ``step`` come from a generator seeded by ``(views_seed, step)`` (the loop's resume
+    contract), so runs sharing ``views_seed`` and the batch order see exactly the same views. The
+    labels the loop passes are ignored: no label ever reaches the training.
+    """
+    aug = cfg.augment()
+
+    def objective(model: nn.Module, xb: torch.Tensor, _yb: torch.Tensor, step: int
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+        g = torch.Generator().manual_seed(derive_seed(views_seed, "objective", step))
+        z = model(torch.cat([aug(xb, g), aug(xb, g)]))
+        b = len(xb)
+        return vicreg_loss(z[:b], z[b:], cfg.sim_coeff, std_coeff, cov_coeff)
+
+    return objective
+
+
+def _train_ssl(name: str, cfg: Config, ctx: RunContext, ds: Dataset, std_coeff: float, cov_coeff: float,
+               y_rand: tuple[torch.Tensor, torch.Tensor]) -> list[dict[str, Any]]:
+    """VICReg training through the shared loop (``ctx.train``: checkpointed, resumable) with the NCC
+    table measured by a callback at every evaluation; returns one record per evaluation.
+
+    Main and ablation runs start from the same weights and share the batch order and view seeds, so
+    they differ only in the coefficients.
     """
     layers = encoder_layers(cfg)
-    enc, proj = _networks(cfg, ctx.seed_for("init"))  # main and ablation start from the same weights
-    enc, proj = enc.to(ctx.device), proj.to(ctx.device)
-    params = list(enc.parameters()) + list(proj.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    aug = cfg.augment()
-    # batches and views from one generator: main and ablation see exactly the same views
-    gen = torch.Generator().manual_seed(ctx.seed_for("views"))
-    x = ds.x_train
-    records: list[dict[str, Any]] = []
-    terms: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    net = _network(cfg, ctx.seed_for("init")).to(ctx.device)
 
-    def measure(step: int) -> None:
-        table = _ncc_table(enc, ds, layers, y_rand)
-        rec: dict[str, Any] = {"step": step, **table}
-        if terms:
-            for key in terms[0]:
-                rec[key] = sum(t[key] for t in terms) / len(terms)
-            terms.clear()
-        records.append(rec)
-        flat = {f"semantic_{k}": v for k, v in zip(layers, table["semantic"], strict=True)}
-        flat |= {f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)}
-        ctx.log(step, flat, prefix=name)
+    def ncc(state: TrainState) -> dict[str, float]:
+        table = _ncc_table(net.encoder, ds, layers, y_rand)
+        return ({f"semantic_{k}": v for k, v in zip(layers, table["semantic"], strict=True)}
+                | {f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)})
 
-    measure(0)
-    enc.train()
-    proj.train()
-    for step in range(1, cfg.steps + 1):
-        idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen).to(x.device)
-        xb = x[idx]
-        views = torch.cat([aug(xb, gen), aug(xb, gen)])
-        z = proj(enc(views))
-        loss, parts = vicreg_loss(z[: cfg.batch_size], z[cfg.batch_size:], cfg.sim_coeff, std_coeff, cov_coeff)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(step, f"{name} VICReg loss", float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        terms.append(parts)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            measure(step)
-    return {"records": records, "wall_time": time.perf_counter() - t0}
+    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer="adam", weight_decay=cfg.weight_decay,
+                       batch_size=cfg.batch_size, eval_every=cfg.eval_every)
+    # the loop needs labels only to count examples; placeholders keep the real ones out of reach
+    unlabelled = (ds.x_train, torch.zeros(ds.n_train, dtype=torch.long, device=ds.x_train.device))
+    hist = ctx.train(name, net, unlabelled, tcfg, callbacks=[ncc], batch_seed=ctx.seed_for("batches"),
+                     objective=vicreg_objective(cfg, ctx.seed_for("views"), std_coeff, cov_coeff))
+    return [{"step": int(r["step"]),
+             "semantic": [r[f"semantic_{k}"] for k in layers],
+             "random": [r[f"random_{k}"] for k in layers],
+             **{part: r.get(f"train_{part}") for part in ("invariance", "variance", "covariance")}}
+            for r in hist.records]
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -230,15 +246,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                            "input_semantic": ncc_accuracy(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
                            "input_random": ncc_accuracy(ds.x_train, y_rand[0], ds.x_test, y_rand[1])}
     for name, (mu, nu) in runs.items():
-        res = ctx.cached(name, lambda name=name, mu=mu, nu=nu: _train_ssl(name, cfg, ctx, ds, mu, nu, y_rand))
-        recs = res["records"]
+        recs = _train_ssl(name, cfg, ctx, ds, mu, nu, y_rand)
         out[name] = {
             "steps": [r["step"] for r in recs],
             "semantic": [r["semantic"] for r in recs],  # [checkpoint][layer]
             "random": [r["random"] for r in recs],
-            "invariance": [r.get("invariance") for r in recs],
-            "variance": [r.get("variance") for r in recs],
-            "covariance": [r.get("covariance") for r in recs],
+            "invariance": [r["invariance"] for r in recs],
+            "variance": [r["variance"] for r in recs],
+            "covariance": [r["covariance"] for r in recs],
         }
     return out
 

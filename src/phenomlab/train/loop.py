@@ -4,11 +4,14 @@ Features: SGD (momentum/Nesterov), Adam, AdamW; weight decay; full batch or mini
 cosine or linear schedules with warm-up; evaluation every ``eval_every`` steps on named sets;
 callbacks that log probe measurements or stop training; checkpoints that resume bit-exactly
 (model, optimiser, step, history and the batch order, which is a pure function of seed and epoch);
-NaN/inf detection that names the step; a rich progress bar.
+NaN/inf detection that names the step; a rich progress bar. The supervised loss on ``(x, y)`` can be
+replaced by any ``objective`` (e.g. a self-supervised loss on augmented views) without giving up
+any of these; see :func:`train` for its contract.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -139,6 +142,9 @@ class TrainState:
 
 Callback = Callable[[TrainState], Mapping[str, float] | None]
 Logger = Callable[[int, Mapping[str, float]], None]
+#: ``objective(model, xb, yb, step)`` -> scalar loss, or (scalar loss, {part name: value}) to log parts
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, int],
+                     torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]]
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -196,14 +202,34 @@ def evaluate(model: nn.Module, data: Batch, loss: str = "cross_entropy", batch_s
     return res
 
 
+@functools.lru_cache(maxsize=8)
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # one randperm per epoch, not per step: for tiny models the permutation cost more than the step
+    g = torch.Generator().manual_seed(derive_seed(seed, "batches", epoch))
+    return torch.randperm(n, generator=g)
+
+
 def _batch_indices(n: int, batch_size: int, step: int, seed: int, device: torch.device) -> torch.Tensor:
     """Indices of the minibatch used at ``step``: epoch order is a pure function of (seed, epoch),
     so a resumed run draws exactly the batches the uninterrupted run would."""
     per_epoch = math.ceil(n / batch_size)
     epoch, k = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(derive_seed(seed, "batches", epoch))
-    perm = torch.randperm(n, generator=g)
-    return perm[k * batch_size : (k + 1) * batch_size].to(device)
+    return _epoch_order(n, seed, epoch)[k * batch_size : (k + 1) * batch_size].to(device)
+
+
+def _objective_value(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Split what an objective returned into the scalar to minimise and its named parts."""
+    parts: Mapping[str, Any] = {}
+    if isinstance(out, tuple):
+        if len(out) != 2:
+            raise ConfigError(f"objective must return a tensor or (tensor, parts), got a {len(out)}-tuple")
+        out, parts = out
+    if not isinstance(out, torch.Tensor) or out.numel() != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"objective must return a scalar tensor, got {shape}")
+    if "objective" in parts:
+        raise ConfigError("an objective part may not be named 'objective' (train_objective is the total)")
+    return out.reshape(()), {str(k): float(v) for k, v in parts.items()}
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -226,6 +252,8 @@ def train(
     progress: bool | str = False,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    objective: Objective | None = None,
+    batch_seed: int | None = None,
 ) -> History:
     """Train ``model`` in place on ``train_data = (x, y)`` and return the evaluation history.
 
@@ -236,14 +264,47 @@ def train(
     With ``checkpoint`` a file is written at most every ``cfg.checkpoint_seconds`` and at the end;
     if it exists when ``train`` starts, training resumes from it (a finished checkpoint returns
     its history at once). Raises :class:`TrainingDiverged` when the loss becomes NaN/inf.
+
+    The minibatch order is a pure function of ``seed`` (or of ``batch_seed`` when given: a wrapper
+    such as ``RunContext.train`` derives ``seed`` from the run's name, and ``batch_seed`` lets two
+    named runs, e.g. a run and its ablation, see exactly the same batches).
+
+    ``objective(model, xb, yb, step)`` replaces ``loss(model(xb), yb)`` as the quantity minimised at
+    ``step`` (0-based, the step about to be taken) on the minibatch ``(xb, yb)`` the loop drew; ``yb``
+    may be ignored (self-supervised objectives) and ``y`` then only fixes the number of examples. It
+    returns a scalar tensor, or ``(scalar, {name: value})`` with named parts to log. Contract:
+
+    * randomness inside the objective (augmented views, masks, noise) must be a pure function of
+      ``(seed, step)``, e.g. ``torch.Generator().manual_seed(derive_seed(my_seed, "objective", step))``;
+      then a run resumed from a checkpoint sees exactly the draws of the uninterrupted run. (torch's
+      global CPU generator is also restored from the checkpoint, but no other generator is, CUDA's
+      included, and a per-step generator does not depend on what else consumed the global one.)
+    * the objective must not change the model except through the gradient of what it returns
+      (BatchNorm running statistics in train mode are the usual, harmless exception).
+    * a NaN/inf objective raises :class:`TrainingDiverged` naming the step; grad clipping, the lr
+      schedule, callbacks, checkpoints and the progress bar work as for the supervised loss.
+
+    An objective has no supervised evaluation, so ``eval_sets`` (and ``loss``) cannot be combined
+    with it (:class:`ConfigError`). Each evaluation records ``train_objective``, the mean of the
+    objective over the optimiser steps since the previous evaluation, and ``train_{part}``, the same
+    mean of each named part, plus what callbacks return. The step-0 evaluation records only the
+    callbacks' metrics: evaluating the objective there would run the model in train mode (updating
+    e.g. BatchNorm statistics) outside training. These running means restart at every evaluation,
+    which is also the only time a checkpoint is written, so a resumed run records the same values.
     """
     cfg.validate()
     x, y = train_data
     n = len(y)
     if n == 0:
         raise ConfigError("training set is empty")
+    if objective is not None and eval_sets:
+        raise ConfigError(f"eval_sets ({', '.join(eval_sets)}) cannot be used with an objective: there is no "
+                          "supervised loss to evaluate; measure held-out data in a callback instead")
+    if objective is not None and loss is not None:
+        raise ConfigError("give either loss or objective, not both: the objective replaces the loss")
     device = next(model.parameters()).device
     lf = loss or loss_fn(cfg.loss)
+    order_seed = seed if batch_seed is None else batch_seed
     opt = optimizer or make_optimizer(model.parameters(), cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     eval_sets = dict(eval_sets or {})
@@ -268,15 +329,26 @@ def train(
             _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                               "history": history.to_dict(), "torch_rng": torch.get_rng_state()})
 
+    # running sums of the objective and its parts since the previous evaluation (see the docstring)
+    obj_sums: dict[str, float] = {}
+    obj_count = 0
+
     def do_eval(step: int) -> bool:
+        nonlocal obj_count
         metrics: dict[str, float] = {}
-        for k, v in evaluate(model, (x, y), cfg.loss, cfg.eval_batch_size).items():
-            metrics[f"train_{k}"] = v
-        for name, data in eval_sets.items():
-            for k, v in evaluate(model, data, cfg.loss, cfg.eval_batch_size).items():
-                metrics[f"{name}_{k}"] = v
-        if not math.isfinite(metrics["train_loss"]):
-            raise TrainingDiverged(step, "train loss", metrics["train_loss"])
+        if objective is None:
+            for k, v in evaluate(model, (x, y), cfg.loss, cfg.eval_batch_size).items():
+                metrics[f"train_{k}"] = v
+            for name, data in eval_sets.items():
+                for k, v in evaluate(model, data, cfg.loss, cfg.eval_batch_size).items():
+                    metrics[f"{name}_{k}"] = v
+            if not math.isfinite(metrics["train_loss"]):
+                raise TrainingDiverged(step, "train loss", metrics["train_loss"])
+        elif obj_count:
+            metrics["train_objective"] = obj_sums.pop("objective") / obj_count
+            metrics.update({f"train_{k}": v / obj_count for k, v in obj_sums.items()})
+            obj_sums.clear()
+            obj_count = 0
         ts = TrainState(step, model, opt, metrics, history, cfg)
         for cb in callbacks:
             extra = cb(ts)
@@ -308,13 +380,22 @@ def train(
             if full_batch:
                 xb, yb = x, y
             else:
-                idx = _batch_indices(n, cfg.batch_size, step, seed, x.device)  # type: ignore[arg-type]
+                idx = _batch_indices(n, cfg.batch_size, step, order_seed, x.device)  # type: ignore[arg-type]
                 xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
-            out = model(xb)
-            batch_loss = lf(out, yb)
-            if not torch.isfinite(batch_loss):
-                raise TrainingDiverged(step, "loss", float(batch_loss.detach()))
+            if objective is None:
+                batch_loss = lf(model(xb), yb)
+                if not torch.isfinite(batch_loss):
+                    raise TrainingDiverged(step, "loss", float(batch_loss.detach()))
+            else:
+                batch_loss, parts = _objective_value(objective(model, xb, yb, step))
+                value = float(batch_loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(step, "objective", value)
+                obj_sums["objective"] = obj_sums.get("objective", 0.0) + value
+                for k, v in parts.items():
+                    obj_sums[k] = obj_sums.get(k, 0.0) + v
+                obj_count += 1
             batch_loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -355,7 +436,7 @@ class _Progress:
     def update(self, step: int, record: Mapping[str, float]) -> None:
         if self.p is None:
             return
-        info = " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.endswith("acc"))
+        info = " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.endswith("acc") or k == "train_objective")
         self.p.update(self.task, completed=step, info=info)
 
     def close(self) -> None:
