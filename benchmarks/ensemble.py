@@ -11,7 +11,7 @@ reports the speed-up (wall and CPU time) and both test-error-vs-width curves wit
 curve difference next to the seed-to-seed spread. ``--backends`` also times one training step of
 batched matmuls (what the trainer uses) against ``torch.func.vmap`` + per-member functional calls.
 
-Run with one thread on both sides (the script sets ``torch.set_num_threads(--threads)``, default 1;
+Run with the same threads on both sides (the script sets ``torch.set_num_threads(--threads)``, default 1;
 also export ``OMP_NUM_THREADS=1``)::
 
     OMP_NUM_THREADS=1 python benchmarks/ensemble.py              # full quick preset (minutes)
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from phenomlab.models import MLP
 from phenomlab.phenomena import double_descent as dd
 from phenomlab.phenomena.base import RunContext, build_config
-from phenomlab.train import TrainConfig, train
+from phenomlab.train import TrainConfig, make_optimizer, train
 from phenomlab.train.ensemble import MLPEnsemble, per_member_loss, train_ensemble
 
 
@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     ap.add_argument("--backends", action="store_true", help="also time batched matmul vs vmap per step")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
+    ap.add_argument("--fused-sequential", action="store_true",
+                    help="give the sequential side the fused Adam kernel the ensemble trainer uses")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -141,9 +143,11 @@ def main() -> None:
         for w, s in zip(members, seeds, strict=True):
             torch.manual_seed(s)
             model = MLP(d_in, ds.n_classes, w, cfg.depth)
-            hs = train(model, (x, y), tcfg, eval_sets={"test": ds.test()}, seed=batch_seed)
+            opt = make_optimizer(model.parameters(), tcfg, fused=True) if args.fused_sequential else None
+            hs = train(model, (x, y), tcfg, eval_sets={"test": ds.test()}, seed=batch_seed, optimizer=opt)
             seq_err.append(1.0 - hs.last("test_acc"))
-    print(f"sequential (train() x {len(members)}):  wall {t_seq.wall:7.1f} s   cpu {t_seq.cpu:7.1f} s")
+    label = f"train() x {len(members)}" + (", fused Adam" if args.fused_sequential else "")
+    print(f"sequential ({label}):  wall {t_seq.wall:7.1f} s   cpu {t_seq.cpu:7.1f} s")
     print(f"speed-up: wall {t_seq.wall / t_ens.wall:.2f}x   cpu {t_seq.cpu / t_ens.cpu:.2f}x")
 
     def curve(v: list[float]) -> list[float]:
@@ -161,7 +165,8 @@ def main() -> None:
     print(f"\nmax |curve difference| = {100 * max_diff:.2f} points; seed-to-seed std per width: median "
           f"{100 * statistics.median(spread):.2f}, max {100 * max(spread):.2f} points (std of a {k}-seed mean: "
           f"median {100 * statistics.median(sem):.2f}); max per-member difference {100 * member_diff:.2f} points")
-    figures: dict[str, Any] = {"widths": widths, "members": len(members), "steps": tcfg.steps,
+    figures: dict[str, Any] = {"threads": torch.get_num_threads(), "fused_sequential": args.fused_sequential,
+                               "widths": widths, "members": len(members), "steps": tcfg.steps,
                                "ensemble_wall": t_ens.wall, "ensemble_cpu": t_ens.cpu, "sequential_wall": t_seq.wall,
                                "sequential_cpu": t_seq.cpu, "speedup_wall": t_seq.wall / t_ens.wall,
                                "speedup_cpu": t_seq.cpu / t_ens.cpu, "ensemble_curve": ce, "sequential_curve": cs,
