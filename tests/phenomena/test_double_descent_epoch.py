@@ -91,6 +91,13 @@ def test_cnn_with_augmentation_runs(tmp_path):
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
+def test_adam_preset_runs(tmp_path):
+    # the earlier (Adam) setting stays runnable; a reduced version of it checks the optimiser path
+    r = phenomlab.run(dd.ID, preset="adam", out=str(tmp_path), seed=0, n_train=100, n_test=100, channels=(4, 8),
+                      width=8, epochs=5, eval_epochs=1)
+    assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
+
+
 def test_no_label_noise_runs(tmp_path):
     r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, label_noise=0.0, **SMALL)
     assert r.data["noisy_fitted"] is None and len(r.verdict.checks) == 2
@@ -99,15 +106,20 @@ def test_no_label_noise_runs(tmp_path):
 @pytest.mark.parametrize("over", [{"label_noise": 1.0}, {"lr": 0.0}, {"optimizer": "rmsprop"}, {"dataset": "cifar"},
                                   {"epochs": 8, "eval_epochs": 2}, {"width": 0}, {"channels": (32, 0)},
                                   {"shift_augment": -1}, {"shift_augment": 40},
-                                  {"shift_augment": 2, "dataset": "digits"}])
+                                  {"shift_augment": 2, "dataset": "digits"}, {"momentum": 1.0},
+                                  {"optimizer": "adam"}, {"optimizer": "adamw", "momentum": 0.5}])
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(dd.Config, dd.PRESETS, "quick", over)
 
 
-def test_paper_preset_is_valid():
+def test_presets_are_valid():
     cfg = build_config(dd.Config, dd.PRESETS, "paper")
-    assert cfg.label_noise == 0.2 and cfg.epochs >= 1000
+    assert cfg.label_noise == 0.2 and cfg.epochs >= 1000 and cfg.optimizer == "adam"
+    quick = build_config(dd.Config, dd.PRESETS, "quick")
+    assert (quick.optimizer, quick.lr, quick.momentum, quick.width, quick.epochs) == ("sgd", 0.05, 0.9, 2048, 200)
+    adam = build_config(dd.Config, dd.PRESETS, "adam")
+    assert (adam.optimizer, adam.momentum, adam.width) == ("adam", 0.0, 256)
 
 
 @pytest.mark.slow

@@ -4,6 +4,29 @@ Nakkiran, Kaplun, Bansal, Yang, Barak, Sutskever 2019, "Deep double descent: whe
 more data hurt" (arXiv 1912.02292), Section 6: a large enough model trained long on data with label
 noise (10-20%) has a test error that, as a function of training epochs, reaches a first minimum,
 rises to a peak around the time the network fits the noisy training labels, and then descends again.
+Their account: the effective model complexity (the most training points the net can fit) grows with
+training time; the peak sits where it crosses the training-set size, and only a model well above
+that threshold at the end of training descends again (a medium-sized model shows a classical U).
+
+Setup of the ``quick`` preset (the defaults): a SmallCNN (conv channels 64, 128, then a *wide*
+fully-connected layer of 2,048 units) on mnist1d (1,000 training points, 20% of them given a wrong
+label, 2,000 clean test points), plain SGD with momentum 0.9 at a constant learning rate 0.05,
+batch 64, 200 epochs, cross-entropy. Measured for seeds 0-4 (each run ~48 s on one CPU thread): the
+smoothed test error reaches its first minimum (0.144-0.168) after 45-65 epochs, rises by 5.8-8.9 points
+to a peak at epoch 105-115 while the noisy labels go from ~10% to 80-99% fitted, and falls by 2.3-4.8
+points within ~35 epochs once they are all fitted (seeds 0, 1, 2: 4.8, 2.9, 2.7), then creeps up by
+under a point. The fall clears the 2-point threshold with a small margin on some seeds.
+
+What the quick setting needs, measured on mnist1d (seed 0 unless noted; rise / fall of the smoothed test
+error): with Adam (lr 1e-3, width 256, 600 epochs; the ``adam`` preset) the curve is a classical U
+(rise 0.08, fall 0.007); SGD with width 256 gives a bump whose fall is at the threshold (0.010-0.027
+over seeds 0-2); widening the last hidden layer to 2,048 units gives falls of 0.029-0.048. This matches
+Nakkiran et al. (a bigger model descends more after the peak) and is consistent with Heckel & Yilmaz
+2020, "Early stopping in deep networks: double descent and how to eliminate it" (arXiv 2007.10099):
+epoch-wise double descent is a superposition of bias-variance trade-offs of parts of the network that
+learn at different speeds (in their 5-layer CNN the conv layers learn faster than the final
+fully-connected layer); plain SGD keeps the layers' speeds unequal where Adam's per-parameter step
+normalisation evens them out. That reading is a hypothesis here: the layer speeds are not measured.
 
 Signature (CATALOG.md: "test error vs epoch rises after a first minimum then falls again below that
 rise"), made precise here on the test-error curve ``e(t)`` lightly smoothed by a centred moving
@@ -51,15 +74,15 @@ class Config(PhenomenonConfig):
     n_test: int = param(2000, "mnist1d test points", gt=0)
     label_noise: float = param(0.2, "fraction of training labels replaced by a wrong class", ge=0.0, lt=1.0)
     model: str = param("cnn", "MLP or SmallCNN", choices=("mlp", "cnn"))
-    width: int = param(256, "MLP hidden width / SmallCNN penultimate width", gt=0)
+    width: int = param(2048, "MLP hidden width / SmallCNN penultimate width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     channels: tuple[int, ...] = param((64, 128), "SmallCNN conv channels", gt=0)
-    optimizer: str = param("adam", "optimiser (constant learning rate)", choices=("adam", "sgd", "adamw"))
-    lr: float = param(1e-3, "learning rate, held constant", gt=0.0)
-    momentum: float = param(0.0, "SGD momentum", ge=0.0, lt=1.0)
+    optimizer: str = param("sgd", "optimiser (constant learning rate)", choices=("adam", "sgd", "adamw"))
+    lr: float = param(0.05, "learning rate, held constant", gt=0.0)
+    momentum: float = param(0.9, "SGD momentum (must be 0 for adam/adamw)", ge=0.0, lt=1.0)
     weight_decay: float = param(0.0, "weight decay", ge=0.0)
     batch_size: int = param(64, "minibatch size", gt=0)
-    epochs: int = param(600, "training epochs", gt=0)
+    epochs: int = param(200, "training epochs", gt=0)
     eval_epochs: int = param(5, "epochs between evaluations", gt=0)
     shift_augment: int = param(0, "train-time random shift of mnist1d signals by up to this many samples (0: off)",
                                ge=0)
@@ -69,6 +92,8 @@ class Config(PhenomenonConfig):
         if self.epochs < SMOOTH_WINDOW * self.eval_epochs:
             raise ConfigError(f"epochs={self.epochs} gives fewer than {SMOOTH_WINDOW} evaluations "
                               f"(eval_epochs={self.eval_epochs})")
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(f"momentum={self.momentum} applies to optimizer='sgd' only, got {self.optimizer!r}")
         if self.shift_augment and self.dataset != "mnist1d":
             raise ConfigError("shift_augment applies to 1-D mnist1d signals only")
         if self.shift_augment >= 40:
@@ -76,9 +101,14 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # the defaults: wide-head SmallCNN, SGD + momentum, 200 epochs (see the module docstring)
     "quick": {},
+    # the earlier quick setting, Nakkiran et al.'s optimiser (Adam 1e-3) with a 256-unit head: on mnist1d it
+    # gives a classical U (seed 0: first min 0.183 at epoch 120, peak 0.263, fall 0.007), not a second descent
+    "adam": {"width": 256, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "epochs": 600},
     # Nakkiran et al. 2019 (Fig. 10 setting, scaled down): a wide net, 20% noise, Adam lr 1e-4, 4K epochs
-    "paper": {"n_train": 4000, "n_test": 4000, "lr": 1e-4, "batch_size": 128, "epochs": 4000, "eval_epochs": 10},
+    "paper": {"n_train": 4000, "n_test": 4000, "width": 256, "optimizer": "adam", "lr": 1e-4, "momentum": 0.0,
+              "batch_size": 128, "epochs": 4000, "eval_epochs": 10},
 }
 
 
@@ -197,8 +227,10 @@ def signature(result: Result) -> Verdict:
     nf = d.get("noisy_fitted")
     fitted = ("" if nf is None else
               f"; noisy labels fitted {nf[i1]:.2f} / {nf[ip]:.2f} / {nf[i2]:.2f} (first min / peak / later min)")
+    largest_rise = max(v - min(s[: i + 1]) for i, v in enumerate(s))
     summary = (f"smoothed test error: first min {s[i1]:.4f} at epoch {ep[i1]:g}, peak {s[ip]:.4f} at epoch "
-               f"{ep[ip]:g}, later min {s[i2]:.4f} at epoch {ep[i2]:g}, end {s[-1]:.4f}; "
+               f"{ep[ip]:g}, later min {s[i2]:.4f} at epoch {ep[i2]:g}, end {s[-1]:.4f} "
+               f"(largest rise over an earlier minimum, with or without a fall after it: {largest_rise:.4f}); "
                f"final train error {d['train_error'][-1]:.4f}{fitted}")
     return Verdict(checks, summary)
 
