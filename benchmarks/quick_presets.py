@@ -1,6 +1,6 @@
 """The catalogue's acceptance run: every implemented phenomenon's ``quick`` preset for several seeds.
 
-For each (id, seed) the run is computed in a fresh store (never read back from a cache), and the
+For each (id, seed) the run is computed afresh (never read back from a store), and the
 script prints the verdict, the wall and CPU time of the run next to the catalogue's budget, and the
 summary line that decided it. One JSON line per run goes to ``--json`` for docs/BENCHMARKS.md.
 
@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
+    ap.add_argument("--out", default="", help="keep the runs in this store (recomputed even if stored); "
+                    "default: a throw-away store per run")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,28 +50,31 @@ def main(argv: list[str] | None = None) -> int:
     for pid in ids:
         registry.get(pid)  # unknown ids fail before any work
         for seed in seeds:
-            with tempfile.TemporaryDirectory() as out:
+            with tempfile.TemporaryDirectory() as tmp:
                 w, c = time.perf_counter(), time.process_time()
                 try:
-                    res = phenomlab.run(pid, seed=seed, out=out)
+                    res = phenomlab.run(pid, seed=seed, out=args.out or tmp, force=True)
                     passed, summary = bool(res.passed), res.verdict.summary if res.verdict else ""
+                    run_id = res.run_id
                     checks = [str(ch) for ch in res.verdict.checks] if res.verdict else []
                 except Exception as exc:  # a diverged or broken run is a failed acceptance line, not a crash
-                    passed, summary, checks = False, f"{type(exc).__name__}: {exc}", []
+                    passed, summary, checks, run_id = False, f"{type(exc).__name__}: {exc}", [], None
                 wall, cpu = time.perf_counter() - w, time.process_time() - c
             budget = BUDGET_S.get(pid)
             ok &= passed
             line = (f"{pid:24s} seed {seed}  {'PASSED' if passed else 'NOT REPRODUCED':14s} wall {wall:6.1f} s  "
-                    f"cpu {cpu:6.1f} s  budget {budget} s{'' if budget is None or wall <= budget else '  OVER'}")
+                    f"cpu {cpu:6.1f} s  budget {budget} s{'' if budget is None or wall <= budget else '  OVER'}  "
+                    f"run {run_id}")
             print(line, flush=True)
             print(f"    {summary}", flush=True)
             for ch in checks:
                 print(f"      {ch}", flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
-                    fh.write(json.dumps({"id": pid, "seed": seed, "passed": passed, "wall_s": round(wall, 1),
-                                         "cpu_s": round(cpu, 1), "budget_s": budget, "threads": torch.get_num_threads(),
-                                         "summary": summary, "date": time.strftime("%Y-%m-%d")}) + "\n")
+                    rec = {"id": pid, "seed": seed, "run_id": run_id, "passed": passed, "wall_s": round(wall, 1),
+                           "cpu_s": round(cpu, 1), "budget_s": budget, "threads": torch.get_num_threads(),
+                           "summary": summary, "date": time.strftime("%Y-%m-%d")}
+                    fh.write(json.dumps(rec) + "\n")
     return 0 if ok else 1
 
 
