@@ -30,6 +30,19 @@ class Interrupt(Exception):
     pass
 
 
+def train_until_interrupted(init, data, cfg, ckpt, at_step, callbacks=(), **kwargs):
+    """Train a fresh MLP(5, 3, 16, 2) from ``init`` with a checkpoint and stop it by an exception at ``at_step``."""
+
+    def boom(state):
+        if state.step == at_step:
+            raise Interrupt
+
+    m = MLP(5, 3, width=16, depth=2)
+    m.load_state_dict(init)
+    with pytest.raises(Interrupt):
+        train(m, data, cfg, seed=7, checkpoint=ckpt, callbacks=[*callbacks, boom], **kwargs)
+
+
 @pytest.mark.parametrize("opt, bs", [("sgd", 8), ("adamw", None), ("adam", 10)])
 def test_resume_gives_same_final_weights(tmp_path, opt, bs):
     x, y = tiny_task(40)
@@ -41,15 +54,8 @@ def test_resume_gives_same_final_weights(tmp_path, opt, bs):
     init = {k: v.clone() for k, v in ref.state_dict().items()}
     h_ref = train(ref, (x, y), cfg, seed=7, eval_sets={"test": (x, y)})
 
-    def boom(state):
-        if state.step == 35:
-            raise Interrupt
-
     ckpt = tmp_path / "run.ckpt"
-    m = MLP(5, 3, width=16, depth=2)
-    m.load_state_dict(init)
-    with pytest.raises(Interrupt):
-        train(m, (x, y), cfg, seed=7, checkpoint=ckpt, callbacks=[boom], eval_sets={"test": (x, y)})
+    train_until_interrupted(init, (x, y), cfg, ckpt, 35, eval_sets={"test": (x, y)})
     assert ckpt.exists()
     # a fresh process would rebuild the model from scratch; the checkpoint supplies the rest
     m2 = MLP(5, 3, width=16, depth=2)
@@ -174,15 +180,8 @@ def test_objective_resume_gives_same_final_weights(tmp_path):
 
     h_ref = train(ref, (x, y), cfg, seed=7, objective=noisy_objective(), callbacks=[norm_cb])
 
-    def boom(state):
-        if state.step == 25:
-            raise Interrupt
-
     ckpt = tmp_path / "obj.ckpt"
-    m = MLP(5, 3, width=16, depth=2)
-    m.load_state_dict(init)
-    with pytest.raises(Interrupt):
-        train(m, (x, y), cfg, seed=7, checkpoint=ckpt, objective=noisy_objective(), callbacks=[norm_cb, boom])
+    train_until_interrupted(init, (x, y), cfg, ckpt, 25, callbacks=[norm_cb], objective=noisy_objective())
     assert torch.load(ckpt, weights_only=False)["step"] == 20  # interrupted mid-way, resumes from step 20
     m2 = MLP(5, 3, width=16, depth=2)
     log = []
