@@ -50,8 +50,15 @@ def vmap_step_time(ens: MLPEnsemble, x: torch.Tensor, y: torch.Tensor, steps: in
     """CPU seconds per Adam step when each bucket is run with vmap over a per-member function."""
     from torch.func import vmap
 
-    def member_loss(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, mask: torch.Tensor,
-                    xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def member_loss(
+        w1: torch.Tensor,
+        b1: torch.Tensor,
+        w2: torch.Tensor,
+        b2: torch.Tensor,
+        mask: torch.Tensor,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+    ) -> torch.Tensor:
         h = torch.relu(xb @ w1 + b1) * mask
         return F.cross_entropy(h @ w2 + b2, yb)
 
@@ -110,8 +117,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     ap.add_argument("--backends", action="store_true", help="also time batched matmul vs vmap per step")
     ap.add_argument("--json", default=None, help="write the figures to this JSON file")
-    ap.add_argument("--fused-sequential", action="store_true",
-                    help="give the sequential side the fused Adam kernel the ensemble trainer uses")
+    ap.add_argument(
+        "--fused-sequential",
+        action="store_true",
+        help="give the sequential side the fused Adam kernel the ensemble trainer uses",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,14 +133,22 @@ def main() -> None:
     k = cfg.seeds_per_width
     members = [w for w in widths for _ in range(k)]
     seeds = [ctx.seed_for("init", w, s) for w in widths for s in range(k)]
-    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size or None,
-                       eval_every=cfg.steps, loss=cfg.loss)
+    tcfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        batch_size=cfg.batch_size or None,
+        eval_every=cfg.steps,
+        loss=cfg.loss,
+    )
     batch_seed = ctx.seed_for("batches")
     x, y = ds.train()
     d_in = x[0].numel()
-    print(f"sweep: {len(widths)} widths {widths[0]}..{widths[-1]} x {k} seeds = {len(members)} MLPs, "
-          f"{tcfg.steps} {tcfg.optimizer} steps, batch {tcfg.batch_size}, n_train={len(y)}; "
-          f"torch threads = {torch.get_num_threads()}")
+    print(
+        f"sweep: {len(widths)} widths {widths[0]}..{widths[-1]} x {k} seeds = {len(members)} MLPs, "
+        f"{tcfg.steps} {tcfg.optimizer} steps, batch {tcfg.batch_size}, n_train={len(y)}; "
+        f"torch threads = {torch.get_num_threads()}"
+    )
 
     with Clock() as t_ens:
         ens = MLPEnsemble(d_in, ds.n_classes, members, depth=cfg.depth, seeds=seeds)
@@ -151,10 +169,10 @@ def main() -> None:
     print(f"speed-up: wall {t_seq.wall / t_ens.wall:.2f}x   cpu {t_seq.cpu / t_ens.cpu:.2f}x")
 
     def curve(v: list[float]) -> list[float]:
-        return [statistics.fmean(v[i * k:(i + 1) * k]) for i in range(len(widths))]
+        return [statistics.fmean(v[i * k : (i + 1) * k]) for i in range(len(widths))]
 
     ce, cs = curve(ens_err), curve(seq_err)
-    spread = [statistics.stdev(ens_err[i * k:(i + 1) * k]) if k > 1 else 0.0 for i in range(len(widths))]
+    spread = [statistics.stdev(ens_err[i * k : (i + 1) * k]) if k > 1 else 0.0 for i in range(len(widths))]
     print("\n width  ensemble  sequential   diff   seed-std")
     for w, a, b, s in zip(widths, ce, cs, spread, strict=True):
         print(f"{w:6d}  {100 * a:7.2f}%  {100 * b:8.2f}%  {100 * (a - b):+6.2f}  {100 * s:6.2f}")
@@ -162,22 +180,38 @@ def main() -> None:
     member_diff = max(abs(a - b) for a, b in zip(ens_err, seq_err, strict=True))
     # the standard error of a k-seed mean is std/sqrt(k): the yardstick for two curves of the same models
     sem = [s / math.sqrt(k) for s in spread]
-    print(f"\nmax |curve difference| = {100 * max_diff:.2f} points; seed-to-seed std per width: median "
-          f"{100 * statistics.median(spread):.2f}, max {100 * max(spread):.2f} points (std of a {k}-seed mean: "
-          f"median {100 * statistics.median(sem):.2f}); max per-member difference {100 * member_diff:.2f} points")
-    figures: dict[str, Any] = {"threads": torch.get_num_threads(), "fused_sequential": args.fused_sequential,
-                               "widths": widths, "members": len(members), "steps": tcfg.steps,
-                               "ensemble_wall": t_ens.wall, "ensemble_cpu": t_ens.cpu, "sequential_wall": t_seq.wall,
-                               "sequential_cpu": t_seq.cpu, "speedup_wall": t_seq.wall / t_ens.wall,
-                               "speedup_cpu": t_seq.cpu / t_ens.cpu, "ensemble_curve": ce, "sequential_curve": cs,
-                               "seed_std": spread, "max_curve_diff": max_diff, "max_member_diff": member_diff}
+    print(
+        f"\nmax |curve difference| = {100 * max_diff:.2f} points; seed-to-seed std per width: median "
+        f"{100 * statistics.median(spread):.2f}, max {100 * max(spread):.2f} points (std of a {k}-seed mean: "
+        f"median {100 * statistics.median(sem):.2f}); max per-member difference {100 * member_diff:.2f} points"
+    )
+    figures: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "fused_sequential": args.fused_sequential,
+        "widths": widths,
+        "members": len(members),
+        "steps": tcfg.steps,
+        "ensemble_wall": t_ens.wall,
+        "ensemble_cpu": t_ens.cpu,
+        "sequential_wall": t_seq.wall,
+        "sequential_cpu": t_seq.cpu,
+        "speedup_wall": t_seq.wall / t_ens.wall,
+        "speedup_cpu": t_seq.cpu / t_ens.cpu,
+        "ensemble_curve": ce,
+        "sequential_curve": cs,
+        "seed_std": spread,
+        "max_curve_diff": max_diff,
+        "max_member_diff": member_diff,
+    }
 
     if args.backends:
         n = 200
         t_bmm = bmm_step_time(ens, x, y, n)
         t_vmap = vmap_step_time(ens, x, y, n)
-        print(f"\nper step (same buckets, Adam, batch 64): batched matmul {1e3 * t_bmm:.2f} ms cpu, "
-              f"vmap {1e3 * t_vmap:.2f} ms cpu ({t_vmap / t_bmm:.2f}x)")
+        print(
+            f"\nper step (same buckets, Adam, batch 64): batched matmul {1e3 * t_bmm:.2f} ms cpu, "
+            f"vmap {1e3 * t_vmap:.2f} ms cpu ({t_vmap / t_bmm:.2f}x)"
+        )
         figures.update(bmm_step_ms=1e3 * t_bmm, vmap_step_ms=1e3 * t_vmap)
     if args.json:
         with open(args.json, "w") as f:

@@ -26,9 +26,18 @@ from phenomlab.phenomena import registry
 
 #: quick-preset budgets on 2 CPU cores, seconds (../shared/CATALOG.md, Tier 1)
 BUDGET_S = {
-    "grokking": 120, "double-descent": 180, "double-descent-epoch": 180, "neural-collapse": 120,
-    "lottery-ticket": 180, "low-rank-bias": 180, "probabilistic-stability": 180, "effective-depth": 180,
-    "collapse-transfer": 180, "ssl-clustering": 240, "sgd-fluctuation": 30, "edge-of-stability": 180,
+    "grokking": 120,
+    "double-descent": 180,
+    "double-descent-epoch": 180,
+    "neural-collapse": 120,
+    "lottery-ticket": 180,
+    "low-rank-bias": 180,
+    "probabilistic-stability": 180,
+    "effective-depth": 180,
+    "collapse-transfer": 180,
+    "ssl-clustering": 240,
+    "sgd-fluctuation": 30,
+    "edge-of-stability": 180,
     "ntk-mup": 240,
 }
 
@@ -39,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
-    ap.add_argument("--out", default="", help="keep the runs in this store (recomputed even if stored); "
-                    "default: a throw-away store per run")
+    ap.add_argument(
+        "--out",
+        default="",
+        help="keep the runs in this store (recomputed even if stored); default: a throw-away store per run",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,18 +74,29 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu = time.perf_counter() - w, time.process_time() - c
             budget = BUDGET_S.get(pid)
             ok &= passed
-            line = (f"{pid:24s} seed {seed}  {'PASSED' if passed else 'NOT REPRODUCED':14s} wall {wall:6.1f} s  "
-                    f"cpu {cpu:6.1f} s  budget {budget} s{'' if budget is None or wall <= budget else '  OVER'}  "
-                    f"run {run_id}")
+            line = (
+                f"{pid:24s} seed {seed}  {'PASSED' if passed else 'NOT REPRODUCED':14s} wall {wall:6.1f} s  "
+                f"cpu {cpu:6.1f} s  budget {budget} s{'' if budget is None or wall <= budget else '  OVER'}  "
+                f"run {run_id}"
+            )
             print(line, flush=True)
             print(f"    {summary}", flush=True)
             for ch in checks:
                 print(f"      {ch}", flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
-                    rec = {"id": pid, "seed": seed, "run_id": run_id, "passed": passed, "wall_s": round(wall, 1),
-                           "cpu_s": round(cpu, 1), "budget_s": budget, "threads": torch.get_num_threads(),
-                           "summary": summary, "date": time.strftime("%Y-%m-%d")}
+                    rec = {
+                        "id": pid,
+                        "seed": seed,
+                        "run_id": run_id,
+                        "passed": passed,
+                        "wall_s": round(wall, 1),
+                        "cpu_s": round(cpu, 1),
+                        "budget_s": budget,
+                        "threads": torch.get_num_threads(),
+                        "summary": summary,
+                        "date": time.strftime("%Y-%m-%d"),
+                    }
                     fh.write(json.dumps(rec) + "\n")
     return 0 if ok else 1
 

@@ -72,8 +72,22 @@ def test_failing_verdict_exits_1(tmp_path):
 
 
 def test_diverging_run_is_stored_failed(tmp_path):
-    r = runner.invoke(app, ["run", "grokking", *SMALL, "--set", "lr=1e30", "--set", "wd=0",
-                            "--set", "max_steps=50", "--out", str(tmp_path)])
+    r = runner.invoke(
+        app,
+        [
+            "run",
+            "grokking",
+            *SMALL,
+            "--set",
+            "lr=1e30",
+            "--set",
+            "wd=0",
+            "--set",
+            "max_steps=50",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 1
     assert "diverged at step" in r.output
     assert RunStore(tmp_path).list_runs()[0]["status"] == "failed"
@@ -82,8 +96,20 @@ def test_diverging_run_is_stored_failed(tmp_path):
 def test_kill_midway_then_resume(tmp_path):
     """SIGKILL the real console script mid-run; the same command resumes from the checkpoint."""
     exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")
-    args = [exe, "run", "grokking", *SMALL, "--set", "max_steps=2000", "--set", "wd=0", "--set", "control_wd=0",
-            "--out", str(tmp_path)]
+    args = [
+        exe,
+        "run",
+        "grokking",
+        *SMALL,
+        "--set",
+        "max_steps=2000",
+        "--set",
+        "wd=0",
+        "--set",
+        "control_wd=0",
+        "--out",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PHENOMLAB_CHECKPOINT_SECONDS": "0.5"}
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 60

@@ -12,8 +12,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def run(pid: str, preset: str = "quick", seed: int = 0, device: str | None = None, out: str | None = None,
-        force: bool = False, progress: bool = False, **overrides: Any) -> Any:
+def run(
+    pid: str,
+    preset: str = "quick",
+    seed: int = 0,
+    device: str | None = None,
+    out: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **overrides: Any,
+) -> Any:
     """Run phenomenon ``pid`` (e.g. ``"grokking"``) and return its :class:`~phenomlab.phenomena.Result`.
 
     Keyword ``overrides`` replace config fields (``phenomlab.run("grokking", wd=0.5)``). Finished runs
@@ -21,8 +29,9 @@ def run(pid: str, preset: str = "quick", seed: int = 0, device: str | None = Non
     """
     from .runner import run_phenomenon
 
-    return run_phenomenon(pid, preset=preset, overrides=overrides, seed=seed, device=device, out=out,
-                          force=force, progress=progress)
+    return run_phenomenon(
+        pid, preset=preset, overrides=overrides, seed=seed, device=device, out=out, force=force, progress=progress
+    )
 
 
 # ``phenomlab.sweep`` is both the subpackage and a callable (see phenomlab/sweep/__init__.py)

@@ -18,8 +18,12 @@ from rich.table import Table
 
 from .errors import PhenomlabError, TrainingDiverged
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Reproduce, measure and sweep the phenomena of deep learning science.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproduce, measure and sweep the phenomena of deep learning science.",
+)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -103,8 +107,9 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value: key=value")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present)")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "--store",
-                                             help="run store directory (default ./phenomlab-runs)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "--store", help="run store directory (default ./phenomlab-runs)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="recompute even if the run is stored")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
@@ -125,8 +130,9 @@ def run(
         err.print(f"resuming run {rid} from its checkpoints")
     elif not quiet and (row is None or row["status"] != "finished" or force):
         err.print(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
-    result = run_phenomenon(pid, preset=preset, seed=seed, device=device, store=store, force=force,
-                            progress=not quiet, config=cfg)
+    result = run_phenomenon(
+        pid, preset=preset, seed=seed, device=device, store=store, force=force, progress=not quiet, config=cfg
+    )
     if result.cached:
         console.print(f"run {result.run_id}: read from the store (finished earlier; --force recomputes)")
     _print_result(result)
@@ -136,8 +142,10 @@ def run(
 def _print_result(result: Any) -> None:
     v = result.verdict
     colour = "green" if v.passed else "red"
-    console.print(f"[bold]{result.phenomenon}[/] seed {result.seed}  run {result.run_id}"
-                  + (f"  ({result.duration:.1f} s)" if result.duration else ""))
+    console.print(
+        f"[bold]{result.phenomenon}[/] seed {result.seed}  run {result.run_id}"
+        + (f"  ({result.duration:.1f} s)" if result.duration else "")
+    )
     console.print(f"[bold {colour}]{'PASSED' if v.passed else 'NOT REPRODUCED'}[/]: {v.summary}", highlight=False)
     for c in v.checks:
         console.print(f"  [{'green' if c.passed else 'red'}]{c}[/]", highlight=False)
@@ -189,8 +197,10 @@ def show(
 
     store = _store(out)
     row = resolve_run(store, ref)
-    console.print(f"[bold]{row['phenomenon']}[/] run {row['run_id']}  seed {row['seed']}  preset {row['preset']}"
-                  f"  status {row['status']}")
+    console.print(
+        f"[bold]{row['phenomenon']}[/] run {row['run_id']}  seed {row['seed']}  preset {row['preset']}"
+        f"  status {row['status']}"
+    )
     console.print(f"config: {row['config']}", highlight=False)
     if row["status"] != "finished":
         if row.get("error"):
@@ -206,8 +216,9 @@ def show(
             finite = [v for v in vals if not math.isnan(v)]
             if not finite:
                 continue
-            t.add_row(name, str(len(vals)), f"{vals[0]:.4g}", f"{vals[-1]:.4g}", f"{min(finite):.4g}",
-                      f"{max(finite):.4g}")
+            t.add_row(
+                name, str(len(vals)), f"{vals[0]:.4g}", f"{vals[-1]:.4g}", f"{min(finite):.4g}", f"{max(finite):.4g}"
+            )
         console.print(t)
     if row["status"] != "finished":
         raise typer.Exit(1)
@@ -237,8 +248,14 @@ def sweep(
     sid, trials = plan(pid, grid, seeds, preset, base)
     err.print(f"sweep {sid}: {len(trials)} trials ({executor} executor, {workers} worker(s))")
     counts = {"finished": 0, "cached": 0, "failed": 0, "interrupted": 0, "passed": 0}
-    with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=err) as bar:
+    with Progress(
+        TextColumn("[bold]sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err,
+    ) as bar:
         task = bar.add_task("sweep", total=len(trials), info="")
 
         def on_done(trial: Any, o: Any) -> None:
@@ -246,13 +263,29 @@ def sweep(
             counts["passed"] += bool(o.passed)
             if o.status == "failed":
                 bar.console.print(f"[red]failed[/] {trial.label}: {(o.error or '').splitlines()[0]}", highlight=False)
-            bar.update(task, advance=1, info=f"{counts['passed']} passed, {counts['failed']} failed, "
-                                             f"{counts['cached']} from store")
+            bar.update(
+                task,
+                advance=1,
+                info=f"{counts['passed']} passed, {counts['failed']} failed, {counts['cached']} from store",
+            )
 
-        res = run_sweep(pid, grid, seeds, preset, executor=executor, workers=workers, address=address,
-                        device=device, out=out, base=base, on_done=on_done)
-    console.print(f"sweep {res.sweep_id}: {counts['finished']} run, {counts['cached']} read from the store, "
-                  f"{counts['failed']} failed; verdict passed in {counts['passed']}/{len(trials)}")
+        res = run_sweep(
+            pid,
+            grid,
+            seeds,
+            preset,
+            executor=executor,
+            workers=workers,
+            address=address,
+            device=device,
+            out=out,
+            base=base,
+            on_done=on_done,
+        )
+    console.print(
+        f"sweep {res.sweep_id}: {counts['finished']} run, {counts['cached']} read from the store, "
+        f"{counts['failed']} failed; verdict passed in {counts['passed']}/{len(trials)}"
+    )
     console.print(f"compare: phenomlab compare --sweep {res.sweep_id}   report: phenomlab report {res.sweep_id}")
     raise typer.Exit(1 if counts["failed"] else 0)
 
@@ -281,8 +314,10 @@ def compare(
     groups = aggregate(rows)
     for g in groups:
         pr = g["pass_rate"]
-        t = Table(title=f"{g['phenomenon']}  {g['label']}  seeds {g['seeds']}  pass rate "
-                        f"{'n/a' if math.isnan(pr) else f'{pr:.0%}'}  ({g['failed']} failed)")
+        t = Table(
+            title=f"{g['phenomenon']}  {g['label']}  seeds {g['seeds']}  pass rate "
+            f"{'n/a' if math.isnan(pr) else f'{pr:.0%}'}  ({g['failed']} failed)"
+        )
         for col in ("metric", "mean", "95% CI", "n"):
             t.add_column(col)
         for name, st in g["metrics"].items():

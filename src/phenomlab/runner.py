@@ -23,8 +23,13 @@ def versions() -> dict[str, str]:
 
     from . import __version__
 
-    return {"phenomlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "phenomlab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def make_config(pid: str, preset: str = "quick", overrides: Mapping[str, Any] | None = None) -> PhenomenonConfig:
@@ -37,9 +42,18 @@ def load_result(store: RunStore, row: Mapping[str, Any]) -> Result:
     """A :class:`Result` rebuilt from a stored run row."""
     verdict = Verdict.from_dict(row["verdict"]) if row.get("verdict") else None
     arts = store.artifacts(row["run_id"])
-    return Result(phenomenon=row["phenomenon"], config=row["config"], seed=row["seed"], data=row.get("result") or {},
-                  run_id=row["run_id"], verdict=verdict, figures=list(arts.values()), cached=True,
-                  duration=row.get("duration"), run_dir=str(store.root / "runs" / row["run_id"]))
+    return Result(
+        phenomenon=row["phenomenon"],
+        config=row["config"],
+        seed=row["seed"],
+        data=row.get("result") or {},
+        run_id=row["run_id"],
+        verdict=verdict,
+        figures=list(arts.values()),
+        cached=True,
+        duration=row.get("duration"),
+        run_dir=str(store.root / "runs" / row["run_id"]),
+    )
 
 
 def run_phenomenon(
@@ -106,4 +120,3 @@ def run_phenomenon(
     except Exception as exc:
         store.fail_run(rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
         raise
-

@@ -105,18 +105,21 @@ def test_views_differ_and_global_generator_works(x):
     assert not torch.equal(v1, v2)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: A.circular_shift(torch.randn(40), 3),
-    lambda: A.scale(torch.randint(0, 3, (4, 40)), 1, 2),
-    lambda: A.circular_shift(torch.randn(4, 40), -1),
-    lambda: A.scale(torch.randn(4, 40), 2.0, 1.0),
-    lambda: A.gaussian_noise(torch.randn(4, 40), -0.1),
-    lambda: A.time_warp(torch.randn(4, 40), -0.1),
-    lambda: A.random_mask(torch.randn(4, 40), 1.5),
-    lambda: A.Augment1D(mask_fraction=2.0),
-    lambda: A.Augment1D(scale_range=(1.2, 0.8)),
-    lambda: A.Augment1D(max_shift=-2),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: A.circular_shift(torch.randn(40), 3),
+        lambda: A.scale(torch.randint(0, 3, (4, 40)), 1, 2),
+        lambda: A.circular_shift(torch.randn(4, 40), -1),
+        lambda: A.scale(torch.randn(4, 40), 2.0, 1.0),
+        lambda: A.gaussian_noise(torch.randn(4, 40), -0.1),
+        lambda: A.time_warp(torch.randn(4, 40), -0.1),
+        lambda: A.random_mask(torch.randn(4, 40), 1.5),
+        lambda: A.Augment1D(mask_fraction=2.0),
+        lambda: A.Augment1D(scale_range=(1.2, 0.8)),
+        lambda: A.Augment1D(max_shift=-2),
+    ],
+)
 def test_bad_arguments(call):
     with pytest.raises(PhenomlabError):
         call()

@@ -11,8 +11,11 @@ from phenomlab.errors import PhenomlabError
     [
         (lambda s: data.mnist1d(n_train=300, n_test=100, seed=s), (40,), 10),
         (lambda s: data.digits(seed=s), (64,), 10),
-        (lambda s: data.gaussian_mixture(n_classes=7, dim=5, n_train_per_class=10, n_test_per_class=4, seed=s),
-         (5,), 7),
+        (
+            lambda s: data.gaussian_mixture(n_classes=7, dim=5, n_train_per_class=10, n_test_per_class=4, seed=s),
+            (5,),
+            7,
+        ),
         (lambda s: data.modular_arithmetic(p=11, op="+", train_fraction=0.5, seed=s), (2,), 11),
         (lambda s: data.teacher_student(dim=6, n_classes=3, n_train=50, n_test=20, seed=s), (6,), 3),
     ],
@@ -73,7 +76,7 @@ def test_modular_bad_input():
 def test_label_noise_changes_exact_fraction_and_keeps_test_clean():
     ds = data.gaussian_mixture(n_classes=5, dim=3, n_train_per_class=40, n_test_per_class=10, seed=0)
     noisy = data.with_label_noise(ds, 0.2, seed=1)
-    changed = (noisy.y_train != ds.y_train)
+    changed = noisy.y_train != ds.y_train
     assert int(changed.sum()) == round(0.2 * ds.n_train)
     assert torch.equal(changed, noisy.meta["noisy_mask"])
     assert torch.equal(noisy.y_test, ds.y_test)
@@ -114,8 +117,13 @@ def test_class_split():
 def test_user_data_npz(tmp_path):
     path = tmp_path / "d.npz"
     rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.normal(size=(10, 3)), y_train=rng.integers(0, 2, 10),
-             x_test=rng.normal(size=(4, 3)), y_test=rng.integers(0, 2, 4))
+    np.savez(
+        path,
+        x_train=rng.normal(size=(10, 3)),
+        y_train=rng.integers(0, 2, 10),
+        x_test=rng.normal(size=(4, 3)),
+        y_test=rng.integers(0, 2, 4),
+    )
     ds = data.from_npz(path)
     assert ds.x_train.dtype == torch.float32 and ds.n_classes == 2
     bad = tmp_path / "bad.npz"

@@ -6,16 +6,35 @@ from phenomlab.phenomena import collapse_transfer as ct
 from phenomlab.phenomena.base import Result, build_config
 
 # a reduced config: 12 classes, a tiny net, a few dozen steps (a few seconds on 2 cores)
-SMALL = dict(n_classes=12, source_classes=8, signal_dim=4, nuisance_dim=4, n_train_per_class=12,
-             n_test_per_class=8, width=32, steps=30, eval_every=10, ways=4, episodes=5)
+SMALL = dict(
+    n_classes=12,
+    source_classes=8,
+    signal_dim=4,
+    nuisance_dim=4,
+    n_train_per_class=12,
+    n_test_per_class=8,
+    width=32,
+    steps=30,
+    eval_every=10,
+    ways=4,
+    episodes=5,
+)
 
 
 def make_result(train, test, new, fewshot):
     cfg = build_config(ct.Config, ct.PRESETS)
     steps = [100 * i for i in range(len(train))]
-    data = {"steps": steps, "cdnv_source_train": train, "cdnv_source_test": test, "cdnv_new": new,
-            "fewshot_error": fewshot, "train_acc": [0.5] * len(steps), "test_acc": [0.5] * len(steps),
-            "fewshot_error_input": 0.2, "chance_error": 0.8}
+    data = {
+        "steps": steps,
+        "cdnv_source_train": train,
+        "cdnv_source_test": test,
+        "cdnv_new": new,
+        "fewshot_error": fewshot,
+        "train_acc": [0.5] * len(steps),
+        "test_acc": [0.5] * len(steps),
+        "fewshot_error_input": 0.2,
+        "chance_error": 0.8,
+    }
     return Result(ct.ID, cfg.to_dict(), 0, data)
 
 
@@ -27,18 +46,20 @@ def checks(v):
 
 
 def test_signature_passes_when_collapse_transfers():
-    v = ct.signature(make_result(FALLING, FALLING, [5.0, 3.0, 2.0, 1.5, 1.2, 1.0],
-                                 [0.4, 0.3, 0.2, 0.15, 0.12, 0.1]))
+    v = ct.signature(make_result(FALLING, FALLING, [5.0, 3.0, 2.0, 1.5, 1.2, 1.0], [0.4, 0.3, 0.2, 0.15, 0.12, 0.1]))
     assert v.passed, str(v)
-    assert set(checks(v)) == {"cdnv_source_train_final/initial", "cdnv_source_test_final/initial",
-                              "cdnv_new_final/initial", "fewshot_error_final/random_init",
-                              "spearman(cdnv_new, fewshot_error)"}
+    assert set(checks(v)) == {
+        "cdnv_source_train_final/initial",
+        "cdnv_source_test_final/initial",
+        "cdnv_new_final/initial",
+        "fewshot_error_final/random_init",
+        "spearman(cdnv_new, fewshot_error)",
+    }
 
 
 def test_signature_fails_when_new_classes_do_not_collapse():
     # source collapses, new classes only fall to 0.8x: no transfer of collapse
-    v = ct.signature(make_result(FALLING, FALLING, [5.0, 4.8, 4.5, 4.3, 4.1, 4.0],
-                                 [0.4, 0.39, 0.38, 0.37, 0.36, 0.35]))
+    v = ct.signature(make_result(FALLING, FALLING, [5.0, 4.8, 4.5, 4.3, 4.1, 4.0], [0.4, 0.39, 0.38, 0.37, 0.36, 0.35]))
     assert not v.passed
     c = checks(v)
     assert not c["cdnv_new_final/initial"] and c["cdnv_source_train_final/initial"]
@@ -78,10 +99,19 @@ def test_reduced_run_end_to_end(tmp_path):
     assert all((tmp_path / "runs" / r.run_id / p.rsplit("/", 1)[-1]).exists() for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [
-    {"source_classes": 60}, {"ways": 25}, {"lr": -0.1}, {"optimizer": "lbfgs"}, {"eval_every": 5000},
-    {"shots": 0}, {"nuisance_std": -1.0}, {"n_classes": 2},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"source_classes": 60},
+        {"ways": 25},
+        {"lr": -0.1},
+        {"optimizer": "lbfgs"},
+        {"eval_every": 5000},
+        {"shots": 0},
+        {"nuisance_std": -1.0},
+        {"n_classes": 2},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ct.Config, ct.PRESETS, "quick", over)

@@ -15,9 +15,15 @@ WIDTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 
 def make_result(train_err, test_err):
     cfg = build_config(dd.Config, dd.PRESETS)
-    data = {"widths": WIDTHS, "train_err": train_err, "test_err": test_err, "interp_err": dd.INTERP_ERR,
-            "train_err_seeds": [[e] for e in train_err], "test_err_seeds": [[e] for e in test_err],
-            "noisy_fit": [0.0] * len(WIDTHS)}
+    data = {
+        "widths": WIDTHS,
+        "train_err": train_err,
+        "test_err": test_err,
+        "interp_err": dd.INTERP_ERR,
+        "train_err_seeds": [[e] for e in train_err],
+        "test_err_seeds": [[e] for e in test_err],
+        "noisy_fit": [0.0] * len(WIDTHS),
+    }
     return Result(dd.ID, cfg.to_dict(), 0, data)
 
 
@@ -76,14 +82,24 @@ def test_widths_are_log_spaced_and_unique():
     cfg = build_config(dd.Config, dd.PRESETS)
     ws = dd.widths_of(cfg)
     assert ws[0] == 1 and ws[-1] == 512 and len(ws) == len(set(ws)) == cfg.n_widths and ws == sorted(ws)
-    assert dd.widths_of(build_config(dd.Config, dd.PRESETS, "quick", {"max_width": 5, "n_widths": 10})) == [1, 2, 3,
-                                                                                                            4, 5]
+    assert dd.widths_of(build_config(dd.Config, dd.PRESETS, "quick", {"max_width": 5, "n_widths": 10})) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
 
 
 def test_reduced_run_end_to_end(tmp_path):
     r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, **SMALL)
-    assert set(names(r.verdict)) == {"min_train_err", "peak_width/threshold", "threshold/peak_width",
-                                     "peak_minus_best_smaller", "peak_minus_largest"}
+    assert set(names(r.verdict)) == {
+        "min_train_err",
+        "peak_width/threshold",
+        "threshold/peak_width",
+        "peak_minus_best_smaller",
+        "peak_minus_largest",
+    }
     d = r.data
     assert d["widths"] == [1, 2, 6, 13, 32]
     for key in ("train_err", "test_err", "test_loss", "noisy_fit"):
@@ -95,8 +111,18 @@ def test_reduced_run_end_to_end(tmp_path):
     assert again.cached and again.data == d
 
 
-@pytest.mark.parametrize("over", [{"label_noise": 1.0}, {"max_width": 1}, {"n_widths": 2}, {"loss": "hinge"},
-                                  {"dataset": "mnist1d", "n_train": 0}, {"depth": 0}, {"lr": 0.0}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"label_noise": 1.0},
+        {"max_width": 1},
+        {"n_widths": 2},
+        {"loss": "hinge"},
+        {"dataset": "mnist1d", "n_train": 0},
+        {"depth": 0},
+        {"lr": 0.0},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(dd.Config, dd.PRESETS, "quick", over)

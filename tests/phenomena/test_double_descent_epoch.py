@@ -16,10 +16,15 @@ CHECKS = {"rise after first minimum", "fall after the peak"}
 def make_result(test_error, noisy=None):
     cfg = build_config(dd.Config, dd.PRESETS)
     n = len(test_error)
-    data = {"epochs": [float(i) for i in range(n)], "train_error": [max(0.0, 0.5 - 0.05 * i) for i in range(n)],
-            "test_error": test_error, "clean_train_error": [0.0] * n,
-            "noisy_fitted": noisy if noisy is not None else [min(1.0, 0.05 * i) for i in range(n)],
-            "n_train": 100, "n_test": 100}
+    data = {
+        "epochs": [float(i) for i in range(n)],
+        "train_error": [max(0.0, 0.5 - 0.05 * i) for i in range(n)],
+        "test_error": test_error,
+        "clean_train_error": [0.0] * n,
+        "noisy_fitted": noisy if noisy is not None else [min(1.0, 0.05 * i) for i in range(n)],
+        "n_train": 100,
+        "n_test": 100,
+    }
     return Result(dd.ID, cfg.to_dict(), 0, data)
 
 
@@ -86,15 +91,35 @@ def test_shift_augment_only_in_training():
 
 
 def test_cnn_with_augmentation_runs(tmp_path):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, n_train=100, n_test=100, channels=(4, 8), width=8,
-                      epochs=5, eval_epochs=1, shift_augment=2)
+    r = phenomlab.run(
+        dd.ID,
+        out=str(tmp_path),
+        seed=0,
+        n_train=100,
+        n_test=100,
+        channels=(4, 8),
+        width=8,
+        epochs=5,
+        eval_epochs=1,
+        shift_augment=2,
+    )
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
 def test_adam_preset_runs(tmp_path):
     # the earlier (Adam) setting stays runnable; a reduced version of it checks the optimiser path
-    r = phenomlab.run(dd.ID, preset="adam", out=str(tmp_path), seed=0, n_train=100, n_test=100, channels=(4, 8),
-                      width=8, epochs=5, eval_epochs=1)
+    r = phenomlab.run(
+        dd.ID,
+        preset="adam",
+        out=str(tmp_path),
+        seed=0,
+        n_train=100,
+        n_test=100,
+        channels=(4, 8),
+        width=8,
+        epochs=5,
+        eval_epochs=1,
+    )
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
@@ -103,11 +128,24 @@ def test_no_label_noise_runs(tmp_path):
     assert r.data["noisy_fitted"] is None and len(r.verdict.checks) == 2
 
 
-@pytest.mark.parametrize("over", [{"label_noise": 1.0}, {"lr": 0.0}, {"optimizer": "rmsprop"}, {"dataset": "cifar"},
-                                  {"epochs": 8, "eval_epochs": 2}, {"width": 0}, {"channels": (32, 0)},
-                                  {"shift_augment": -1}, {"shift_augment": 40},
-                                  {"shift_augment": 2, "dataset": "digits"}, {"momentum": 1.0},
-                                  {"optimizer": "adam"}, {"optimizer": "adamw", "momentum": 0.5}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"label_noise": 1.0},
+        {"lr": 0.0},
+        {"optimizer": "rmsprop"},
+        {"dataset": "cifar"},
+        {"epochs": 8, "eval_epochs": 2},
+        {"width": 0},
+        {"channels": (32, 0)},
+        {"shift_augment": -1},
+        {"shift_augment": 40},
+        {"shift_augment": 2, "dataset": "digits"},
+        {"momentum": 1.0},
+        {"optimizer": "adam"},
+        {"optimizer": "adamw", "momentum": 0.5},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(dd.Config, dd.PRESETS, "quick", over)

@@ -14,9 +14,18 @@ def run_record(lr, ratios, diverged_at=None):
     steps = [20 * i for i in range(len(ratios))]
     sharp = [r * 2 / lr for r in ratios]
     stats = eos._last_half_stats(steps, sharp, lr, TOTAL)
-    return {"lr": lr, "threshold": 2 / lr, "steps": steps, "sharpness": sharp, "train_loss": [1.0] * len(steps),
-            "train_acc": [0.5] * len(steps), "initial_ratio": ratios[0] if ratios else None,
-            "max_ratio": max(ratios) if ratios else None, "diverged_at": diverged_at, **stats}
+    return {
+        "lr": lr,
+        "threshold": 2 / lr,
+        "steps": steps,
+        "sharpness": sharp,
+        "train_loss": [1.0] * len(steps),
+        "train_acc": [0.5] * len(steps),
+        "initial_ratio": ratios[0] if ratios else None,
+        "max_ratio": max(ratios) if ratios else None,
+        "diverged_at": diverged_at,
+        **stats,
+    }
 
 
 def result(runs):
@@ -65,8 +74,17 @@ def test_verdict_fails_when_sharpness_overshoots_or_training_diverged():
 
 
 def test_reduced_run_end_to_end(tmp_path):
-    res = phenomlab.run(eos.ID, out=str(tmp_path), dataset="digits", n_train=100, width=16, steps=40,
-                        measure_every=10, lrs=[0.05, 0.1], lanczos_iters=20)
+    res = phenomlab.run(
+        eos.ID,
+        out=str(tmp_path),
+        dataset="digits",
+        n_train=100,
+        width=16,
+        steps=40,
+        measure_every=10,
+        lrs=[0.05, 0.1],
+        lanczos_iters=20,
+    )
     runs = res.data["runs"]
     assert [r["lr"] for r in runs] == [0.05, 0.1]
     for r in runs:
@@ -79,9 +97,19 @@ def test_reduced_run_end_to_end(tmp_path):
     assert res.figures and Path(res.figures[0]).exists()
 
 
-@pytest.mark.parametrize("override", [{"lrs": []}, {"lrs": [0.1, -0.1]}, {"lrs": [0.1, 0.1]},
-                                      {"measure_every": 600, "steps": 1000}, {"activation": "softmax"},
-                                      {"dataset": "digits", "n_train": 5000}, {"lanczos_tol": 0.0}, {"lr": 0.1}])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"lrs": []},
+        {"lrs": [0.1, -0.1]},
+        {"lrs": [0.1, 0.1]},
+        {"measure_every": 600, "steps": 1000},
+        {"activation": "softmax"},
+        {"dataset": "digits", "n_train": 5000},
+        {"lanczos_tol": 0.0},
+        {"lr": 0.1},
+    ],
+)
 def test_bad_config_is_rejected(override):
     with pytest.raises(ConfigError):
         build_config(eos.Config, eos.PRESETS, "quick", override)

@@ -10,13 +10,27 @@ from phenomlab.phenomena.base import Result, build_config
 # a tiny net that fits 200 mnist1d points in a few hundred steps (seconds on 2 cores)
 SMALL = dict(n_train=200, n_test=100, depth=3, width=32, steps=200, eval_every=100)
 
-CHECKS = {"easy_train_acc", "easy_spearman(layer, NCC)", "easy_L*", "hard_train_acc", "hard_spearman(layer, NCC)",
-          "hard_L*", "L*_hard - L*_easy"}
+CHECKS = {
+    "easy_train_acc",
+    "easy_spearman(layer, NCC)",
+    "easy_L*",
+    "hard_train_acc",
+    "hard_spearman(layer, NCC)",
+    "hard_L*",
+    "L*_hard - L*_easy",
+}
 
 
 def task(ncc, train_acc=1.0):
-    return {"ncc": ncc, "L_star": ed.effective_depth(ncc), "spearman": ed.spearman(ncc), "train_acc": train_acc,
-            "test_acc": 0.5, "steps": [0], "ncc_history": [ncc]}
+    return {
+        "ncc": ncc,
+        "L_star": ed.effective_depth(ncc),
+        "spearman": ed.spearman(ncc),
+        "train_acc": train_acc,
+        "test_acc": 0.5,
+        "steps": [0],
+        "ncc_history": [ncc],
+    }
 
 
 def make_result(easy, hard, depth=6):
@@ -63,8 +77,18 @@ def test_reduced_run_end_to_end(tmp_path):
     assert r.figures and all(Path(p).exists() and p.endswith(".png") for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [{"depth": 1}, {"label_noise": 0.0}, {"label_noise": 1.0}, {"activation": "foo"},
-                                  {"steps": 100, "eval_every": 200}, {"lr": 0}, {"schedule": "step"}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"depth": 1},
+        {"label_noise": 0.0},
+        {"label_noise": 1.0},
+        {"activation": "foo"},
+        {"steps": 100, "eval_every": 200},
+        {"lr": 0},
+        {"schedule": "step"},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ed.Config, ed.PRESETS, "quick", over)

@@ -11,9 +11,17 @@ SMALL = dict(p=47, embed_dim=32, width=128, lr=1e-2, max_steps=3000)
 
 def make_result(steps, train, test, c_steps, c_test, t_fit, t_gen):
     cfg = build_config(grokking.Config, grokking.PRESETS)
-    data = {"steps": steps, "train_acc": train, "test_acc": test, "control_steps": c_steps,
-            "control_train_acc": [1.0] * len(c_steps), "control_test_acc": c_test, "t_fit": t_fit, "t_gen": t_gen,
-            "max_steps": 5000}
+    data = {
+        "steps": steps,
+        "train_acc": train,
+        "test_acc": test,
+        "control_steps": c_steps,
+        "control_train_acc": [1.0] * len(c_steps),
+        "control_test_acc": c_test,
+        "t_fit": t_fit,
+        "t_gen": t_gen,
+        "max_steps": 5000,
+    }
     return Result("grokking", cfg.to_dict(), 0, data)
 
 
@@ -35,8 +43,12 @@ def test_signature_on_constructed_curves():
 
 def test_reduced_run_end_to_end(tmp_path):
     r = phenomlab.run("grokking", out=str(tmp_path), seed=0, **SMALL)
-    assert {c.name for c in r.verdict.checks} == {"train_acc_reached", "test_acc_reached", "T_gen/T_fit",
-                                                  "control_test_acc_at_T_gen"}
+    assert {c.name for c in r.verdict.checks} == {
+        "train_acc_reached",
+        "test_acc_reached",
+        "T_gen/T_fit",
+        "control_test_acc_at_T_gen",
+    }
     assert r.passed, str(r.verdict)
     assert r.data["t_gen"] >= 5 * r.data["t_fit"]
     assert all(p.endswith(".png") and (tmp_path / "runs" / r.run_id).exists() for p in r.figures)
@@ -44,8 +56,9 @@ def test_reduced_run_end_to_end(tmp_path):
     assert again.cached and again.data == r.data and again.passed == r.passed
 
 
-@pytest.mark.parametrize("over", [{"wd": -1}, {"train_fraction": 0.0}, {"op": "%"}, {"embed_dim": 30, "n_heads": 4,
-                                                                                        "model": "transformer"}])
+@pytest.mark.parametrize(
+    "over", [{"wd": -1}, {"train_fraction": 0.0}, {"op": "%"}, {"embed_dim": 30, "n_heads": 4, "model": "transformer"}]
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(grokking.Config, grokking.PRESETS, "quick", over)

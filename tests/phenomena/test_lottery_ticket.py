@@ -13,10 +13,19 @@ CHECKS = ["ticket_minus_dense_pts_at_80pct", "ticket_minus_reinit_pts_at_90pct",
 def result(ticket, reinit, dense=0.62, leak=0.0, rounds=11):
     sp = [1 - 0.8**r for r in range(rounds + 1)]
     cfg = lt.Config()
-    data = {"round": list(range(rounds + 1)), "sparsity": sp, "remaining": [1 - s for s in sp],
-            "ticket_test_acc": ticket, "ticket_train_acc": ticket, "reinit_test_acc": reinit,
-            "random_mask_test_acc": reinit, "layer_sparsity": [{} for _ in sp], "dense_test_acc": dense,
-            "max_masked_weight": leak, "rewind_step": 0}
+    data = {
+        "round": list(range(rounds + 1)),
+        "sparsity": sp,
+        "remaining": [1 - s for s in sp],
+        "ticket_test_acc": ticket,
+        "ticket_train_acc": ticket,
+        "reinit_test_acc": reinit,
+        "random_mask_test_acc": reinit,
+        "layer_sparsity": [{} for _ in sp],
+        "dense_test_acc": dense,
+        "max_masked_weight": leak,
+        "rewind_step": 0,
+    }
     return Result(phenomenon=lt.ID, config=cfg.to_dict(), seed=0, data=data)
 
 
@@ -70,8 +79,18 @@ def test_verdict_fails_without_enough_rounds_or_with_leaking_masks():
 
 
 def test_reduced_run_end_to_end(tmp_path):
-    res = phenomlab.run(lt.ID, out=str(tmp_path), dataset="digits", width=16, steps=60, eval_every=30,
-                        rounds=2, rewind_step=10, scope="layer", output_fraction=0.1)
+    res = phenomlab.run(
+        lt.ID,
+        out=str(tmp_path),
+        dataset="digits",
+        width=16,
+        steps=60,
+        eval_every=30,
+        rounds=2,
+        rewind_step=10,
+        scope="layer",
+        output_fraction=0.1,
+    )
     for key in ("sparsity", "ticket_test_acc", "reinit_test_acc", "random_mask_test_acc", "dense_test_acc"):
         assert key in res.data
     assert len(res.data["sparsity"]) == 3 and res.data["reinit_test_acc"][0] is None
@@ -81,9 +100,18 @@ def test_reduced_run_end_to_end(tmp_path):
     assert res.figures and Path(res.figures[0]).exists()
 
 
-@pytest.mark.parametrize("override", [{"rewind_step": 60, "steps": 60}, {"prune_fraction": 1.0},
-                                      {"scope": "channel"}, {"output_fraction": 1.5}, {"rounds": 0},
-                                      {"width": "wide"}, {"sparsity": 0.9}])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"rewind_step": 60, "steps": 60},
+        {"prune_fraction": 1.0},
+        {"scope": "channel"},
+        {"output_fraction": 1.5},
+        {"rounds": 0},
+        {"width": "wide"},
+        {"sparsity": 0.9},
+    ],
+)
 def test_bad_config_is_rejected(override):
     with pytest.raises(ConfigError):
         build_config(lt.Config, lt.PRESETS, "quick", override)

@@ -7,25 +7,51 @@ from phenomlab.phenomena.base import Result, build_config
 
 # a reduced run: tiny MLP on a Gaussian mixture (cheaper to make than mnist1d), one epoch per run;
 # it checks the machinery, not the phenomenon
-SMALL = dict(dataset="gaussian_mixture", n_train=512, width=16, depth=2, epochs=1.0, batch_sizes=(32, 64, 128),
-             wd_values=(0.0, 1e-3, 1e-2), wd_batch_size=64, evals_per_run=2)
+SMALL = dict(
+    dataset="gaussian_mixture",
+    n_train=512,
+    width=16,
+    depth=2,
+    epochs=1.0,
+    batch_sizes=(32, 64, 128),
+    wd_values=(0.0, 1e-3, 1e-2),
+    wd_batch_size=64,
+    evals_per_run=2,
+)
 
 
 def _run(batch, wd, rel, collapsed=False, depth=3, width=64):
     ranks = [round(rel * width)] * depth
-    return {"batch_size": batch, "wd": wd, "n_steps": 100, "lr_wd_steps": 1.0, "ranks": ranks, "full": [width] * depth,
-            "mean_relative_rank": rel, "sv": [[1.0] * width] * depth, "train_acc": 0.9, "test_acc": 0.8,
-            "norm_ratio": [0.001 if collapsed else 1.0] * depth, "collapsed": collapsed, "steps": [0, 100],
-            "rank_trajectory": [1.0, rel]}
+    return {
+        "batch_size": batch,
+        "wd": wd,
+        "n_steps": 100,
+        "lr_wd_steps": 1.0,
+        "ranks": ranks,
+        "full": [width] * depth,
+        "mean_relative_rank": rel,
+        "sv": [[1.0] * width] * depth,
+        "train_acc": 0.9,
+        "test_acc": 0.8,
+        "norm_ratio": [0.001 if collapsed else 1.0] * depth,
+        "collapsed": collapsed,
+        "steps": [0, 100],
+        "rank_trajectory": [1.0, rel],
+    }
 
 
-def make_result(batch_rels, wd_rels, batches=(8, 16, 32, 64, 128, 256, 512), wds=(0.0, 1e-3, 3e-3, 1e-2),
-                collapsed=()):
+def make_result(batch_rels, wd_rels, batches=(8, 16, 32, 64, 128, 256, 512), wds=(0.0, 1e-3, 3e-3, 1e-2), collapsed=()):
     cfg = build_config(lrb.Config, lrb.PRESETS)
-    data = {"layers": ["fc1", "fc2", "fc3"],
-            "batch_runs": [_run(b, 0.01, r, (b, 0.01) in collapsed) for b, r in zip(batches, batch_rels, strict=True)],
-            "wd_runs": [_run(32, w, r, (32, w) in collapsed) for w, r in zip(wds, wd_rels, strict=True)],
-            "lr": 0.1, "wd": 0.01, "wd_batch_size": 32, "rank_tol": 1e-3, "protocol": "epochs"}
+    data = {
+        "layers": ["fc1", "fc2", "fc3"],
+        "batch_runs": [_run(b, 0.01, r, (b, 0.01) in collapsed) for b, r in zip(batches, batch_rels, strict=True)],
+        "wd_runs": [_run(32, w, r, (32, w) in collapsed) for w, r in zip(wds, wd_rels, strict=True)],
+        "lr": 0.1,
+        "wd": 0.01,
+        "wd_batch_size": 32,
+        "rank_tol": 1e-3,
+        "protocol": "epochs",
+    }
     return Result(lrb.ID, cfg.to_dict(), 0, data)
 
 
@@ -57,8 +83,9 @@ def test_collapsed_runs_are_left_out():
     v = lrb.signature(r)
     assert v.passed and "collapsed runs left out: B=32, wd=0.01" in v.summary
     # too few surviving runs: the correlation is not measured
-    r = make_result([0.3, 0.35, 0.5, 0.6, 0.8, 0.95, 0.95], [1.0, 0.98, 0.8, 0.5],
-                    collapsed={(32, 1e-3), (32, 3e-3), (32, 1e-2)})
+    r = make_result(
+        [0.3, 0.35, 0.5, 0.6, 0.8, 0.95, 0.95], [1.0, 0.98, 0.8, 0.5], collapsed={(32, 1e-3), (32, 3e-3), (32, 1e-2)}
+    )
     assert names(lrb.signature(r))["spearman(weight_decay, rank)"].value is None
 
 
@@ -79,14 +106,27 @@ def test_reduced_run_end_to_end(tmp_path):
     assert run["full"] == [16, 16]
     # the (B=64, wd=1e-2) run is shared by both sweeps
     assert d["wd_runs"][2] == d["batch_runs"][1]
-    assert {c.name for c in r.verdict.checks} == {"spearman(1/batch_size, rank)", "spearman(weight_decay, rank)",
-                                                  "wd=0 min relative rank"}
+    assert {c.name for c in r.verdict.checks} == {
+        "spearman(1/batch_size, rank)",
+        "spearman(weight_decay, rank)",
+        "wd=0 min relative rank",
+    }
     assert r.figures and all(p.endswith(".png") for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [{"batch_sizes": (8, 8, 16)}, {"wd_values": (1e-3, 1e-2, 1e-1)},
-                                  {"batch_sizes": (8, 16, 8192)}, {"protocol": "time"}, {"lr": 0.0},
-                                  {"rank_tol": 1.5}, {"depth": 0}, {"wd": 0.0}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"batch_sizes": (8, 8, 16)},
+        {"wd_values": (1e-3, 1e-2, 1e-1)},
+        {"batch_sizes": (8, 16, 8192)},
+        {"protocol": "time"},
+        {"lr": 0.0},
+        {"rank_tol": 1.5},
+        {"depth": 0},
+        {"wd": 0.0},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(lrb.Config, lrb.PRESETS, "quick", over)

@@ -16,16 +16,35 @@ def make_result(nc1, nc3, cos_mean, cos_std, nc4, train_error, zero):
     cfg = build_config(nc.Config, nc.PRESETS)
     n = len(nc1)
     epochs = [float(10 * i) for i in range(n)]
-    data = {"epochs": epochs, "train_error": train_error, "test_error": [0.1] * n, "nc1": nc1,
-            "nc2_cos_mean": cos_mean, "nc2_cos_std": cos_std, "nc2_equinorm": [0.1] * n, "nc3": nc3, "nc4": nc4,
-            "zero_error_epoch": zero, "n_classes": 10, "n_train": 100, "all_epochs": epochs,
-            "all_train_error": train_error}
+    data = {
+        "epochs": epochs,
+        "train_error": train_error,
+        "test_error": [0.1] * n,
+        "nc1": nc1,
+        "nc2_cos_mean": cos_mean,
+        "nc2_cos_std": cos_std,
+        "nc2_equinorm": [0.1] * n,
+        "nc3": nc3,
+        "nc4": nc4,
+        "zero_error_epoch": zero,
+        "n_classes": 10,
+        "n_train": 100,
+        "all_epochs": epochs,
+        "all_train_error": train_error,
+    }
     return Result(nc.ID, cfg.to_dict(), 0, data)
 
 
 def collapsing(**change):
-    base = dict(nc1=[1.0, 0.1, 0.02, 0.005], nc3=[1.2, 0.8, 0.5, 0.3], cos_mean=[0.2, -0.05, -0.1, -0.11],
-                cos_std=[0.5, 0.3, 0.1, 0.05], nc4=[0.3, 0.99, 1.0, 1.0], train_error=[0.9, 0.0, 0.0, 0.0], zero=10.0)
+    base = dict(
+        nc1=[1.0, 0.1, 0.02, 0.005],
+        nc3=[1.2, 0.8, 0.5, 0.3],
+        cos_mean=[0.2, -0.05, -0.1, -0.11],
+        cos_std=[0.5, 0.3, 0.1, 0.05],
+        nc4=[0.3, 0.99, 1.0, 1.0],
+        train_error=[0.9, 0.0, 0.0, 0.0],
+        zero=10.0,
+    )
     base.update(change)
     return make_result(**base)
 
@@ -68,9 +87,19 @@ def test_reduced_run_end_to_end(tmp_path):
     assert r.figures and all(Path(p).exists() and p.endswith(".png") for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [{"lr": -0.1}, {"dataset": "cifar"}, {"loss": "hinge"}, {"momentum": 1.0},
-                                  {"model": "cnn", "dataset": "gaussian_mixture"}, {"epochs": 5, "eval_epochs": 10},
-                                  {"dataset": "gaussian_mixture", "n_train": 5}, {"depth": 0}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"lr": -0.1},
+        {"dataset": "cifar"},
+        {"loss": "hinge"},
+        {"momentum": 1.0},
+        {"model": "cnn", "dataset": "gaussian_mixture"},
+        {"epochs": 5, "eval_epochs": 10},
+        {"dataset": "gaussian_mixture", "n_train": 5},
+        {"depth": 0},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(nc.Config, nc.PRESETS, "quick", over)

@@ -9,8 +9,17 @@ from phenomlab.errors import ConfigError
 from phenomlab.phenomena import probabilistic_stability as ps
 from phenomlab.phenomena.base import Result, build_config
 
-SMALL = dict(n_data=32, width=2, n_lr=3, lr_max=2.0, batch_sizes=(1, 4), lyap_steps=200, theory_samples=1000,
-             train_steps=100, eval_every=5)
+SMALL = dict(
+    n_data=32,
+    width=2,
+    n_lr=3,
+    lr_max=2.0,
+    batch_sizes=(1, 4),
+    lyap_steps=200,
+    theory_samples=1000,
+    train_steps=100,
+    eval_every=5,
+)
 
 PHASE_CHECKS = {f"net_cells_{p.replace(' ', '_')}" for p in ps.PHASES}
 
@@ -22,15 +31,25 @@ def make_result(net_phase=None, rel_shift=0.0, band=True):
     lam_m = [[-0.1, 0.5], [-0.3, 0.1]]  # cells: C, I / S, U
     m2_p = [[0.5, 0.2], [0.3 if band else -0.1, 0.9]]
     m2_m = [[-0.1, 0.9], [-0.2, 0.4]]
-    th_phase = [[ps.theory_phase(a, b) for a, b in zip(ra, rb, strict=True)]
-                for ra, rb in zip(lam_p, lam_m, strict=True)]
+    th_phase = [
+        [ps.theory_phase(a, b) for a, b in zip(ra, rb, strict=True)] for ra, rb in zip(lam_p, lam_m, strict=True)
+    ]
     assert th_phase == [["correct learning", "incorrect learning"], ["low-rank saddle", "loss of stability"]]
-    meas = {"lam_plus": [[v * (1 + rel_shift) for v in r] for r in lam_p],
-            "lam_minus": [[v * (1 + rel_shift) for v in r] for r in lam_m]}
-    data = {"lrs": [0.1, 1.0], "batch_sizes": [1, 8], "mean_curvature": 0.35, "ls_slope": 0.35,
-            "theory": {"lam_plus": lam_p, "lam_minus": lam_m, "m2_plus": m2_p, "m2_minus": m2_m},
-            "measured": meas, "theory_phase": th_phase, "measured_phase": th_phase,
-            "net_phase": net_phase if net_phase is not None else th_phase}
+    meas = {
+        "lam_plus": [[v * (1 + rel_shift) for v in r] for r in lam_p],
+        "lam_minus": [[v * (1 + rel_shift) for v in r] for r in lam_m],
+    }
+    data = {
+        "lrs": [0.1, 1.0],
+        "batch_sizes": [1, 8],
+        "mean_curvature": 0.35,
+        "ls_slope": 0.35,
+        "theory": {"lam_plus": lam_p, "lam_minus": lam_m, "m2_plus": m2_p, "m2_minus": m2_m},
+        "measured": meas,
+        "theory_phase": th_phase,
+        "measured_phase": th_phase,
+        "net_phase": net_phase if net_phase is not None else th_phase,
+    }
     return Result(ps.ID, cfg.to_dict(), 0, data)
 
 
@@ -82,14 +101,27 @@ def test_reduced_run_end_to_end(tmp_path):
         assert len(d[key]) == SMALL["n_lr"] and all(len(row) == 2 for row in d[key])
     assert all(p in ps.PHASES for row in d["net_phase"] for p in row)
     assert all(math.isfinite(v) for row in d["measured"]["lam_plus"] for v in row)
-    assert {Path(p).name for p in r.figures} == {"phase_diagram.png", "stability_boundaries.png",
-                                                 "lyapunov_theory_vs_measured.png"}
+    assert {Path(p).name for p in r.figures} == {
+        "phase_diagram.png",
+        "stability_boundaries.png",
+        "lyapunov_theory_vs_measured.png",
+    }
     assert all(Path(p).exists() for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [{"lr_max": 0.01}, {"batch_sizes": (1, 1)}, {"batch_sizes": (1, 512)},
-                                  {"signal_fraction": 0.1, "signal_slope": 1.0}, {"grad_clip": 0.0},
-                                  {"window": 0.0}, {"lyap_burn_in": 5000}, {"n_lr": 1}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"lr_max": 0.01},
+        {"batch_sizes": (1, 1)},
+        {"batch_sizes": (1, 512)},
+        {"signal_fraction": 0.1, "signal_slope": 1.0},
+        {"grad_clip": 0.0},
+        {"window": 0.0},
+        {"lyap_burn_in": 5000},
+        {"n_lr": 1},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ps.Config, ps.PRESETS, "quick", over)

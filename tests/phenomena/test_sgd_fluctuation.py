@@ -21,9 +21,20 @@ def make_result(sim_of, lr_h=(0.25, 1.0, 1.5)):
         for mu in (0.0, 0.5):
             ex = [sf.exact_variance(x, 1.0, mu, g2, s2) for x in lr_h]
             ct = [sf.continuous_variance(x, 1.0, mu, g2, s2) for x in lr_h]
-            series.append({"name": f"{model}/mu={mu:g}", "noise": model, "momentum": mu, "gamma2": g2, "s2": s2,
-                           "sim": [sim_of(e, c) for e, c in zip(ex, ct, strict=True)], "stderr": [0.0] * len(lr_h),
-                           "exact": ex, "continuous": ct, "lyapunov": ex})
+            series.append(
+                {
+                    "name": f"{model}/mu={mu:g}",
+                    "noise": model,
+                    "momentum": mu,
+                    "gamma2": g2,
+                    "s2": s2,
+                    "sim": [sim_of(e, c) for e, c in zip(ex, ct, strict=True)],
+                    "stderr": [0.0] * len(lr_h),
+                    "exact": ex,
+                    "continuous": ct,
+                    "lyapunov": ex,
+                }
+            )
     return Result(sf.ID, cfg.to_dict(), 0, {"lr_h": list(lr_h), "series": series})
 
 
@@ -61,14 +72,16 @@ def test_exact_formula_matches_lyapunov(mu, x):
 def test_plain_sgd_and_small_lr_limit():
     assert sf.exact_variance(0.5, 1.0, 0.0, 0.0, 1.0) == pytest.approx(0.5 / (2 - 0.5))
     # exact -> continuous as lr -> 0; the second moment diverges past the stability edge
-    assert sf.exact_variance(1e-6, 1.0, 0.5, 0.1, 1.0) / sf.continuous_variance(1e-6, 1.0, 0.5, 0.1, 1.0) \
-        == pytest.approx(1.0, abs=1e-5)
+    assert sf.exact_variance(1e-6, 1.0, 0.5, 0.1, 1.0) / sf.continuous_variance(
+        1e-6, 1.0, 0.5, 0.1, 1.0
+    ) == pytest.approx(1.0, abs=1e-5)
     assert math.isinf(sf.exact_variance(2.0, 1.0, 0.0, 0.0, 1.0))
 
 
 def test_simulation_matches_theory_small():
-    cfg = build_config(sf.Config, sf.PRESETS, "quick", {"lr_h": (0.5, 1.2), "n_chains": 2000, "steps": 400,
-                                                         "burn_in": 100})
+    cfg = build_config(
+        sf.Config, sf.PRESETS, "quick", {"lr_h": (0.5, 1.2), "n_chains": 2000, "steps": 400, "burn_in": 100}
+    )
     for model in sf.NOISE_MODELS:
         g2, s2 = sf.noise_moments(model, cfg.h, cfg.sigma, cfg.batch_size)
         sim, se = sf.simulate(model, [0.5, 1.2], 0.5, cfg, seed=3)
@@ -88,9 +101,19 @@ def test_reduced_run_end_to_end(tmp_path):
     assert r.figures and all(p.endswith(".png") for p in r.figures)
 
 
-@pytest.mark.parametrize("over", [{"lr_h": (2.5,)}, {"lr_h": (1.5,), "batch_size": 2}, {"momenta": (1.0,)},
-                                  {"noise_models": ("levy",)}, {"noise_models": ()}, {"n_chains": 1},
-                                  {"sigma": 0.0}, {"lr_h": (-0.1,)}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"lr_h": (2.5,)},
+        {"lr_h": (1.5,), "batch_size": 2},
+        {"momenta": (1.0,)},
+        {"noise_models": ("levy",)},
+        {"noise_models": ()},
+        {"n_chains": 1},
+        {"sigma": 0.0},
+        {"lr_h": (-0.1,)},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(sf.Config, sf.PRESETS, "quick", over)

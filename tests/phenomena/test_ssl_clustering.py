@@ -7,20 +7,32 @@ from phenomlab.phenomena import ssl_clustering as sc
 from phenomlab.phenomena.base import Result, build_config
 
 # a reduced config: small data, a tiny encoder, a few dozen steps (a few seconds on 2 cores)
-SMALL = dict(n_train=300, n_test=100, channels=(8,), hidden=16, rep_dim=16, proj_dim=32, batch_size=64,
-             steps=20, eval_every=10)
+SMALL = dict(
+    n_train=300, n_test=100, channels=(8,), hidden=16, rep_dim=16, proj_dim=32, batch_size=64, steps=20, eval_every=10
+)
 LAYERS = ["act1", "act2", "act_fc", "out"]
 
 
 def run_data(semantic, random):
-    return {"steps": [0, 1000, 2000], "semantic": semantic, "random": random,
-            "invariance": [None, 0.1, 0.1], "variance": [None, 0.1, 0.1], "covariance": [None, 0.1, 0.1]}
+    return {
+        "steps": [0, 1000, 2000],
+        "semantic": semantic,
+        "random": random,
+        "invariance": [None, 0.1, 0.1],
+        "variance": [None, 0.1, 0.1],
+        "covariance": [None, 0.1, 0.1],
+    }
 
 
 def make_result(full_sem, full_rand, abl_sem=None):
     cfg = build_config(sc.Config, sc.PRESETS)
-    data = {"layers": LAYERS, "chance": 0.1, "input_semantic": 0.28, "input_random": 0.1,
-            "full": run_data(full_sem, full_rand)}
+    data = {
+        "layers": LAYERS,
+        "chance": 0.1,
+        "input_semantic": 0.28,
+        "input_random": 0.1,
+        "full": run_data(full_sem, full_rand),
+    }
     if abl_sem is not None:
         data["no_var_cov"] = run_data(abl_sem, full_rand)
     return Result(sc.ID, cfg.to_dict(), 0, data)
@@ -39,8 +51,13 @@ def checks(v):
 def test_signature_passes_on_semantic_clustering():
     v = sc.signature(make_result(GOOD, RAND, ABL))
     assert v.passed, str(v)
-    assert set(checks(v)) == {"semantic_ncc_rise", "semantic_minus_random_ncc", "spearman(depth, semantic_ncc)",
-                              "deepest_minus_shallowest_ncc", "ablation_drop"}
+    assert set(checks(v)) == {
+        "semantic_ncc_rise",
+        "semantic_minus_random_ncc",
+        "spearman(depth, semantic_ncc)",
+        "deepest_minus_shallowest_ncc",
+        "ablation_drop",
+    }
 
 
 def test_signature_fails_without_each_part():
@@ -150,10 +167,20 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
     assert not resumed.cached and resumed.data == ref.data
 
 
-@pytest.mark.parametrize("over", [
-    {"channels": ()}, {"scale_low": 1.5}, {"batch_size": 10000}, {"std_coeff": -1.0}, {"mask_fraction": 1.5},
-    {"eval_every": 5000}, {"lr": 0.0}, {"channels": (0, 8)}, {"n_train": 257, "batch_size": 256},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"channels": ()},
+        {"scale_low": 1.5},
+        {"batch_size": 10000},
+        {"std_coeff": -1.0},
+        {"mask_fraction": 1.5},
+        {"eval_every": 5000},
+        {"lr": 0.0},
+        {"channels": (0, 8)},
+        {"n_train": 257, "batch_size": 256},
+    ],
+)
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(sc.Config, sc.PRESETS, "quick", over)

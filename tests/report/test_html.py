@@ -12,8 +12,16 @@ from phenomlab.store.sqlite import RunStore
 
 TINY = {"p": "23", "embed_dim": "16", "width": "32", "max_steps": "200", "eval_every": "20"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +50,12 @@ def test_pages_are_self_contained(store, tmp_path):
 
 
 def _chromium(args, tmp_path, timeout=120):
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
@@ -56,14 +68,16 @@ def test_report_renders_figures_and_verdict_in_chromium(store, tmp_path):
     # the page's own script marks the body once every embedded figure decoded with a real size
     m = re.search(r"data-images-ok=\"(\w+)\"", dom)
     assert m and m.group(1).isdigit() and int(m.group(1)) >= 1, dom[:500]
-    assert "class=\"verdict\"" in dom and "T_gen/T_fit" in dom
+    assert 'class="verdict"' in dom and "T_gen/T_fit" in dom
 
     shot = tmp_path / "shot.png"
     _chromium(["--window-size=1200,1400", f"--screenshot={shot}", page.as_uri()], tmp_path)
     img = (imread(shot)[..., :3] * 255).round().astype(int)
+
     # matplotlib's C0 blue and C1 orange lines (the figure) and the verdict cells' green/red backgrounds
     def count(rgb, tol=12):
         return int((np.abs(img - np.array(rgb)).max(-1) <= tol).sum())
+
     assert count((31, 119, 180)) > 200, "no figure lines on the screenshot"
     assert count((255, 127, 14)) > 200, "no figure lines on the screenshot"
     assert count((217, 242, 217)) + count((248, 215, 215)) > 500, "no verdict table cells on the screenshot"

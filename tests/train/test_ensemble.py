@@ -93,15 +93,18 @@ def test_gradients_do_not_mix_between_members():
     assert torch.allclose(ref.fc1.weight.grad, a.member_grad(1)["fc1.weight"], atol=ATOL)
 
 
-@pytest.mark.parametrize("opt, bs, extra", [("sgd", 8, {"momentum": 0.9, "nesterov": True}),
-                                            ("adam", 16, {"weight_decay": 1e-3}),
-                                            ("adamw", None, {"weight_decay": 0.1, "schedule": "cosine",
-                                                             "warmup_steps": 3}),
-                                            ("sgd", None, {"loss": "mse", "grad_clip": 0.05})])
+@pytest.mark.parametrize(
+    "opt, bs, extra",
+    [
+        ("sgd", 8, {"momentum": 0.9, "nesterov": True}),
+        ("adam", 16, {"weight_decay": 1e-3}),
+        ("adamw", None, {"weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 3}),
+        ("sgd", None, {"loss": "mse", "grad_clip": 0.05}),
+    ],
+)
 def test_training_matches_plain_loop(opt, bs, extra):
     x, y = task()
-    cfg = TrainConfig(steps=30, lr=0.05 if opt == "sgd" else 1e-2, optimizer=opt, batch_size=bs, eval_every=10,
-                      **extra)
+    cfg = TrainConfig(steps=30, lr=0.05 if opt == "sgd" else 1e-2, optimizer=opt, batch_size=bs, eval_every=10, **extra)
     widths, seeds = [1, 3, 8, 20], [5, 6, 7, 8]
     ens = MLPEnsemble(6, 4, widths, seeds=seeds, bucket_overhead=8.0)
     h = train_ensemble(ens, (x, y), cfg, seed=3, eval_sets={"test": task(seed=1)})
@@ -184,8 +187,9 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
 
     ckpt = tmp_path / "ens.ckpt"
     with pytest.raises(Stop):
-        train_ensemble(MLPEnsemble(6, 4, [2, 6, 6], seeds=[0, 1, 2]), (x, y), cfg, seed=4, checkpoint=ckpt,
-                       callbacks=[boom])
+        train_ensemble(
+            MLPEnsemble(6, 4, [2, 6, 6], seeds=[0, 1, 2]), (x, y), cfg, seed=4, checkpoint=ckpt, callbacks=[boom]
+        )
     resumed = MLPEnsemble(6, 4, [2, 6, 6], seeds=[0, 1, 2])
     h = train_ensemble(resumed, (x, y), cfg, seed=4, checkpoint=ckpt)
     for a, b in zip(ref.parameters(), resumed.parameters(), strict=True):
@@ -209,8 +213,9 @@ def test_plan_buckets_is_optimal_partition():
     for ov in (0.0, 3.0, 20.0, 200.0, math.inf):
         groups = plan_buckets(widths, ov)
         assert sorted(i for g in groups for i in g) == list(range(len(widths)))
-        cost = sum(ov if math.isfinite(ov) else 0 for _ in groups) + sum(len(g) * max(widths[i] for i in g)
-                                                                          for g in groups)
+        cost = sum(ov if math.isfinite(ov) else 0 for _ in groups) + sum(
+            len(g) * max(widths[i] for i in g) for g in groups
+        )
         # brute force over all contiguous splits of the sorted widths
         ws = sorted(widths)
         best = math.inf
@@ -223,8 +228,15 @@ def test_plan_buckets_is_optimal_partition():
         if math.isfinite(ov):
             assert cost == pytest.approx(best)
     assert len(plan_buckets(widths, math.inf)) == 1
-    assert [sorted(widths[i] for i in g) for g in plan_buckets(widths, 0.0)] == [[1], [2, 2], [5], [9], [30], [31],
-                                                                                [100]]
+    assert [sorted(widths[i] for i in g) for g in plan_buckets(widths, 0.0)] == [
+        [1],
+        [2, 2],
+        [5],
+        [9],
+        [30],
+        [31],
+        [100],
+    ]
     assert all(len(g) * max(widths[i] for i in g) <= 60 or len(g) == 1 for g in plan_buckets(widths, 1e6, 60))
 
 

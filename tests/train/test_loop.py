@@ -46,8 +46,18 @@ def train_until_interrupted(init, data, cfg, ckpt, at_step, callbacks=(), **kwar
 @pytest.mark.parametrize("opt, bs", [("sgd", 8), ("adamw", None), ("adam", 10)])
 def test_resume_gives_same_final_weights(tmp_path, opt, bs):
     x, y = tiny_task(40)
-    cfg = TrainConfig(steps=60, lr=0.05, optimizer=opt, momentum=0.9 if opt == "sgd" else 0.0, weight_decay=1e-3,
-                      batch_size=bs, eval_every=5, schedule="cosine", warmup_steps=5, checkpoint_seconds=0.0)
+    cfg = TrainConfig(
+        steps=60,
+        lr=0.05,
+        optimizer=opt,
+        momentum=0.9 if opt == "sgd" else 0.0,
+        weight_decay=1e-3,
+        batch_size=bs,
+        eval_every=5,
+        schedule="cosine",
+        warmup_steps=5,
+        checkpoint_seconds=0.0,
+    )
 
     torch.manual_seed(1)
     ref = MLP(5, 3, width=16, depth=2)
@@ -101,8 +111,19 @@ def test_schedules():
     assert lr_factor(7, TrainConfig(steps=10)) == 1.0
 
 
-@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(lr=math.nan), dict(optimizer="rmsprop"), dict(batch_size=0),
-                                 dict(momentum=1.0), dict(schedule="step"), dict(eval_every=0), dict(steps=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lr=-1.0),
+        dict(lr=math.nan),
+        dict(optimizer="rmsprop"),
+        dict(batch_size=0),
+        dict(momentum=1.0),
+        dict(schedule="step"),
+        dict(eval_every=0),
+        dict(steps=-1),
+    ],
+)
 def test_invalid_config(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad).validate()
@@ -135,8 +156,18 @@ def noisy_objective(noise_seed=3, log=None):
     return objective
 
 
-OBJ_CFG = dict(steps=40, lr=0.05, optimizer="sgd", momentum=0.9, batch_size=8, eval_every=5, schedule="cosine",
-               warmup_steps=4, grad_clip=1.0, checkpoint_seconds=0.0)
+OBJ_CFG = dict(
+    steps=40,
+    lr=0.05,
+    optimizer="sgd",
+    momentum=0.9,
+    batch_size=8,
+    eval_every=5,
+    schedule="cosine",
+    warmup_steps=4,
+    grad_clip=1.0,
+    checkpoint_seconds=0.0,
+)
 
 
 def test_objective_run_is_deterministic_and_logs_means():
@@ -212,8 +243,7 @@ def test_objective_with_eval_sets_or_loss_is_config_error():
     with pytest.raises(ConfigError, match="eval_sets.*objective"):
         train(m, (x, y), TrainConfig(steps=5), objective=noisy_objective(), eval_sets={"test": (x, y)})
     with pytest.raises(ConfigError, match="loss or objective"):
-        train(m, (x, y), TrainConfig(steps=5), objective=noisy_objective(),
-              loss=torch.nn.functional.cross_entropy)
+        train(m, (x, y), TrainConfig(steps=5), objective=noisy_objective(), loss=torch.nn.functional.cross_entropy)
     with pytest.raises(ConfigError, match="scalar"):
         train(m, (x, y), TrainConfig(steps=5), objective=lambda model, xb, yb, step: model(xb))
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # nothing trained

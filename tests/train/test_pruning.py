@@ -121,8 +121,9 @@ def test_attached_masks_stay_applied_through_training(opt, momentum, wd):
     masks = full_masks(model)
     masks = magnitude_prune(model, masks, 0.5)
     before = state_copy(model)
-    cfg = TrainConfig(steps=30, lr=0.05, optimizer=opt, momentum=momentum, weight_decay=wd, batch_size=16,
-                      eval_every=10)
+    cfg = TrainConfig(
+        steps=30, lr=0.05, optimizer=opt, momentum=momentum, weight_decay=wd, batch_size=16, eval_every=10
+    )
     o = make_optimizer(model.parameters(), cfg)
     handle = attach_masks(model, masks, o)
     train(model, task(), cfg, optimizer=o)

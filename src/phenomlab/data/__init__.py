@@ -5,6 +5,15 @@ from .synthetic import digits, gaussian_mixture, mnist1d, modular_arithmetic, te
 from .wrappers import class_split, with_label_noise, with_random_labels
 
 __all__ = [
-    "Dataset", "from_npz", "from_tensors", "digits", "gaussian_mixture", "mnist1d", "modular_arithmetic",
-    "teacher_student", "class_split", "with_label_noise", "with_random_labels",
+    "Dataset",
+    "from_npz",
+    "from_tensors",
+    "digits",
+    "gaussian_mixture",
+    "mnist1d",
+    "modular_arithmetic",
+    "teacher_student",
+    "class_split",
+    "with_label_noise",
+    "with_random_labels",
 ]

@@ -49,8 +49,9 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator | None)
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def _shift_index(x: torch.Tensor, max_shift: int,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _shift_index(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     if max_shift < 0:
         raise PhenomlabError(f"max_shift must be >= 0, got {max_shift}")
     n, length = x.shape[0], x.shape[-1]
@@ -172,7 +173,6 @@ class Augment1D:
             x = gaussian_noise(x, self.noise_std, generator)
         return x
 
-    def views(self, x: torch.Tensor, n_views: int = 2,
-              generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def views(self, x: torch.Tensor, n_views: int = 2, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """``n_views`` independent random views of the same batch."""
         return [self(x, generator) for _ in range(n_views)]

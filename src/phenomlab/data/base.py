@@ -34,9 +34,7 @@ class Dataset:
                 f"{self.name}: x_train has {len(self.x_train)} rows but y_train has {len(self.y_train)}"
             )
         if len(self.x_test) != len(self.y_test):
-            raise PhenomlabError(
-                f"{self.name}: x_test has {len(self.x_test)} rows but y_test has {len(self.y_test)}"
-            )
+            raise PhenomlabError(f"{self.name}: x_test has {len(self.x_test)} rows but y_test has {len(self.y_test)}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -75,8 +73,7 @@ class Dataset:
             raise PhenomlabError(f"subset size must be in (0, {self.n_train}], got {n}")
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(self.n_train, generator=g)[:n].to(self.y_train.device)
-        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx],
-                       meta={**self.meta, "n_train": n})
+        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx], meta={**self.meta, "n_train": n})
 
 
 def from_tensors(

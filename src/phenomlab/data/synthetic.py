@@ -44,8 +44,15 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, standardize:
     if standardize:
         mu, sd = xt.mean(), xt.std()
         xt, xe = (xt - mu) / sd, (xe - mu) / sd
-    return Dataset(xt, yt, xe, ye, n_classes=10, name="mnist1d",
-                   meta={"name": "mnist1d", "n_train": n_train, "n_test": n_test, "seed": seed})
+    return Dataset(
+        xt,
+        yt,
+        xe,
+        ye,
+        n_classes=10,
+        name="mnist1d",
+        meta={"name": "mnist1d", "n_train": n_train, "n_test": n_test, "seed": seed},
+    )
 
 
 def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> Dataset:
@@ -66,8 +73,15 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> 
     te, tr = perm[:n_test], perm[n_test:]
     if not flatten:
         x = x.view(-1, 1, 8, 8)
-    return Dataset(x[tr], y[tr], x[te], y[te], n_classes=10, name="digits",
-                   meta={"name": "digits", "seed": seed, "test_fraction": test_fraction})
+    return Dataset(
+        x[tr],
+        y[tr],
+        x[te],
+        y[te],
+        n_classes=10,
+        name="digits",
+        meta={"name": "digits", "seed": seed, "test_fraction": test_fraction},
+    )
 
 
 def gaussian_mixture(
@@ -100,9 +114,22 @@ def gaussian_mixture(
 
     xt, yt = sample(n_train_per_class)
     xe, ye = sample(n_test_per_class)
-    return Dataset(xt, yt, xe, ye, n_classes=n_classes, name="gaussian_mixture",
-                   meta={"name": "gaussian_mixture", "n_classes": n_classes, "dim": dim, "seed": seed,
-                         "separation": separation, "noise": noise})
+    return Dataset(
+        xt,
+        yt,
+        xe,
+        ye,
+        n_classes=n_classes,
+        name="gaussian_mixture",
+        meta={
+            "name": "gaussian_mixture",
+            "n_classes": n_classes,
+            "dim": dim,
+            "seed": seed,
+            "separation": separation,
+            "noise": noise,
+        },
+    )
 
 
 _OPS = {
@@ -144,9 +171,22 @@ def modular_arithmetic(p: int = 97, op: str = "+", train_fraction: float = 0.4, 
     if n_train == 0 or n_train == len(y):
         raise PhenomlabError(f"train_fraction={train_fraction} leaves an empty split for p={p}")
     tr, te = perm[:n_train], perm[n_train:]
-    return Dataset(x[tr], y[tr], x[te], y[te], n_classes=p, name="modular_arithmetic",
-                   meta={"name": "modular_arithmetic", "p": p, "op": op, "train_fraction": train_fraction,
-                         "seed": seed, "vocab_size": p})
+    return Dataset(
+        x[tr],
+        y[tr],
+        x[te],
+        y[te],
+        n_classes=p,
+        name="modular_arithmetic",
+        meta={
+            "name": "modular_arithmetic",
+            "p": p,
+            "op": op,
+            "train_fraction": train_fraction,
+            "seed": seed,
+            "vocab_size": p,
+        },
+    )
 
 
 def teacher_student(
@@ -165,5 +205,12 @@ def teacher_student(
     w2 = torch.randn(n_classes, teacher_width, generator=g) / teacher_width**0.5
     x = torch.randn(n_train + n_test, dim, generator=g)
     y = (torch.relu(x @ w1.T) @ w2.T).argmax(1)
-    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=n_classes,
-                   name="teacher_student", meta={"name": "teacher_student", "seed": seed, "dim": dim})
+    return Dataset(
+        x[:n_train],
+        y[:n_train],
+        x[n_train:],
+        y[n_train:],
+        n_classes=n_classes,
+        name="teacher_student",
+        meta={"name": "teacher_student", "seed": seed, "dim": dim},
+    )

@@ -29,8 +29,9 @@ def with_label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
     y[idx] = (y[idx] + shift.to(y.device)) % ds.n_classes
     mask = torch.zeros(n, dtype=torch.bool)
     mask[idx] = True
-    return replace(ds, y_train=y, meta={**ds.meta, "label_noise": fraction, "y_train_clean": ds.y_train,
-                                        "noisy_mask": mask})
+    return replace(
+        ds, y_train=y, meta={**ds.meta, "label_noise": fraction, "y_train_clean": ds.y_train, "noisy_mask": mask}
+    )
 
 
 def with_random_labels(ds: Dataset, seed: int = 0, fraction: float = 1.0) -> Dataset:
@@ -48,9 +49,7 @@ def with_random_labels(ds: Dataset, seed: int = 0, fraction: float = 1.0) -> Dat
     return replace(ds, y_train=y, meta={**ds.meta, "random_labels": fraction, "y_train_clean": ds.y_train})
 
 
-def class_split(
-    ds: Dataset, source_classes: int | Sequence[int], seed: int = 0
-) -> tuple[Dataset, Dataset]:
+def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0) -> tuple[Dataset, Dataset]:
     """Split by class into (source, new): new classes are held out entirely (Galanti et al. 2022,
     arXiv 2112.15121). Both parts are relabelled to ``0..k-1``; ``meta['classes']`` keeps the originals.
 
@@ -74,8 +73,14 @@ def class_split(
         remap[torch.tensor(classes)] = torch.arange(len(classes))
         mtr = remap[ds.y_train.cpu()] >= 0
         mte = remap[ds.y_test.cpu()] >= 0
-        return Dataset(ds.x_train[mtr], remap[ds.y_train.cpu()[mtr]], ds.x_test[mte], remap[ds.y_test.cpu()[mte]],
-                       n_classes=len(classes), name=f"{ds.name}[{tag}]",
-                       meta={**ds.meta, "classes": classes, "part": tag})
+        return Dataset(
+            ds.x_train[mtr],
+            remap[ds.y_train.cpu()[mtr]],
+            ds.x_test[mte],
+            remap[ds.y_test.cpu()[mte]],
+            n_classes=len(classes),
+            name=f"{ds.name}[{tag}]",
+            meta={**ds.meta, "classes": classes, "part": tag},
+        )
 
     return part(src, "source"), part(new, "new")

@@ -37,8 +37,7 @@ class SmallCNN(nn.Module):
         self.n_conv = len(channels)
         c = in_channels
         for i, co in enumerate(channels, 1):
-            setattr(self, f"conv{i}", conv(c, co, kernel_size, stride=1 if i == 1 else 2,
-                                           padding=kernel_size // 2))
+            setattr(self, f"conv{i}", conv(c, co, kernel_size, stride=1 if i == 1 else 2, padding=kernel_size // 2))
             setattr(self, f"act{i}", activation(activation_name))
             c = co
         self.fc = nn.Linear(c, hidden)

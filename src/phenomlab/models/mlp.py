@@ -66,8 +66,13 @@ class MLP(nn.Module):
         self.out = nn.Linear(d, out_dim, bias=bias)
         if init == "he":
             # kaiming_normal_ knows no gelu/silu gain; both are ReLU-like at the scale that matters here
-            gain = "relu" if activation_name in ("relu", "gelu", "silu") else "tanh" if activation_name == "tanh" \
+            gain = (
+                "relu"
+                if activation_name in ("relu", "gelu", "silu")
+                else "tanh"
+                if activation_name == "tanh"
                 else "linear"
+            )
             for m in self.modules():
                 if isinstance(m, nn.Linear):
                     nn.init.kaiming_normal_(m.weight, nonlinearity=gain)

@@ -18,8 +18,16 @@ class EmbedMLP(nn.Module):
     in spirit: a token embedding followed by a small MLP.
     """
 
-    def __init__(self, vocab_size: int, out_dim: int, n_tokens: int = 2, embed_dim: int = 128,
-                 width: int = 256, depth: int = 1, activation_name: str = "relu") -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        out_dim: int,
+        n_tokens: int = 2,
+        embed_dim: int = 128,
+        width: int = 256,
+        depth: int = 1,
+        activation_name: str = "relu",
+    ) -> None:
         super().__init__()
         if min(vocab_size, out_dim, n_tokens, embed_dim, width) <= 0 or depth < 1:
             raise PhenomlabError("EmbedMLP sizes must be positive and depth >= 1")
@@ -50,8 +58,9 @@ class Transformer1L(nn.Module):
     ``n_heads`` attention heads, a ReLU MLP of width ``d_mlp``, unembedding ``out``.
     """
 
-    def __init__(self, vocab_size: int, out_dim: int, seq_len: int = 2, d_model: int = 128,
-                 n_heads: int = 4, d_mlp: int = 512) -> None:
+    def __init__(
+        self, vocab_size: int, out_dim: int, seq_len: int = 2, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512
+    ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise PhenomlabError(f"d_model={d_model} must be divisible by n_heads={n_heads}")

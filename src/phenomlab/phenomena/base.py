@@ -36,8 +36,16 @@ from ..seeding import derive_seed, generator
 # ---------------------------------------------------------------------------------------------
 
 
-def param(default: Any, help: str = "", *, gt: float | None = None, ge: float | None = None,
-          lt: float | None = None, le: float | None = None, choices: Sequence[Any] | None = None) -> Any:
+def param(
+    default: Any,
+    help: str = "",
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: Sequence[Any] | None = None,
+) -> Any:
     """A config field with a description and bounds checked by :meth:`PhenomenonConfig.validate`.
 
     Lists/tuples get an immutable tuple default so dataclasses accept them.
@@ -89,8 +97,10 @@ class PhenomenonConfig:
     def describe(cls) -> list[tuple[str, str, Any, str]]:
         """(name, type, default, help) for each field: what ``phenomlab list --config`` shows."""
         hints = typing.get_type_hints(cls)
-        return [(f.name, _type_name(hints.get(f.name, Any)), f.default, f.metadata.get("help", ""))
-                for f in dataclasses.fields(cls)]
+        return [
+            (f.name, _type_name(hints.get(f.name, Any)), f.default, f.metadata.get("help", ""))
+            for f in dataclasses.fields(cls)
+        ]
 
 
 def _jsonable(v: Any) -> Any:
@@ -178,8 +188,12 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
     return text
 
 
-def build_config(cls: type[PhenomenonConfig], presets: Mapping[str, Mapping[str, Any]], preset: str = "quick",
-                 overrides: Mapping[str, Any] | None = None) -> PhenomenonConfig:
+def build_config(
+    cls: type[PhenomenonConfig],
+    presets: Mapping[str, Mapping[str, Any]],
+    preset: str = "quick",
+    overrides: Mapping[str, Any] | None = None,
+) -> PhenomenonConfig:
     """Defaults, then the preset, then user overrides (strings are parsed by field type); validated."""
     if preset not in presets:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
@@ -212,7 +226,10 @@ def build_config(cls: type[PhenomenonConfig], presets: Mapping[str, Mapping[str,
 # ---------------------------------------------------------------------------------------------
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
 }
 
 
@@ -304,8 +321,15 @@ class RunContext:
     named training where it stopped, and a finished one is not repeated.
     """
 
-    def __init__(self, seed: int = 0, device: str | torch.device = "cpu", run_dir: str | Path | None = None,
-                 store: Any = None, run_id: str | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        run_dir: str | Path | None = None,
+        store: Any = None,
+        run_id: str | None = None,
+        progress: bool = False,
+    ) -> None:
         self.seed = int(seed)
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -329,16 +353,25 @@ class RunContext:
     def checkpoint_path(self, name: str) -> Path | None:
         return None if self.run_dir is None else self.run_dir / f"{name}.ckpt"
 
-    def train(self, name: str, model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], cfg: Any,
-              **kwargs: Any) -> Any:
+    def train(
+        self, name: str, model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], cfg: Any, **kwargs: Any
+    ) -> Any:
         from ..train import train
 
         def logger(step: int, metrics: Mapping[str, float]) -> None:
             self.log(step, metrics, prefix=name)
 
         label = f"{name}" if self.progress else False
-        return train(model, train_data, cfg, logger=logger, checkpoint=self.checkpoint_path(name),
-                     seed=self.seed_for("train", name), progress=label, **kwargs)
+        return train(
+            model,
+            train_data,
+            cfg,
+            logger=logger,
+            checkpoint=self.checkpoint_path(name),
+            seed=self.seed_for("train", name),
+            progress=label,
+            **kwargs,
+        )
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:
         """Resumable unit of work that is not a training loop: the value ``compute()`` returned in an

@@ -97,17 +97,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # closer to the papers' mini-ImageNet protocol: 64 source classes, 5-way 5-shot on held-out
     # classes, a deeper/wider net trained longer (their nets are ResNets/WRNs on images)
-    "paper": {"n_classes": 100, "source_classes": 64, "signal_dim": 32, "nuisance_dim": 96,
-              "n_train_per_class": 200, "n_test_per_class": 100, "width": 512, "depth": 3,
-              "momentum": 0.9, "lr": 0.01, "weight_decay": 5e-4, "steps": 10000, "eval_every": 250,
-              "episodes": 1000},
+    "paper": {
+        "n_classes": 100,
+        "source_classes": 64,
+        "signal_dim": 32,
+        "nuisance_dim": 96,
+        "n_train_per_class": 200,
+        "n_test_per_class": 100,
+        "width": 512,
+        "depth": 3,
+        "momentum": 0.9,
+        "lr": 0.01,
+        "weight_decay": 5e-4,
+        "steps": 10000,
+        "eval_every": 250,
+        "episodes": 1000,
+    },
 }
 
 
 def make_data(cfg: Config, seed: int) -> Dataset:
     """The mixture of the module docstring: signal subspace + nuisance coordinates, randomly rotated."""
-    base = gaussian_mixture(cfg.n_classes, cfg.signal_dim, cfg.n_train_per_class, cfg.n_test_per_class,
-                            cfg.separation, cfg.noise, seed=seed)
+    base = gaussian_mixture(
+        cfg.n_classes, cfg.signal_dim, cfg.n_train_per_class, cfg.n_test_per_class, cfg.separation, cfg.noise, seed=seed
+    )
     dim = cfg.signal_dim + cfg.nuisance_dim
     g = torch.Generator().manual_seed(seed + 1)
     # a Haar-random rotation: the signal subspace is a random subspace, not the first coordinates
@@ -118,9 +131,18 @@ def make_data(cfg: Config, seed: int) -> Dataset:
         nuis = cfg.nuisance_std * torch.randn(len(x), cfg.nuisance_dim, generator=g)
         return torch.cat([x, nuis], 1) @ q.T
 
-    return replace(base, x_train=embed(base.x_train), x_test=embed(base.x_test), name="subspace_mixture",
-                   meta={**base.meta, "name": "subspace_mixture", "nuisance_dim": cfg.nuisance_dim,
-                         "nuisance_std": cfg.nuisance_std})
+    return replace(
+        base,
+        x_train=embed(base.x_train),
+        x_test=embed(base.x_test),
+        name="subspace_mixture",
+        meta={
+            **base.meta,
+            "name": "subspace_mixture",
+            "nuisance_dim": cfg.nuisance_dim,
+            "nuisance_std": cfg.nuisance_std,
+        },
+    )
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -142,8 +164,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     episode_seed = ctx.seed_for("episodes")
 
     def few_shot(f: torch.Tensor) -> float:
-        return few_shot_ncc_error(f, y_new, shots=cfg.shots, ways=cfg.ways, episodes=cfg.episodes,
-                                  seed=episode_seed)
+        return few_shot_ncc_error(f, y_new, shots=cfg.shots, ways=cfg.ways, episodes=cfg.episodes, seed=episode_seed)
 
     torch.manual_seed(ctx.seed_for("init"))
     model = MLP(source.input_dim, source.n_classes, cfg.width, cfg.depth).to(ctx.device)
@@ -159,8 +180,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 out["fewshot_error"] = few_shot(f)
         return out
 
-    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-                       weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, eval_every=cfg.eval_every)
+    tcfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        eval_every=cfg.eval_every,
+    )
     hist = ctx.train("source", model, source.train(), tcfg, eval_sets={"test": source.test()}, callbacks=[measure])
     recs = hist.records
     return {
@@ -182,20 +210,38 @@ def signature(result: Result) -> Verdict:
     fs_ratio = fs[-1] / fs[0] if fs[0] > 0 else None
     rho = spearman(d["cdnv_new"], fs)
     checks = [
-        check(f"cdnv_{k}_final/initial", ratios[k], "<=", CDNV_FALL, f"CDNV on {k.replace('_', '-')} "
-              f"falls to at most {CDNV_FALL} x its value at initialisation") for k in SETS
+        check(
+            f"cdnv_{k}_final/initial",
+            ratios[k],
+            "<=",
+            CDNV_FALL,
+            f"CDNV on {k.replace('_', '-')} falls to at most {CDNV_FALL} x its value at initialisation",
+        )
+        for k in SETS
     ]
     checks += [
-        check("fewshot_error_final/random_init", fs_ratio, "<", 1.0,
-              "5-shot NCC error on new classes of the trained features is below that of the random-init features"),
-        check("spearman(cdnv_new, fewshot_error)", rho, ">=", TRACK_SPEARMAN,
-              "few-shot error tracks new-class CDNV across checkpoints"),
+        check(
+            "fewshot_error_final/random_init",
+            fs_ratio,
+            "<",
+            1.0,
+            "5-shot NCC error on new classes of the trained features is below that of the random-init features",
+        ),
+        check(
+            "spearman(cdnv_new, fewshot_error)",
+            rho,
+            ">=",
+            TRACK_SPEARMAN,
+            "few-shot error tracks new-class CDNV across checkpoints",
+        ),
     ]
-    summary = (f"CDNV init->final: source-train {d['cdnv_source_train'][0]:.3g}->{d['cdnv_source_train'][-1]:.3g}, "
-               f"source-test {d['cdnv_source_test'][0]:.3g}->{d['cdnv_source_test'][-1]:.3g}, "
-               f"new {d['cdnv_new'][0]:.3g}->{d['cdnv_new'][-1]:.3g}; 5-shot error on new classes "
-               f"{fs[0]:.3f}->{fs[-1]:.3f} (raw input {d['fewshot_error_input']:.3f}); "
-               f"Spearman {'n/a' if rho is None else f'{rho:.3f}'}; source test acc {d['test_acc'][-1]:.3f}")
+    summary = (
+        f"CDNV init->final: source-train {d['cdnv_source_train'][0]:.3g}->{d['cdnv_source_train'][-1]:.3g}, "
+        f"source-test {d['cdnv_source_test'][0]:.3g}->{d['cdnv_source_test'][-1]:.3g}, "
+        f"new {d['cdnv_new'][0]:.3g}->{d['cdnv_new'][-1]:.3g}; 5-shot error on new classes "
+        f"{fs[0]:.3f}->{fs[-1]:.3f} (raw input {d['fewshot_error_input']:.3f}); "
+        f"Spearman {'n/a' if rho is None else f'{rho:.3f}'}; source test acc {d['test_acc'][-1]:.3f}"
+    )
     return Verdict(checks, summary)
 
 

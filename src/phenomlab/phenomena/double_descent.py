@@ -81,8 +81,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # Nakkiran et al. 2019: 15% label noise, Adam 1e-4-ish, thousands of epochs, no data augmentation;
     # here on MNIST-1D (4,000 train), more widths and seeds, ~1,000 epochs
-    "paper": {"dataset": "mnist1d", "n_train": 4000, "label_noise": 0.15, "max_width": 1024, "n_widths": 40,
-              "seeds_per_width": 5, "batch_size": 128, "steps": 40000, "eval_every": 2000},
+    "paper": {
+        "dataset": "mnist1d",
+        "n_train": 4000,
+        "label_noise": 0.15,
+        "max_width": 1024,
+        "n_widths": 40,
+        "seeds_per_width": 5,
+        "batch_size": 128,
+        "steps": 40000,
+        "eval_every": 2000,
+    },
 }
 
 
@@ -125,8 +134,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     members = [w for w in widths for _ in range(k)]
     seeds = [ctx.seed_for("init", w, s) for w in widths for s in range(k)]
     ens = MLPEnsemble(ds.x_train[0].numel(), ds.n_classes, members, depth=cfg.depth, seeds=seeds).to(ctx.device)
-    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-                       batch_size=cfg.batch_size or None, eval_every=cfg.eval_every, loss=cfg.loss)
+    tcfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size or None,
+        eval_every=cfg.eval_every,
+        loss=cfg.loss,
+    )
     noisy = ds.meta["noisy_mask"].to(ctx.device)
     x_tr, y_tr = ds.train()
 
@@ -143,9 +159,18 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             means.setdefault(key.rsplit("/", 1)[0], []).append(v)
         ctx.log(step, {f"mean_{k}": sum(v) / len(v) for k, v in means.items()}, prefix="ensemble")
 
-    hist = train_ensemble(ens, (x_tr, y_tr), tcfg, eval_sets={"test": ds.test()}, callbacks=[memorised],
-                          logger=logger, checkpoint=ctx.checkpoint_path("ensemble"), seed=ctx.seed_for("batches"),
-                          on_nan="continue", progress="double-descent" if ctx.progress else False)
+    hist = train_ensemble(
+        ens,
+        (x_tr, y_tr),
+        tcfg,
+        eval_sets={"test": ds.test()},
+        callbacks=[memorised],
+        logger=logger,
+        checkpoint=ctx.checkpoint_path("ensemble"),
+        seed=ctx.seed_for("batches"),
+        on_nan="continue",
+        progress="double-descent" if ctx.progress else False,
+    )
 
     def per_width(name: str) -> list[list[float]]:
         v = hist.last(name)
@@ -185,8 +210,14 @@ def analyse(d: dict[str, Any]) -> dict[str, Any]:
     widths, tr, te = d["widths"], d["train_err"], d["test_err"]
     eps = d.get("interp_err", INTERP_ERR)
     thr_i = next((i for i, e in enumerate(tr) if math.isfinite(e) and e <= eps), None)
-    out: dict[str, Any] = {"threshold": None, "sweet_spot": None, "peak": None, "rise_over_smaller": None,
-                           "rise_over_largest": None, "peak_ratio": None}
+    out: dict[str, Any] = {
+        "threshold": None,
+        "sweet_spot": None,
+        "peak": None,
+        "rise_over_smaller": None,
+        "rise_over_largest": None,
+        "peak_ratio": None,
+    }
     if thr_i is None:
         return out
     out["threshold"] = widths[thr_i]
@@ -208,24 +239,51 @@ def signature(result: Result) -> Verdict:
     d = result.data
     a = analyse(d)
     checks = [
-        check("min_train_err", min((e for e in d["train_err"] if math.isfinite(e)), default=None), "<=", INTERP_ERR,
-              f"some width interpolates the noisy training labels (train error <= {INTERP_ERR})"),
-        check("peak_width/threshold", a["peak_ratio"], ">=", 1 / PEAK_WINDOW,
-              "the test-error peak is at least half the interpolation threshold"),
-        check("threshold/peak_width", None if a["peak_ratio"] is None else 1 / a["peak_ratio"], ">=",
-              1 / PEAK_WINDOW, "the test-error peak is at most twice the interpolation threshold"),
-        check("peak_minus_best_smaller", a["rise_over_smaller"], ">=", MIN_RISE,
-              "peak test error >= best smaller-width test error + 3 points"),
-        check("peak_minus_largest", a["rise_over_largest"], ">=", MIN_RISE,
-              "peak test error >= largest-width test error + 3 points (second descent)"),
+        check(
+            "min_train_err",
+            min((e for e in d["train_err"] if math.isfinite(e)), default=None),
+            "<=",
+            INTERP_ERR,
+            f"some width interpolates the noisy training labels (train error <= {INTERP_ERR})",
+        ),
+        check(
+            "peak_width/threshold",
+            a["peak_ratio"],
+            ">=",
+            1 / PEAK_WINDOW,
+            "the test-error peak is at least half the interpolation threshold",
+        ),
+        check(
+            "threshold/peak_width",
+            None if a["peak_ratio"] is None else 1 / a["peak_ratio"],
+            ">=",
+            1 / PEAK_WINDOW,
+            "the test-error peak is at most twice the interpolation threshold",
+        ),
+        check(
+            "peak_minus_best_smaller",
+            a["rise_over_smaller"],
+            ">=",
+            MIN_RISE,
+            "peak test error >= best smaller-width test error + 3 points",
+        ),
+        check(
+            "peak_minus_largest",
+            a["rise_over_largest"],
+            ">=",
+            MIN_RISE,
+            "peak test error >= largest-width test error + 3 points (second descent)",
+        ),
     ]
     te = dict(zip(d["widths"], d["test_err"], strict=True))
     if a["threshold"] is None:
         summary = f"no width reached train error <= {INTERP_ERR} (min {min(d['train_err']):.3f})"
     else:
-        summary = (f"interpolation threshold w*={a['threshold']} (train err <= {INTERP_ERR}); peak at w={a['peak']} "
-                   f"(test err {_pct(te.get(a['peak']))}), best smaller {_pct(_min_before(d, a['peak']))}, "
-                   f"largest w={d['widths'][-1]} {_pct(d['test_err'][-1])}")
+        summary = (
+            f"interpolation threshold w*={a['threshold']} (train err <= {INTERP_ERR}); peak at w={a['peak']} "
+            f"(test err {_pct(te.get(a['peak']))}), best smaller {_pct(_min_before(d, a['peak']))}, "
+            f"largest w={d['widths'][-1]} {_pct(d['test_err'][-1])}"
+        )
     return Verdict(checks, summary)
 
 
@@ -246,18 +304,36 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     fig, ax = new_figure(width=6.5, height=4.2)
     w = d["widths"]
     for i, x in enumerate(w):
-        ax.scatter([x] * len(d["test_err_seeds"][i]), [100 * v for v in d["test_err_seeds"][i]], s=6, color="C1",
-                   alpha=0.35, lw=0)
-        ax.scatter([x] * len(d["train_err_seeds"][i]), [100 * v for v in d["train_err_seeds"][i]], s=6, color="C0",
-                   alpha=0.35, lw=0)
+        ax.scatter(
+            [x] * len(d["test_err_seeds"][i]),
+            [100 * v for v in d["test_err_seeds"][i]],
+            s=6,
+            color="C1",
+            alpha=0.35,
+            lw=0,
+        )
+        ax.scatter(
+            [x] * len(d["train_err_seeds"][i]),
+            [100 * v for v in d["train_err_seeds"][i]],
+            s=6,
+            color="C0",
+            alpha=0.35,
+            lw=0,
+        )
     ax.plot(w, [100 * v for v in d["train_err"]], "o-", ms=3, color="C0", label="train error (noisy labels)")
     ax.plot(w, [100 * v for v in d["test_err"]], "o-", ms=3, color="C1", label="test error (clean labels)")
     ax.plot(w, [100 * v for v in d["noisy_fit"]], ":", color="C2", label="flipped train labels fitted")
     if a["threshold"] is not None:
         ax.axvline(a["threshold"], color="grey", ls="--", lw=1)
         ax.text(a["threshold"], 55, f" w*={a['threshold']}", va="center", fontsize=8, color="grey")
-        ax.axvspan(a["threshold"] / PEAK_WINDOW, a["threshold"] * PEAK_WINDOW, color="grey", alpha=0.08, lw=0,
-                   label=f"w*/{PEAK_WINDOW:g} .. {PEAK_WINDOW:g}w* (train err <= {INTERP_ERR} at w*)")
+        ax.axvspan(
+            a["threshold"] / PEAK_WINDOW,
+            a["threshold"] * PEAK_WINDOW,
+            color="grey",
+            alpha=0.08,
+            lw=0,
+            label=f"w*/{PEAK_WINDOW:g} .. {PEAK_WINDOW:g}w* (train err <= {INTERP_ERR} at w*)",
+        )
     if a["peak"] is not None:
         pe = d["test_err"][w.index(a["peak"])]
         ax.plot([a["peak"]], [100 * pe], marker="v", ms=9, color="C3", ls="none", label=f"peak w={a['peak']}")
@@ -265,7 +341,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     ax.set_xlabel("hidden width")
     ax.set_ylabel("error (%)")
     ax.set_ylim(-2, 100)
-    ax.set_title(f"double descent: {c['dataset']}, {int(100 * c['label_noise'])}% label noise, "
-                 f"{c['steps']} {c['optimizer']} steps")
+    ax.set_title(
+        f"double descent: {c['dataset']}, {int(100 * c['label_noise'])}% label noise, "
+        f"{c['steps']} {c['optimizer']} steps"
+    )
     ax.legend(fontsize=8, loc="upper right")
     return [save(fig, out_dir, "double_descent")]

@@ -84,14 +84,16 @@ class Config(PhenomenonConfig):
     batch_size: int = param(64, "minibatch size", gt=0)
     epochs: int = param(200, "training epochs", gt=0)
     eval_epochs: int = param(5, "epochs between evaluations", gt=0)
-    shift_augment: int = param(0, "train-time random shift of mnist1d signals by up to this many samples (0: off)",
-                               ge=0)
+    shift_augment: int = param(
+        0, "train-time random shift of mnist1d signals by up to this many samples (0: off)", ge=0
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.epochs < SMOOTH_WINDOW * self.eval_epochs:
-            raise ConfigError(f"epochs={self.epochs} gives fewer than {SMOOTH_WINDOW} evaluations "
-                              f"(eval_epochs={self.eval_epochs})")
+            raise ConfigError(
+                f"epochs={self.epochs} gives fewer than {SMOOTH_WINDOW} evaluations (eval_epochs={self.eval_epochs})"
+            )
         if self.momentum and self.optimizer != "sgd":
             raise ConfigError(f"momentum={self.momentum} applies to optimizer='sgd' only, got {self.optimizer!r}")
         if self.shift_augment and self.dataset != "mnist1d":
@@ -107,8 +109,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # gives a classical U (seed 0: first min 0.183 at epoch 120, peak 0.263, fall 0.007), not a second descent
     "adam": {"width": 256, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "epochs": 600},
     # Nakkiran et al. 2019 (Fig. 10 setting, scaled down): a wide net, 20% noise, Adam lr 1e-4, 4K epochs
-    "paper": {"n_train": 4000, "n_test": 4000, "width": 256, "optimizer": "adam", "lr": 1e-4, "momentum": 0.0,
-              "batch_size": 128, "epochs": 4000, "eval_epochs": 10},
+    "paper": {
+        "n_train": 4000,
+        "n_test": 4000,
+        "width": 256,
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "momentum": 0.0,
+        "batch_size": 128,
+        "epochs": 4000,
+        "eval_epochs": 10,
+    },
 }
 
 
@@ -146,8 +157,9 @@ def _model(cfg: Config, ds: Dataset, seed: int) -> nn.Module:
     if cfg.model == "mlp":
         net: nn.Module = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth)
     else:
-        net = SmallCNN(1, ds.n_classes, dims=2 if cfg.dataset == "digits" else 1, channels=cfg.channels,
-                       hidden=cfg.width)
+        net = SmallCNN(
+            1, ds.n_classes, dims=2 if cfg.dataset == "digits" else 1, channels=cfg.channels, hidden=cfg.width
+        )
     return ShiftAugment(net, cfg.shift_augment) if cfg.shift_augment else net
 
 
@@ -163,9 +175,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         eval_sets["noisy"] = (x[mask], y[mask])
     model = _model(cfg, ds, ctx.seed_for("init")).to(ctx.device)
     steps_per_epoch = math.ceil(ds.n_train / cfg.batch_size)
-    tcfg = TrainConfig(steps=cfg.epochs * steps_per_epoch, lr=cfg.lr, optimizer=cfg.optimizer,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-                       eval_every=cfg.eval_epochs * steps_per_epoch)
+    tcfg = TrainConfig(
+        steps=cfg.epochs * steps_per_epoch,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        eval_every=cfg.eval_epochs * steps_per_epoch,
+    )
     hist = ctx.train("main", model, ds.train(), tcfg, eval_sets=eval_sets)
     recs = hist.records
     return {
@@ -183,7 +201,7 @@ def smooth(values: list[float], window: int = SMOOTH_WINDOW) -> list[float]:
     """Centred moving average ``s_i = mean(e_j : |j - i| <= window // 2)``, truncated at the ends."""
     h = window // 2
     n = len(values)
-    return [sum(values[max(0, i - h): i + h + 1]) / len(values[max(0, i - h): i + h + 1]) for i in range(n)]
+    return [sum(values[max(0, i - h) : i + h + 1]) / len(values[max(0, i - h) : i + h + 1]) for i in range(n)]
 
 
 def bump(curve: list[float]) -> dict[str, Any]:
@@ -208,8 +226,13 @@ def bump(curve: list[float]) -> dict[str, Any]:
     height = [min(curve[i] - run_min[i], curve[i] - suf_min[i]) for i in range(n)]
     # ties (e.g. no interior bump at all) go to the largest rise: a classical U then reports its overfitting
     p = max(range(n), key=lambda i: (height[i], curve[i] - run_min[i], -i))
-    return {"first_min": arg_min[p], "peak": p, "later_min": suf_arg[p],
-            "rise": curve[p] - run_min[p], "fall": curve[p] - suf_min[p]}
+    return {
+        "first_min": arg_min[p],
+        "peak": p,
+        "later_min": suf_arg[p],
+        "rise": curve[p] - run_min[p],
+        "fall": curve[p] - suf_min[p],
+    }
 
 
 def signature(result: Result) -> Verdict:
@@ -219,19 +242,30 @@ def signature(result: Result) -> Verdict:
     ep = d["epochs"]
     i1, ip, i2 = b["first_min"], b["peak"], b["later_min"]
     checks = [
-        check("rise after first minimum", b["rise"], ">=", RISE_MIN,
-              f"smoothed test error at the peak minus the first minimum (window {SMOOTH_WINDOW} evaluations)"),
-        check("fall after the peak", b["fall"], ">=", FALL_MIN,
-              "smoothed test error at the peak minus the later minimum"),
+        check(
+            "rise after first minimum",
+            b["rise"],
+            ">=",
+            RISE_MIN,
+            f"smoothed test error at the peak minus the first minimum (window {SMOOTH_WINDOW} evaluations)",
+        ),
+        check(
+            "fall after the peak", b["fall"], ">=", FALL_MIN, "smoothed test error at the peak minus the later minimum"
+        ),
     ]
     nf = d.get("noisy_fitted")
-    fitted = ("" if nf is None else
-              f"; noisy labels fitted {nf[i1]:.2f} / {nf[ip]:.2f} / {nf[i2]:.2f} (first min / peak / later min)")
+    fitted = (
+        ""
+        if nf is None
+        else f"; noisy labels fitted {nf[i1]:.2f} / {nf[ip]:.2f} / {nf[i2]:.2f} (first min / peak / later min)"
+    )
     largest_rise = max(v - min(s[: i + 1]) for i, v in enumerate(s))
-    summary = (f"smoothed test error: first min {s[i1]:.4f} at epoch {ep[i1]:g}, peak {s[ip]:.4f} at epoch "
-               f"{ep[ip]:g}, later min {s[i2]:.4f} at epoch {ep[i2]:g}, end {s[-1]:.4f} "
-               f"(largest rise over an earlier minimum, with or without a fall after it: {largest_rise:.4f}); "
-               f"final train error {d['train_error'][-1]:.4f}{fitted}")
+    summary = (
+        f"smoothed test error: first min {s[i1]:.4f} at epoch {ep[i1]:g}, peak {s[ip]:.4f} at epoch "
+        f"{ep[ip]:g}, later min {s[i2]:.4f} at epoch {ep[i2]:g}, end {s[-1]:.4f} "
+        f"(largest rise over an earlier minimum, with or without a fall after it: {largest_rise:.4f}); "
+        f"final train error {d['train_error'][-1]:.4f}{fitted}"
+    )
     return Verdict(checks, summary)
 
 
@@ -248,17 +282,29 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     ax.plot(ep, d["train_error"], color="C0", label="train error (noisy labels)")
     if d.get("noisy_fitted") is not None:
         ax.plot(ep, d["noisy_fitted"], color="C2", ls="--", label="noisy labels fitted")
-    for key, name, mk, dy in (("first_min", "first min", "^", -22), ("peak", "peak", "v", 10),
-                              ("later_min", "later min", "^", -22)):
+    for key, name, mk, dy in (
+        ("first_min", "first min", "^", -22),
+        ("peak", "peak", "v", 10),
+        ("later_min", "later min", "^", -22),
+    ):
         i = b[key]
         ax.plot(ep[i], s[i], mk, color="k", ms=6)
-        ax.annotate(f"{name} {s[i]:.3f}\n(epoch {ep[i]:g})", (ep[i], s[i]), textcoords="offset points",
-                    xytext=(0, dy), ha="center", fontsize=7)
+        ax.annotate(
+            f"{name} {s[i]:.3f}\n(epoch {ep[i]:g})",
+            (ep[i], s[i]),
+            textcoords="offset points",
+            xytext=(0, dy),
+            ha="center",
+            fontsize=7,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("error")
     ax.set_ylim(-0.02, 1.02)
     c = result.config
-    ax.set_title(f"epoch-wise double descent: {c['model']} on {c['dataset']}, {c['label_noise']:.0%} label noise, "
-                 f"{c['optimizer']} lr={c['lr']}", fontsize=9)
+    ax.set_title(
+        f"epoch-wise double descent: {c['model']} on {c['dataset']}, {c['label_noise']:.0%} label noise, "
+        f"{c['optimizer']} lr={c['lr']}",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     return [save(fig, out_dir, "test_error_vs_epoch")]

@@ -51,8 +51,9 @@ class Config(PhenomenonConfig):
     width: int = param(128, "MLP hidden width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     activation: str = param("tanh", "hidden activation", choices=("tanh", "relu", "gelu", "silu", "sigmoid"))
-    loss: str = param("mse", "training loss (MSE on one-hot targets, as in the paper's main runs)",
-                      choices=("mse", "cross_entropy"))
+    loss: str = param(
+        "mse", "training loss (MSE on one-hot targets, as in the paper's main runs)", choices=("mse", "cross_entropy")
+    )
     lrs: tuple[float, ...] = param((0.05, 0.075, 0.1), "full-batch GD learning rates", gt=0.0)
     steps: int = param(3000, "GD steps per learning rate", gt=0)
     measure_every: int = param(20, "steps between sharpness measurements", gt=0)
@@ -66,8 +67,9 @@ class Config(PhenomenonConfig):
         if len(set(self.lrs)) != len(self.lrs):
             raise ConfigError(f"lrs must be distinct, got {list(self.lrs)}")
         if self.measure_every > self.steps // 2:
-            raise ConfigError(f"measure_every={self.measure_every} leaves no measurement in the last half of "
-                              f"steps={self.steps}")
+            raise ConfigError(
+                f"measure_every={self.measure_every} leaves no measurement in the last half of steps={self.steps}"
+            )
         if self.dataset == "digits" and self.n_train > 1348:
             raise ConfigError(f"digits has 1348 training images, got n_train={self.n_train}")
 
@@ -76,8 +78,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # Cohen et al. 2021 fc-tanh: 2 hidden layers of width 200, 5k training examples, MSE, lrs 2/100..2/30;
     # CIFAR-10 is not shipped, so mnist1d stands in.
-    "paper": {"n_train": 5000, "width": 200, "lrs": (0.02, 0.04, 2 / 30), "steps": 10000, "measure_every": 50,
-              "lanczos_iters": 100, "lanczos_tol": 1e-4},
+    "paper": {
+        "n_train": 5000,
+        "width": 200,
+        "lrs": (0.02, 0.04, 2 / 30),
+        "steps": 10000,
+        "measure_every": 50,
+        "lanczos_iters": 100,
+        "lanczos_tol": 1e-4,
+    },
 }
 
 
@@ -107,13 +116,28 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
         def sharpness(s: TrainState, warm: dict[str, torch.Tensor] = warm) -> dict[str, float]:
             # warm start from the last top eigenvector: it turns slowly, so Lanczos converges in a few products
-            lam, vec = top_hessian_eigenvalue(s.model, lf, data, iters=cfg.lanczos_iters, tol=cfg.lanczos_tol,
-                                              seed=ctx.seed_for("lanczos"), v0=warm.get("v"), return_vector=True)
+            lam, vec = top_hessian_eigenvalue(
+                s.model,
+                lf,
+                data,
+                iters=cfg.lanczos_iters,
+                tol=cfg.lanczos_tol,
+                seed=ctx.seed_for("lanczos"),
+                v0=warm.get("v"),
+                return_vector=True,
+            )
             warm["v"] = vec
             return {"sharpness": lam}
 
-        tcfg = TrainConfig(steps=cfg.steps, lr=lr, optimizer="sgd", momentum=0.0, batch_size=None,
-                           eval_every=cfg.measure_every, loss=cfg.loss)
+        tcfg = TrainConfig(
+            steps=cfg.steps,
+            lr=lr,
+            optimizer="sgd",
+            momentum=0.0,
+            batch_size=None,
+            eval_every=cfg.measure_every,
+            loss=cfg.loss,
+        )
         diverged_at = None
         try:
             hist = ctx.train(f"gd_lr{i}", model, data, tcfg, callbacks=[sharpness])
@@ -122,16 +146,25 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             diverged_at, records = exc.step, []
         steps = [int(r["step"]) for r in records]
         sharp = [float(r["sharpness"]) for r in records]
-        stats = _last_half_stats(steps, sharp, lr, cfg.steps) if diverged_at is None else \
-            {"median_abs_dev": None, "frac_within": None}
-        runs.append({
-            "lr": lr, "threshold": 2.0 / lr, "steps": steps, "sharpness": sharp,
-            "train_loss": [float(r["train_loss"]) for r in records],
-            "train_acc": [float(r.get("train_acc", math.nan)) for r in records],
-            "initial_ratio": sharp[0] * lr / 2.0 if sharp else None,
-            "max_ratio": max(sharp) * lr / 2.0 if sharp else None,
-            "diverged_at": diverged_at, **stats,
-        })
+        stats = (
+            _last_half_stats(steps, sharp, lr, cfg.steps)
+            if diverged_at is None
+            else {"median_abs_dev": None, "frac_within": None}
+        )
+        runs.append(
+            {
+                "lr": lr,
+                "threshold": 2.0 / lr,
+                "steps": steps,
+                "sharpness": sharp,
+                "train_loss": [float(r["train_loss"]) for r in records],
+                "train_acc": [float(r.get("train_acc", math.nan)) for r in records],
+                "initial_ratio": sharp[0] * lr / 2.0 if sharp else None,
+                "max_ratio": max(sharp) * lr / 2.0 if sharp else None,
+                "diverged_at": diverged_at,
+                **stats,
+            }
+        )
     return {"runs": runs, "total_steps": cfg.steps}
 
 
@@ -140,16 +173,32 @@ def signature(result: Result) -> Verdict:
     parts = []
     for r in result.data["runs"]:
         lr = r["lr"]
-        checks.append(check(f"lr={lr:g}: initial sharpness / (2/lr)", r["initial_ratio"], "<=", RISE_MAX_RATIO,
-                            "sharpness starts >= 10% below 2/lr, so reaching it means it rose"))
-        checks.append(check(f"lr={lr:g}: median |S/(2/lr) - 1| over last half", r["median_abs_dev"], "<=", BAND,
-                            "sharpness stays within 10% of 2/lr over the last half of training (median)"))
+        checks.append(
+            check(
+                f"lr={lr:g}: initial sharpness / (2/lr)",
+                r["initial_ratio"],
+                "<=",
+                RISE_MAX_RATIO,
+                "sharpness starts >= 10% below 2/lr, so reaching it means it rose",
+            )
+        )
+        checks.append(
+            check(
+                f"lr={lr:g}: median |S/(2/lr) - 1| over last half",
+                r["median_abs_dev"],
+                "<=",
+                BAND,
+                "sharpness stays within 10% of 2/lr over the last half of training (median)",
+            )
+        )
         if r["diverged_at"] is not None:
             parts.append(f"lr={lr:g}: diverged at step {r['diverged_at']}")
         else:
             fw = r["frac_within"]
-            parts.append(f"lr={lr:g}: 2/lr={r['threshold']:.1f}, S_0/(2/lr)={r['initial_ratio']:.2f}, median dev "
-                         f"{_fmt(r['median_abs_dev'])}, {_fmt(None if fw is None else 100 * fw, '.0f')}% within 10%")
+            parts.append(
+                f"lr={lr:g}: 2/lr={r['threshold']:.1f}, S_0/(2/lr)={r['initial_ratio']:.2f}, median dev "
+                f"{_fmt(r['median_abs_dev'])}, {_fmt(None if fw is None else 100 * fw, '.0f')}% within 10%"
+            )
     return Verdict(checks, "; ".join(parts))
 
 

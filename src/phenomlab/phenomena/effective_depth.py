@@ -64,8 +64,11 @@ class Config(PhenomenonConfig):
     momentum: float = param(0.9, "SGD momentum", ge=0.0, lt=1.0)
     weight_decay: float = param(5e-4, "L2 weight decay", ge=0.0)
     batch_size: int = param(128, "minibatch size", gt=0)
-    schedule: str = param("cosine", "learning-rate schedule (annealing lets the top layers collapse fully)",
-                          choices=("constant", "cosine"))
+    schedule: str = param(
+        "cosine",
+        "learning-rate schedule (annealing lets the top layers collapse fully)",
+        choices=("constant", "cosine"),
+    )
     eval_every: int = param(500, "steps between evaluations (NCC per layer is also logged then)", gt=0)
 
     def validate(self) -> None:
@@ -125,9 +128,16 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         def log_ncc(s: TrainState, x: torch.Tensor = x, y: torch.Tensor = y) -> dict[str, float]:
             return {f"ncc_{i}": a for i, a in enumerate(layer_ncc(s.model, x, y, cfg.depth))}
 
-        tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer="sgd", momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, eval_every=cfg.eval_every,
-                           schedule=cfg.schedule)
+        tcfg = TrainConfig(
+            steps=cfg.steps,
+            lr=cfg.lr,
+            optimizer="sgd",
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            eval_every=cfg.eval_every,
+            schedule=cfg.schedule,
+        )
         hist = ctx.train(task, model, (x, y), tcfg, eval_sets={"test": ds.test()}, callbacks=[log_ncc])
         ncc = layer_ncc(model, x, y, cfg.depth)
         out[task] = {
@@ -137,8 +147,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "train_acc": hist.last("train_acc"),
             "test_acc": hist.last("test_acc"),
             "steps": [int(r["step"]) for r in hist.records],
-            "ncc_history": [[r.get(f"ncc_{i}") for i in range(cfg.depth + 1)]
-                            for r in hist.records],
+            "ncc_history": [[r.get(f"ncc_{i}") for i in range(cfg.depth + 1)] for r in hist.records],
         }
     return out
 
@@ -152,14 +161,26 @@ def signature(result: Result) -> Verdict:
     for task, r in (("easy", e), ("hard", h)):
         checks += [
             check(f"{task}_train_acc", r["train_acc"], ">=", FIT_ACC, f"the {task}-task net fits its training labels"),
-            check(f"{task}_spearman(layer, NCC)", r["spearman"], ">=", RISE_SPEARMAN,
-                  f"{task} task: NCC train accuracy rises with depth (rank correlation over layers 0..L)"),
-            check(f"{task}_L*", r["L_star"], "<", L,
-                  f"{task} task: NCC train accuracy reaches {NCC_SEPARABLE} at a layer L* below the last (L={L})"),
+            check(
+                f"{task}_spearman(layer, NCC)",
+                r["spearman"],
+                ">=",
+                RISE_SPEARMAN,
+                f"{task} task: NCC train accuracy rises with depth (rank correlation over layers 0..L)",
+            ),
+            check(
+                f"{task}_L*",
+                r["L_star"],
+                "<",
+                L,
+                f"{task} task: NCC train accuracy reaches {NCC_SEPARABLE} at a layer L* below the last (L={L})",
+            ),
         ]
     checks.append(check("L*_hard - L*_easy", gap, ">=", 1, "the harder (label-noise) task needs more layers"))
-    summary = (f"L={L}: L*_easy={e['L_star']}, L*_hard={h['L_star']} (label noise {d['label_noise']}); "
-               f"Spearman easy={_fmt(e['spearman'])}, hard={_fmt(h['spearman'])}")
+    summary = (
+        f"L={L}: L*_easy={e['L_star']}, L*_hard={h['L_star']} (label noise {d['label_noise']}); "
+        f"Spearman easy={_fmt(e['spearman'])}, hard={_fmt(h['spearman'])}"
+    )
     for task, r in (("easy", e), ("hard", h)):
         if r["L_star"] is None:
             summary += f"; {task}: NCC never reached {NCC_SEPARABLE} (max {max(r['ncc'][1:]):.3f})"

@@ -56,8 +56,16 @@ class Config(PhenomenonConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # Nanda et al. 2023: 1-layer transformer, p=113, 30% of pairs, full batch, lr 1e-3, wd 1
-    "paper": {"p": 113, "train_fraction": 0.3, "model": "transformer", "embed_dim": 128, "width": 512,
-              "lr": 1e-3, "max_steps": 40000, "eval_every": 100},
+    "paper": {
+        "p": 113,
+        "train_fraction": 0.3,
+        "model": "transformer",
+        "embed_dim": 128,
+        "width": 512,
+        "lr": 1e-3,
+        "max_steps": 40000,
+        "eval_every": 100,
+    },
 }
 
 
@@ -79,16 +87,33 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             s.stop = True
 
     def tcfg(wd: float, steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, lr=cfg.lr, optimizer="adamw", weight_decay=wd, betas=(0.9, cfg.beta2),
-                           eval_every=cfg.eval_every)
+        return TrainConfig(
+            steps=steps,
+            lr=cfg.lr,
+            optimizer="adamw",
+            weight_decay=wd,
+            betas=(0.9, cfg.beta2),
+            eval_every=cfg.eval_every,
+        )
 
-    main = ctx.train("main", _model(cfg, init_seed).to(ctx.device), ds.train(), tcfg(cfg.wd, cfg.max_steps),
-                     eval_sets={"test": ds.test()}, callbacks=[stop_when_generalised])
+    main = ctx.train(
+        "main",
+        _model(cfg, init_seed).to(ctx.device),
+        ds.train(),
+        tcfg(cfg.wd, cfg.max_steps),
+        eval_sets={"test": ds.test()},
+        callbacks=[stop_when_generalised],
+    )
     t_gen = main.first_step("test_acc", lambda a: a >= GEN_ACC)
     # the control (same init, same data) runs as long as the main run needed to generalise
     control_steps = t_gen if t_gen is not None else cfg.max_steps
-    control = ctx.train("control", _model(cfg, init_seed).to(ctx.device), ds.train(),
-                        tcfg(cfg.control_wd, control_steps), eval_sets={"test": ds.test()})
+    control = ctx.train(
+        "control",
+        _model(cfg, init_seed).to(ctx.device),
+        ds.train(),
+        tcfg(cfg.control_wd, control_steps),
+        eval_sets={"test": ds.test()},
+    )
     return {
         "steps": [r["step"] for r in main.records],
         "train_acc": [r["train_acc"] for r in main.records],
@@ -115,8 +140,13 @@ def signature(result: Result) -> Verdict:
         check("train_acc_reached", max(d["train_acc"]), ">=", FIT_ACC, "train accuracy reaches 0.99 (at T_fit)"),
         check("test_acc_reached", max(d["test_acc"]), ">=", GEN_ACC, "test accuracy reaches 0.95 (at T_gen)"),
         check("T_gen/T_fit", ratio, ">=", MIN_DELAY, "generalisation is delayed at least 5x after fitting"),
-        check("control_test_acc_at_T_gen", ctrl_at_tgen, "<", CONTROL_MAX_ACC,
-              "without weight decay the net has not generalised by T_gen"),
+        check(
+            "control_test_acc_at_T_gen",
+            ctrl_at_tgen,
+            "<",
+            CONTROL_MAX_ACC,
+            "without weight decay the net has not generalised by T_gen",
+        ),
     ]
     summary = f"T_fit={t_fit}, T_gen={t_gen}, control test acc at T_gen={_fmt(ctrl_at_tgen)}"
     if t_gen is None:

@@ -72,10 +72,12 @@ class Config(PhenomenonConfig):
     eval_every: int = param(250, "steps between evaluations", gt=0)
     rounds: int = param(11, "IMP rounds after the dense training (0.8^11 = 8.6% of weights remain)", ge=1)
     prune_fraction: float = param(0.2, "fraction of surviving weights removed per round", gt=0.0, lt=1.0)
-    scope: str = param("global", "rank weights across all layers (global) or within each layer",
-                       choices=("global", "layer"))
-    output_fraction: float | None = param(None, "separate per-round rate of the output layer (None: like the rest)",
-                                          ge=0.0, lt=1.0)
+    scope: str = param(
+        "global", "rank weights across all layers (global) or within each layer", choices=("global", "layer")
+    )
+    output_fraction: float | None = param(
+        None, "separate per-round rate of the output layer (None: like the rest)", ge=0.0, lt=1.0
+    )
     rewind_step: int = param(0, "rewind survivors to the weights at this step (0 = initialisation)", ge=0)
     controls: bool = param(True, "train the random re-init and random-mask controls at every round")
 
@@ -90,8 +92,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Frankle & Carbin's LeNet-300-100 setup (Adam 1.2e-3, batch 60, 50k iterations, fc layers 20% and
     # output 10% per round, layer-wise), on mnist1d with equal hidden widths; late rewinding as in
     # Frankle et al. 2020 is available through rewind_step.
-    "paper": {"width": 300, "depth": 2, "lr": 1.2e-3, "batch_size": 60, "steps": 10000, "eval_every": 1000,
-              "rounds": 20, "scope": "layer", "output_fraction": 0.1, "n_train": 8000},
+    "paper": {
+        "width": 300,
+        "depth": 2,
+        "lr": 1.2e-3,
+        "batch_size": 60,
+        "steps": 10000,
+        "eval_every": 1000,
+        "rounds": 20,
+        "scope": "layer",
+        "output_fraction": 0.1,
+        "n_train": 8000,
+    },
 }
 
 
@@ -110,8 +122,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         return MLP(ds.input_dim, ds.n_classes, cfg.width, cfg.depth, cfg.activation).to(ctx.device)
 
     def tcfg(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, lr=cfg.lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-                           batch_size=cfg.batch_size, eval_every=min(cfg.eval_every, steps))
+        return TrainConfig(
+            steps=steps,
+            lr=cfg.lr,
+            optimizer=cfg.optimizer,
+            momentum=cfg.momentum,
+            batch_size=cfg.batch_size,
+            eval_every=min(cfg.eval_every, steps),
+        )
 
     def fit(name: str, state: dict[str, torch.Tensor], masks: Masks, steps: int) -> tuple[MLP, dict[str, float]]:
         """Train from ``state`` with ``masks`` held applied; resumable under ``name``."""
@@ -139,9 +157,19 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         layer_rates = {"out.weight": cfg.output_fraction}
 
     round_steps = cfg.steps - cfg.rewind_step
-    out: dict[str, list[Any]] = {k: [] for k in ("round", "sparsity", "remaining", "ticket_test_acc",
-                                                 "ticket_train_acc", "reinit_test_acc", "random_mask_test_acc",
-                                                 "layer_sparsity")}
+    out: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "round",
+            "sparsity",
+            "remaining",
+            "ticket_test_acc",
+            "ticket_train_acc",
+            "reinit_test_acc",
+            "random_mask_test_acc",
+            "layer_sparsity",
+        )
+    }
     leak = 0.0
     model, res = fit("ticket_r00", rewind_state, masks, round_steps)
     dense_acc = res["test_acc"]
@@ -166,9 +194,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             leak = max(leak, rr["leak"], rm["leak"])
         out["reinit_test_acc"].append(reinit_acc)
         out["random_mask_test_acc"].append(rand_acc)
-        ctx.log(r, {"sparsity": s, "ticket_test_acc": res["test_acc"],
-                    **({"reinit_test_acc": reinit_acc, "random_mask_test_acc": rand_acc} if reinit_acc is not None
-                       else {})}, prefix="imp")
+        ctx.log(
+            r,
+            {
+                "sparsity": s,
+                "ticket_test_acc": res["test_acc"],
+                **({"reinit_test_acc": reinit_acc, "random_mask_test_acc": rand_acc} if reinit_acc is not None else {}),
+            },
+            prefix="imp",
+        )
     return {**out, "dense_test_acc": dense_acc, "max_masked_weight": leak, "rewind_step": cfg.rewind_step}
 
 
@@ -196,19 +230,36 @@ def signature(result: Result) -> Verdict:
     s_match, gap = _match_gap(d)
     s_win, margin = _win_margin(d)
     checks = [
-        check("ticket_minus_dense_pts_at_80pct", gap, ">=", MATCH_TOL_PTS,
-              "test acc of the ticket at the first IMP round with sparsity >= 80%, minus dense, in points"),
-        check("ticket_minus_reinit_pts_at_90pct", margin, ">=", WIN_MARGIN_PTS,
-              "largest margin of the ticket over random re-init of the same mask at sparsity >= 90%, in points"),
-        check("max_pruned_weight_abs", d["max_masked_weight"], "<=", 0.0,
-              "pruned weights stayed exactly zero through every training (masks applied)"),
+        check(
+            "ticket_minus_dense_pts_at_80pct",
+            gap,
+            ">=",
+            MATCH_TOL_PTS,
+            "test acc of the ticket at the first IMP round with sparsity >= 80%, minus dense, in points",
+        ),
+        check(
+            "ticket_minus_reinit_pts_at_90pct",
+            margin,
+            ">=",
+            WIN_MARGIN_PTS,
+            "largest margin of the ticket over random re-init of the same mask at sparsity >= 90%, in points",
+        ),
+        check(
+            "max_pruned_weight_abs",
+            d["max_masked_weight"],
+            "<=",
+            0.0,
+            "pruned weights stayed exactly zero through every training (masks applied)",
+        ),
     ]
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
-    summary = (f"dense {100 * d['dense_test_acc']:.1f}%; ticket - dense at {pct(s_match)} sparsity = "
-               f"{_fmt(gap)} pts; ticket - reinit at {pct(s_win)} = {_fmt(margin)} pts")
+    summary = (
+        f"dense {100 * d['dense_test_acc']:.1f}%; ticket - dense at {pct(s_match)} sparsity = "
+        f"{_fmt(gap)} pts; ticket - reinit at {pct(s_win)} = {_fmt(margin)} pts"
+    )
     if s_match is None or (s_win is None and max(d["sparsity"]) < WIN_SPARSITY):
         summary += f" (IMP stopped at {pct(max(d['sparsity']))} sparsity: add rounds)"
     return Verdict(checks, summary)
@@ -225,8 +276,10 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     fig, ax = new_figure(width=6.0, height=4.0)
     rem = [100 * r for r in d["remaining"]]
     ax.plot(rem, [100 * a for a in d["ticket_test_acc"]], "o-", color="C0", label="winning ticket (IMP + rewind)")
-    for key, color, label in (("reinit_test_acc", "C3", "random re-init, same mask"),
-                              ("random_mask_test_acc", "C2", "random mask, same sparsity")):
+    for key, color, label in (
+        ("reinit_test_acc", "C3", "random re-init, same mask"),
+        ("random_mask_test_acc", "C2", "random mask, same sparsity"),
+    ):
         pts = [(x, 100 * a) for x, a in zip(rem, d[key], strict=True) if a is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), "s--", color=color, ms=4, label=label)
@@ -235,8 +288,15 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     ax.axhline(dense + MATCH_TOL_PTS, color="k", lw=0.7, ls=":", label="dense - 1 pt")
     for s in (MATCH_SPARSITY, WIN_SPARSITY):
         ax.axvline(100 * (1 - s), color="grey", lw=0.7, ls=":")
-        ax.text(100 * (1 - s), ax.get_ylim()[0], f" {100 * s:.0f}% sparse", rotation=90, va="bottom",
-                fontsize=7, color="grey")
+        ax.text(
+            100 * (1 - s),
+            ax.get_ylim()[0],
+            f" {100 * s:.0f}% sparse",
+            rotation=90,
+            va="bottom",
+            fontsize=7,
+            color="grey",
+        )
     ax.set_xscale("log")
     ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5) if min(rem) * 0.9 <= t <= 100]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])

@@ -80,14 +80,20 @@ class Config(PhenomenonConfig):
     batch_sizes: tuple[int, ...] = param((8, 16, 32, 64, 128, 256, 512), "batch-size sweep", ge=1)
     wd_values: tuple[float, ...] = param((0.0, 1e-3, 3e-3, 1e-2), "weight-decay sweep (include 0)", ge=0.0)
     wd_batch_size: int = param(32, "batch size of the weight-decay sweep", ge=1)
-    protocol: str = param("epochs", "same number of epochs (paper) or of steps for every run",
-                          choices=("epochs", "steps"))
+    protocol: str = param(
+        "epochs", "same number of epochs (paper) or of steps for every run", choices=("epochs", "steps")
+    )
     epochs: float = param(80.0, "epochs per run (protocol=epochs)", gt=0.0)
     steps: int = param(20000, "steps per run (protocol=steps)", gt=0)
     evals_per_run: int = param(8, "evaluations (rank trajectory points) per run", ge=1)
     rank_tol: float = param(1e-3, "numerical rank threshold relative to sigma_max", gt=0.0, lt=1.0)
-    collapse_ratio: float = param(0.01, "a run whose hidden weight norm falls below this fraction of its "
-                                  "initial norm (any layer) has collapsed to the zero network", ge=0.0, lt=1.0)
+    collapse_ratio: float = param(
+        0.01,
+        "a run whose hidden weight norm falls below this fraction of its "
+        "initial norm (any layer) has collapsed to the zero network",
+        ge=0.0,
+        lt=1.0,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -103,9 +109,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # closer to the paper: wider/deeper MLP, more data, longer fixed-epoch training, denser sweeps
     # (the authors' batch-norm MLP on CIFAR-10 is out of reach of this MLP; not run in the quick budget)
-    "paper": {"n_train": 10000, "width": 128, "depth": 6, "epochs": 300.0, "wd": 5e-3,
-              "batch_sizes": (8, 16, 32, 64, 128, 256, 512, 1024),
-              "wd_values": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3)},
+    "paper": {
+        "n_train": 10000,
+        "width": 128,
+        "depth": 6,
+        "epochs": 300.0,
+        "wd": 5e-3,
+        "batch_sizes": (8, 16, 32, 64, 128, 256, 512, 1024),
+        "wd_values": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3),
+    },
 }
 
 
@@ -155,21 +167,38 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             out["mean_relative_rank"] = _mean_relative(r, full)
             return out
 
-        tcfg = TrainConfig(steps=steps, lr=cfg.lr, optimizer="sgd", weight_decay=wd, batch_size=batch,
-                           eval_every=max(1, steps // cfg.evals_per_run))
-        hist = ctx.train(f"bs{batch}_wd{wd:g}", model, ds.train(), tcfg, eval_sets={"test": ds.test()},
-                         callbacks=[rank_probe])
+        tcfg = TrainConfig(
+            steps=steps,
+            lr=cfg.lr,
+            optimizer="sgd",
+            weight_decay=wd,
+            batch_size=batch,
+            eval_every=max(1, steps // cfg.evals_per_run),
+        )
+        hist = ctx.train(
+            f"bs{batch}_wd{wd:g}", model, ds.train(), tcfg, eval_sets={"test": ds.test()}, callbacks=[rank_probe]
+        )
         ranks = _ranks(model, cfg.rank_tol)
-        norm_ratio = [float(getattr(model, name).weight.detach().norm()) / n0
-                      for name, n0 in zip(model.hidden_layers, norm0, strict=True)]
+        norm_ratio = [
+            float(getattr(model, name).weight.detach().norm()) / n0
+            for name, n0 in zip(model.hidden_layers, norm0, strict=True)
+        ]
         rec = {
-            "batch_size": batch, "wd": wd, "n_steps": steps, "lr_wd_steps": cfg.lr * wd * steps,
-            "ranks": ranks, "full": full,
+            "batch_size": batch,
+            "wd": wd,
+            "n_steps": steps,
+            "lr_wd_steps": cfg.lr * wd * steps,
+            "ranks": ranks,
+            "full": full,
             "mean_relative_rank": _mean_relative(ranks, full),
-            "sv": [[float(v) for v in singular_values(getattr(model, name).weight.detach())]
-                   for name in model.hidden_layers],
-            "train_acc": hist.last("train_acc"), "test_acc": hist.last("test_acc"),
-            "norm_ratio": norm_ratio, "collapsed": min(norm_ratio) < cfg.collapse_ratio,
+            "sv": [
+                [float(v) for v in singular_values(getattr(model, name).weight.detach())]
+                for name in model.hidden_layers
+            ],
+            "train_acc": hist.last("train_acc"),
+            "test_acc": hist.last("test_acc"),
+            "norm_ratio": norm_ratio,
+            "collapsed": min(norm_ratio) < cfg.collapse_ratio,
             "steps": [int(r["step"]) for r in hist.records],
             "rank_trajectory": [r.get("mean_relative_rank") for r in hist.records],
         }
@@ -178,9 +207,16 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
     batch_runs = [train_one(b, cfg.wd) for b in cfg.batch_sizes]
     wd_runs = [train_one(cfg.wd_batch_size, w) for w in cfg.wd_values]
-    return {"layers": [f"fc{i}" for i in range(1, cfg.depth + 1)], "batch_runs": batch_runs, "wd_runs": wd_runs,
-            "lr": cfg.lr, "wd": cfg.wd, "wd_batch_size": cfg.wd_batch_size, "rank_tol": cfg.rank_tol,
-            "protocol": cfg.protocol}
+    return {
+        "layers": [f"fc{i}" for i in range(1, cfg.depth + 1)],
+        "batch_runs": batch_runs,
+        "wd_runs": wd_runs,
+        "lr": cfg.lr,
+        "wd": cfg.wd,
+        "wd_batch_size": cfg.wd_batch_size,
+        "rank_tol": cfg.rank_tol,
+        "protocol": cfg.protocol,
+    }
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -202,16 +238,32 @@ def signature(result: Result) -> Verdict:
     zero = [r for r in d["wd_runs"] if r["wd"] == 0.0]
     wd0 = min(rk / f for rk, f in zip(zero[0]["ranks"], zero[0]["full"], strict=True)) if zero else None
     checks = [
-        check("spearman(1/batch_size, rank)", rho_b if len(br) >= MIN_POINTS else None, "<=", MAX_SPEARMAN,
-              "mean relative rank of the hidden weights falls as the batch size falls "
-              "(= Spearman(batch size, rank) >= 0.8)"),
-        check("spearman(weight_decay, rank)", rho_w if len(wr) >= MIN_POINTS else None, "<=", MAX_SPEARMAN,
-              "mean relative rank falls as weight decay rises"),
-        check("wd=0 min relative rank", wd0, ">=", NEAR_FULL,
-              "without weight decay every hidden layer keeps >= 90% of min(d_out, d_in)"),
+        check(
+            "spearman(1/batch_size, rank)",
+            rho_b if len(br) >= MIN_POINTS else None,
+            "<=",
+            MAX_SPEARMAN,
+            "mean relative rank of the hidden weights falls as the batch size falls "
+            "(= Spearman(batch size, rank) >= 0.8)",
+        ),
+        check(
+            "spearman(weight_decay, rank)",
+            rho_w if len(wr) >= MIN_POINTS else None,
+            "<=",
+            MAX_SPEARMAN,
+            "mean relative rank falls as weight decay rises",
+        ),
+        check(
+            "wd=0 min relative rank",
+            wd0,
+            ">=",
+            NEAR_FULL,
+            "without weight decay every hidden layer keeps >= 90% of min(d_out, d_in)",
+        ),
     ]
     summary = "mean relative rank " + ", ".join(
-        f"B={r['batch_size']}: {r['mean_relative_rank']:.2f}" for r in d["batch_runs"])
+        f"B={r['batch_size']}: {r['mean_relative_rank']:.2f}" for r in d["batch_runs"]
+    )
     summary += "; wd sweep " + ", ".join(f"{r['wd']:g}: {r['mean_relative_rank']:.2f}" for r in d["wd_runs"])
     steps = [r["n_steps"] for r in d["batch_runs"]]
     summary += f"; same {d['protocol']}: {max(steps)}..{min(steps)} steps per batch-size run"
@@ -260,8 +312,12 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     for j, r in enumerate(br):
         s = r["sv"][mid]
         top = max(s) if s and max(s) > 0 else 1.0
-        ax.semilogy(range(1, len(s) + 1), [max(v / top, 1e-12) for v in s], color=cmap(j / max(1, len(br) - 1)),
-                    label=f"B={r['batch_size']}")
+        ax.semilogy(
+            range(1, len(s) + 1),
+            [max(v / top, 1e-12) for v in s],
+            color=cmap(j / max(1, len(br) - 1)),
+            label=f"B={r['batch_size']}",
+        )
     ax.axhline(d["rank_tol"], color="grey", ls="--", lw=0.8)
     ax.set_ylim(bottom=1e-8)
     ax.set_xlabel("index i")

@@ -86,8 +86,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # Papyan et al. 2020: cross-entropy, SGD momentum 0.9, wd 5e-4, batch 128, 350 epochs with the LR
     # divided by 10 at 1/3 and 2/3 (the loop has no step schedule; cosine stands in for it).
-    "paper": {"n_train": 4000, "model": "cnn", "channels": (64, 128), "width": 256, "loss": "cross_entropy",
-              "lr": 0.05, "batch_size": 128, "epochs": 350, "eval_epochs": 5},
+    "paper": {
+        "n_train": 4000,
+        "model": "cnn",
+        "channels": (64, 128),
+        "width": 256,
+        "loss": "cross_entropy",
+        "lr": 0.05,
+        "batch_size": 128,
+        "epochs": 350,
+        "eval_epochs": 5,
+    },
 }
 
 
@@ -96,8 +105,9 @@ def _dataset(cfg: Config, seed: int) -> Dataset:
         return digits(seed=seed, flatten=cfg.model == "mlp")
     if cfg.dataset == "mnist1d":
         return mnist1d(n_train=cfg.n_train, seed=seed)
-    return gaussian_mixture(_GM_CLASSES, _GM_DIM, cfg.n_train // _GM_CLASSES, _GM_TEST_PER_CLASS,
-                            separation=_GM_SEPARATION, seed=seed)
+    return gaussian_mixture(
+        _GM_CLASSES, _GM_DIM, cfg.n_train // _GM_CLASSES, _GM_TEST_PER_CLASS, separation=_GM_SEPARATION, seed=seed
+    )
 
 
 def _model(cfg: Config, ds: Dataset, seed: int) -> MLP | SmallCNN:
@@ -126,12 +136,26 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if not (first_zero or not zero_seen or epoch % cfg.eval_epochs == 0 or s.step == s.config.steps):
             return None
         nc = neural_collapse(s.model, train_data, s.model.penultimate, classifier="out")
-        return {"nc1": nc.nc1, "nc2_cos_mean": nc.nc2["cos_mean"], "nc2_cos_std": nc.nc2["cos_std"],
-                "nc2_equinorm": nc.nc2["equinorm_cv"], "nc3": float(nc.nc3), "nc4": float(nc.nc4)}
+        return {
+            "nc1": nc.nc1,
+            "nc2_cos_mean": nc.nc2["cos_mean"],
+            "nc2_cos_std": nc.nc2["cos_std"],
+            "nc2_equinorm": nc.nc2["equinorm_cv"],
+            "nc3": float(nc.nc3),
+            "nc4": float(nc.nc4),
+        }
 
-    tcfg = TrainConfig(steps=cfg.epochs * steps_per_epoch, lr=cfg.lr, optimizer="sgd", momentum=cfg.momentum,
-                       weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, schedule=cfg.schedule,
-                       eval_every=steps_per_epoch, loss=cfg.loss)
+    tcfg = TrainConfig(
+        steps=cfg.epochs * steps_per_epoch,
+        lr=cfg.lr,
+        optimizer="sgd",
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        schedule=cfg.schedule,
+        eval_every=steps_per_epoch,
+        loss=cfg.loss,
+    )
     hist = ctx.train("main", model, train_data, tcfg, eval_sets={"test": ds.test()}, callbacks=[measure])
     # a resumed run rebuilds zero_seen from scratch, so take everything from the stored history
     recs = [r for r in hist.records if "nc1" in r]
@@ -162,22 +186,40 @@ def signature(result: Result) -> Verdict:
     nc1_fall = nc1_zero / nc1_end if nc1_zero is not None and nc1_end > 0 else None
     nc3_ratio = nc3_end / nc3_zero if nc3_zero else None
     checks = [
-        check("NC1(t0)/NC1(end)", nc1_fall, ">=", NC1_MIN_FALL,
-              "tr(Sw Sb^+)/C falls >= 10x from the zero-train-error epoch t0 to the end"),
+        check(
+            "NC1(t0)/NC1(end)",
+            nc1_fall,
+            ">=",
+            NC1_MIN_FALL,
+            "tr(Sw Sb^+)/C falls >= 10x from the zero-train-error epoch t0 to the end",
+        ),
         check("NC2 cos std", cos_std, "<=", NC2_MAX_COS_STD, "std of cosines between centred class means"),
-        check("NC2 |cos mean + 1/(C-1)|", abs(cos_mean - target), "<=", NC2_MAX_COS_MEAN_DEV,
-              f"mean cosine within 0.1 of the simplex-ETF value {target:.4f}"),
-        check("NC3(end)/NC3(t0)", nc3_ratio, "<", NC3_MAX_RATIO,
-              "normalised ||W^T - M|| at the end is below its value at t0"),
-        check("NC4 agreement", nc4, ">=", NC4_MIN_AGREEMENT,
-              "nearest-class-centre rule agrees with the network (train)"),
+        check(
+            "NC2 |cos mean + 1/(C-1)|",
+            abs(cos_mean - target),
+            "<=",
+            NC2_MAX_COS_MEAN_DEV,
+            f"mean cosine within 0.1 of the simplex-ETF value {target:.4f}",
+        ),
+        check(
+            "NC3(end)/NC3(t0)",
+            nc3_ratio,
+            "<",
+            NC3_MAX_RATIO,
+            "normalised ||W^T - M|| at the end is below its value at t0",
+        ),
+        check(
+            "NC4 agreement", nc4, ">=", NC4_MIN_AGREEMENT, "nearest-class-centre rule agrees with the network (train)"
+        ),
     ]
     if zero is None:
         summary = f"training error never reached 0 in {d['epochs'][-1]:g} epochs (final {d['train_error'][-1]:.4f})"
     else:
-        summary = (f"zero train error at epoch {zero:g}; NC1 {nc1_zero:.3g} -> {nc1_end:.3g}; "
-                   f"NC2 cos {cos_mean:.3f} +- {cos_std:.3f} (target {target:.3f}); "
-                   f"NC3 {nc3_zero:.3f} -> {nc3_end:.3f}; NC4 {nc4:.4f}; final train error {d['train_error'][-1]:.4f}")
+        summary = (
+            f"zero train error at epoch {zero:g}; NC1 {nc1_zero:.3g} -> {nc1_end:.3g}; "
+            f"NC2 cos {cos_mean:.3f} +- {cos_std:.3f} (target {target:.3f}); "
+            f"NC3 {nc3_zero:.3f} -> {nc3_end:.3f}; NC4 {nc4:.4f}; final train error {d['train_error'][-1]:.4f}"
+        )
     return Verdict(checks, summary)
 
 
@@ -211,6 +253,8 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
         if d["zero_error_epoch"] is not None:
             ax.axvline(d["zero_error_epoch"], color="grey", lw=0.8, ls="--")
     ax1.set_title(f"zero train error at epoch {d['zero_error_epoch']}", fontsize=9)
-    fig.suptitle(f"neural collapse: {result.config['model']} on {result.config['dataset']}, "
-                 f"{result.config['loss']} loss, wd={result.config['weight_decay']}")
+    fig.suptitle(
+        f"neural collapse: {result.config['model']} on {result.config['dataset']}, "
+        f"{result.config['loss']} loss, wd={result.config['weight_decay']}"
+    )
     return [save(fig, out_dir, "neural_collapse")]

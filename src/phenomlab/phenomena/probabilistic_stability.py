@@ -113,15 +113,24 @@ class Config(PhenomenonConfig):
         if self.lyap_burn_in >= self.lyap_steps:
             raise ConfigError("lyap_burn_in must be < lyap_steps")
         if self.signal_fraction * self.signal_slope <= (1 - self.signal_fraction) * self.noise_slope:
-            raise ConfigError("need signal_fraction * signal_slope > (1 - signal_fraction) * noise_slope "
-                              "(a positive correlation E[xy] for 'correct learning' to refer to)")
+            raise ConfigError(
+                "need signal_fraction * signal_slope > (1 - signal_fraction) * noise_slope "
+                "(a positive correlation E[xy] for 'correct learning' to refer to)"
+            )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # finer grid, more data, wider net, longer runs
-    "paper": {"n_data": 1024, "width": 32, "n_lr": 24, "batch_sizes": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128),
-              "lyap_steps": 20000, "theory_samples": 200000, "train_steps": 20000},
+    "paper": {
+        "n_data": 1024,
+        "width": 32,
+        "n_lr": 24,
+        "batch_sizes": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128),
+        "lyap_steps": 20000,
+        "theory_samples": 200000,
+        "train_steps": 20000,
+    },
 }
 
 
@@ -199,8 +208,9 @@ def ensemble_forward(u: torch.Tensor, w: torch.Tensor, xb: torch.Tensor) -> torc
     return (u[:, None, :] * torch.tanh(w[:, None, :] * xb[..., None])).sum(-1)
 
 
-def train_ensemble(x: torch.Tensor, y: torch.Tensor, lrs: np.ndarray, batch_sizes: tuple[int, ...], cfg: Config,
-                   g: torch.Generator) -> dict[str, Any]:
+def train_ensemble(
+    x: torch.Tensor, y: torch.Tensor, lrs: np.ndarray, batch_sizes: tuple[int, ...], cfg: Config, g: torch.Generator
+) -> dict[str, Any]:
     """Train one net per (lr, B) cell with SGD, all at once; label each from measured numbers.
 
     The nets are independent (the summed loss has block-diagonal gradients); runs with the same batch
@@ -311,7 +321,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         for j, B in enumerate(bs):
             for i, lr in enumerate(lrs):
                 idx = torch.randint(0, len(x), (cfg.lyap_steps, B), generator=g)
-                J = sgd_linear_jacobians(H[idx].mean(1), float(lr))[cfg.lyap_burn_in:]
+                J = sgd_linear_jacobians(H[idx].mean(1), float(lr))[cfg.lyap_burn_in :]
                 lam_p[i][j] = lyapunov_exponent(J, v0=v_plus)
                 lam_m[i][j] = lyapunov_exponent(J, v0=v_minus)
         return {"lam_plus": lam_p, "lam_minus": lam_m, "hessian_offdiag": float(H[:, 0, k].mean())}
@@ -319,10 +329,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     meas = ctx.cached("lyapunov", measured)
     net = ctx.cached("net", lambda: train_ensemble(x, y, lrs, bs, cfg, ctx.generator("net")))
 
-    th_phase = [[theory_phase(p, q) for p, q in zip(rp, rq, strict=True)]
-                for rp, rq in zip(th["lam_plus"], th["lam_minus"], strict=True)]
-    meas_phase = [[theory_phase(p, q) for p, q in zip(rp, rq, strict=True)]
-                  for rp, rq in zip(meas["lam_plus"], meas["lam_minus"], strict=True)]
+    th_phase = [
+        [theory_phase(p, q) for p, q in zip(rp, rq, strict=True)]
+        for rp, rq in zip(th["lam_plus"], th["lam_minus"], strict=True)
+    ]
+    meas_phase = [
+        [theory_phase(p, q) for p, q in zip(rp, rq, strict=True)]
+        for rp, rq in zip(meas["lam_plus"], meas["lam_minus"], strict=True)
+    ]
     return {
         "lrs": lrs.tolist(),
         "batch_sizes": list(bs),
@@ -375,19 +389,38 @@ def signature(result: Result) -> Verdict:
     net, th = _flat(d["net_phase"]), _flat(d["theory_phase"])
     agree = sum(a == b for a, b in zip(net, th, strict=True)) / len(net)
     checks = [
-        check("lyapunov_rel_error", rel, "<=", LYAP_REL_TOL,
-              "measured exponents of the net's linearised SGD vs E log|1 - lr h| (sum|diff| / sum|theory|)"),
-        check("cells_M2>0_and_Lyapunov<0", n_band, ">=", 1,
-              "cells where the second moment diverges yet SGD converges in probability"),
+        check(
+            "lyapunov_rel_error",
+            rel,
+            "<=",
+            LYAP_REL_TOL,
+            "measured exponents of the net's linearised SGD vs E log|1 - lr h| (sum|diff| / sum|theory|)",
+        ),
+        check(
+            "cells_M2>0_and_Lyapunov<0",
+            n_band,
+            ">=",
+            1,
+            "cells where the second moment diverges yet SGD converges in probability",
+        ),
     ]
     counts = {}
     for ph in PHASES:
         counts[ph] = sum(a == ph and b == ph for a, b in zip(net, th, strict=True))
-        checks.append(check(f"net_cells_{ph.replace(' ', '_')}", counts[ph], ">=", 1,
-                            f"trained nets labelled '{ph}' where the Lyapunov theory predicts it"))
-    summary = (f"Lyapunov rel. error {_fmt(rel)}; {n_band} cells with diverging 2nd moment but Lyapunov < 0; "
-               f"net/theory phase agreement {agree:.2f} over {len(net)} cells; matching cells: "
-               + ", ".join(f"{SHORT[p]}={counts[p]}" for p in PHASES))
+        checks.append(
+            check(
+                f"net_cells_{ph.replace(' ', '_')}",
+                counts[ph],
+                ">=",
+                1,
+                f"trained nets labelled '{ph}' where the Lyapunov theory predicts it",
+            )
+        )
+    summary = (
+        f"Lyapunov rel. error {_fmt(rel)}; {n_band} cells with diverging 2nd moment but Lyapunov < 0; "
+        f"net/theory phase agreement {agree:.2f} over {len(net)} cells; matching cells: "
+        + ", ".join(f"{SHORT[p]}={counts[p]}" for p in PHASES)
+    )
     return Verdict(checks, summary)
 
 
@@ -427,8 +460,10 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
 
     # 1. phase diagrams: trained nets (labels in the cells) next to the linearised theory
     fig, axes = new_figure(ncols=2, width=6.0, height=4.6)
-    for ax, key, title in ((axes[0], "net_phase", "trained 2-layer tanh nets"),
-                           (axes[1], "theory_phase", "theory: signs of E log|1 ± lr m|")):
+    for ax, key, title in (
+        (axes[0], "net_phase", "trained 2-layer tanh nets"),
+        (axes[1], "theory_phase", "theory: signs of E log|1 ± lr m|"),
+    ):
         Z = np.array([[code[p] for p in row] for row in d[key]]).T
         ax.pcolormesh(X, Y, Z, cmap=cmap, vmin=-0.5, vmax=3.5, shading="flat")
         if key == "net_phase":
@@ -453,20 +488,24 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     ax = axes[0]
     ax.pcolormesh(X, Y, band.T.astype(float), cmap=ListedColormap(["white", "#fdb462"]), vmin=0, vmax=1)
     m2_p, m2_m = np.array(th["m2_plus"]), np.array(th["m2_minus"])
-    curves = [(lam_p, "C0", "-", "Lyapunov e+: E log|1 + lr m| = 0"),
-              (lam_m, "C0", "--", "Lyapunov e-: E log|1 - lr m| = 0"),
-              (m2_p, "C3", "-", "2nd moment e+: E(1 + lr m)^2 = 1"),
-              (m2_m, "C3", "--", "2nd moment e-: E(1 - lr m)^2 = 1")]
+    curves = [
+        (lam_p, "C0", "-", "Lyapunov e+: E log|1 + lr m| = 0"),
+        (lam_m, "C0", "--", "Lyapunov e-: E log|1 - lr m| = 0"),
+        (m2_p, "C3", "-", "2nd moment e+: E(1 + lr m)^2 = 1"),
+        (m2_m, "C3", "--", "2nd moment e-: E(1 - lr m)^2 = 1"),
+    ]
     handles = []
     for z, col, ls, lab in curves:
         if np.nanmin(z) < 0 < np.nanmax(z):  # the level exists on this grid
-            ax.contour(lrs, bs, z.T, levels=[0], colors=col, linewidths=2,
-                       linestyles="solid" if ls == "-" else "dashed")
+            ax.contour(
+                lrs, bs, z.T, levels=[0], colors=col, linewidths=2, linestyles="solid" if ls == "-" else "dashed"
+            )
             handles.append(Line2D([], [], color=col, lw=2, ls=ls, label=lab))
         else:
             sign = ">" if np.nanmin(z) > 0 else "<"
-            handles.append(Line2D([], [], color=col, lw=2, ls=ls, alpha=0.3,
-                                  label=f"{lab.split(':')[0]}: {sign} 0 everywhere"))
+            handles.append(
+                Line2D([], [], color=col, lw=2, ls=ls, alpha=0.3, label=f"{lab.split(':')[0]}: {sign} 0 everywhere")
+            )
     handles.append(Patch(color="#fdb462", label="moment diverges, converges in prob."))
     ax.legend(handles=handles, fontsize=6, loc="upper left")
     ax.set_xscale("log")

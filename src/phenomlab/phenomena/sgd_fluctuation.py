@@ -78,11 +78,11 @@ NOISE_MODELS = ("additive", "minibatch")
 
 @dataclass(frozen=True)
 class Config(PhenomenonConfig):
-    lr_h: tuple[float, ...] = param((0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
-                                    "grid of lr * h (learning rate times mean curvature)", gt=0.0)
+    lr_h: tuple[float, ...] = param(
+        (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5), "grid of lr * h (learning rate times mean curvature)", gt=0.0
+    )
     h: float = param(1.0, "mean curvature of the quadratic loss", gt=0.0)
-    sigma: float = param(1.0, "noise scale: gradient-noise std (additive) or label-noise std (minibatch)",
-                         gt=0.0)
+    sigma: float = param(1.0, "noise scale: gradient-noise std (additive) or label-noise std (minibatch)", gt=0.0)
     momenta: tuple[float, ...] = param((0.0, 0.5), "heavy-ball momentum values", ge=0.0, lt=1.0)
     noise_models: tuple[str, ...] = param(NOISE_MODELS, "noise models to simulate (additive, minibatch)")
     batch_size: int = param(32, "minibatch size S of the minibatch-noise model", ge=1)
@@ -104,15 +104,23 @@ class Config(PhenomenonConfig):
             for mu in self.momenta:
                 for x in self.lr_h:
                     if not math.isfinite(exact_variance(x / self.h, self.h, mu, gamma2, s2)):
-                        raise ConfigError(f"lr*h={x} with momentum {mu} ({model} noise) has no stationary "
-                                          "variance (the second moment diverges); lower lr_h or raise batch_size")
+                        raise ConfigError(
+                            f"lr*h={x} with momentum {mu} ({model} noise) has no stationary "
+                            "variance (the second moment diverges); lower lr_h or raise batch_size"
+                        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # a finer grid to near the stability edge, stronger momentum, more chains
-    "paper": {"lr_h": (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8),
-              "momenta": (0.0, 0.5, 0.9), "batch_size": 128, "n_chains": 100000, "steps": 5000, "burn_in": 2000},
+    "paper": {
+        "lr_h": (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8),
+        "momenta": (0.0, 0.5, 0.9),
+        "batch_size": 128,
+        "n_chains": 100000,
+        "steps": 5000,
+        "burn_in": 2000,
+    },
 }
 
 
@@ -207,8 +215,20 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             exact = [exact_variance(lr, cfg.h, mu, gamma2, s2) for lr in lrs]
             cont = [continuous_variance(lr, cfg.h, mu, gamma2, s2) for lr in lrs]
             lyap = [lyapunov_variance(lr, cfg.h, mu, gamma2, s2) for lr in lrs]
-            series.append({"name": name, "noise": model, "momentum": mu, "gamma2": gamma2, "s2": s2,
-                           "sim": sim, "stderr": se, "exact": exact, "continuous": cont, "lyapunov": lyap})
+            series.append(
+                {
+                    "name": name,
+                    "noise": model,
+                    "momentum": mu,
+                    "gamma2": gamma2,
+                    "s2": s2,
+                    "sim": sim,
+                    "stderr": se,
+                    "exact": exact,
+                    "continuous": cont,
+                    "lyapunov": lyap,
+                }
+            )
             for x, v, ex, ct in zip(cfg.lr_h, sim, exact, cont, strict=True):
                 ctx.log(0, {"lr_h": x, "sim": v, "exact": ex, "continuous": ct}, prefix=f"{name}/lrh={x:g}")
     return {"lr_h": list(cfg.lr_h), "series": series}
@@ -229,13 +249,26 @@ def signature(result: Result) -> Verdict:
     parts = []
     for s in d["series"]:
         err = max(_rel(v, ex) for v, ex in zip(s["sim"], s["exact"], strict=True))
-        devs = [_rel(v, ct) for x, v, ct in zip(d["lr_h"], s["sim"], s["continuous"], strict=True)
-                if x >= DISCRETE_LRH]
+        devs = [_rel(v, ct) for x, v, ct in zip(d["lr_h"], s["sim"], s["continuous"], strict=True) if x >= DISCRETE_LRH]
         dev = min(devs) if devs else None
-        checks.append(check(f"{s['name']}: max|sim/exact-1|", err, "<=", REL_TOL,
-                            "simulated stationary variance matches the exact discrete-time formula"))
-        checks.append(check(f"{s['name']}: min|sim/continuous-1| at lr*h>=1", dev, ">", CT_MIN_DEV,
-                            "and is far from the continuous-time (SDE) prediction at large lr*h"))
+        checks.append(
+            check(
+                f"{s['name']}: max|sim/exact-1|",
+                err,
+                "<=",
+                REL_TOL,
+                "simulated stationary variance matches the exact discrete-time formula",
+            )
+        )
+        checks.append(
+            check(
+                f"{s['name']}: min|sim/continuous-1| at lr*h>=1",
+                dev,
+                ">",
+                CT_MIN_DEV,
+                "and is far from the continuous-time (SDE) prediction at large lr*h",
+            )
+        )
         parts.append(f"{s['name']}: err {err:.3f}, CT gap {'n/a' if dev is None else f'{dev:.2f}'}")
     return Verdict(checks, "; ".join(parts))
 
@@ -259,12 +292,23 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             ct = [continuous_variance(x / cfg["h"], cfg["h"], mu, s["gamma2"], s["s2"]) for x in grid]
             ax.plot(grid, ex, color=c, lw=1.5, label=f"exact discrete, mu={mu:g}")
             ax.plot(grid, ct, color=c, lw=1.0, ls="--", label=f"continuous time, mu={mu:g}")
-            ax.errorbar(d["lr_h"], s["sim"], yerr=s["stderr"], fmt="o", color=c, ms=4,
-                        label=f"simulation, mu={mu:g}")
-            rax.plot(d["lr_h"], [v / e for v, e in zip(s["sim"], s["exact"], strict=True)], "o-", color=c, ms=4,
-                     label=f"sim / exact, mu={mu:g}")
-            rax.plot(d["lr_h"], [v / e for v, e in zip(s["sim"], s["continuous"], strict=True)], "s:", color=c,
-                     ms=4, label=f"sim / continuous, mu={mu:g}")
+            ax.errorbar(d["lr_h"], s["sim"], yerr=s["stderr"], fmt="o", color=c, ms=4, label=f"simulation, mu={mu:g}")
+            rax.plot(
+                d["lr_h"],
+                [v / e for v, e in zip(s["sim"], s["exact"], strict=True)],
+                "o-",
+                color=c,
+                ms=4,
+                label=f"sim / exact, mu={mu:g}",
+            )
+            rax.plot(
+                d["lr_h"],
+                [v / e for v, e in zip(s["sim"], s["continuous"], strict=True)],
+                "s:",
+                color=c,
+                ms=4,
+                label=f"sim / continuous, mu={mu:g}",
+            )
         ax.set_yscale("log")
         ax.axvline(DISCRETE_LRH, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("lr * h")

@@ -104,27 +104,49 @@ class Config(PhenomenonConfig):
             raise ConfigError(f"batch_size={self.batch_size} > n_train={self.n_train}")
         if self.n_train % self.batch_size == 1:
             # each epoch ends with the remainder batch; one signal has no batch variance/covariance
-            raise ConfigError(f"n_train={self.n_train} leaves a batch of one signal at the end of each epoch "
-                              f"(batch_size={self.batch_size}); VICReg needs at least two")
+            raise ConfigError(
+                f"n_train={self.n_train} leaves a batch of one signal at the end of each epoch "
+                f"(batch_size={self.batch_size}); VICReg needs at least two"
+            )
         if self.eval_every > self.steps:
             raise ConfigError(f"eval_every={self.eval_every} > steps={self.steps}")
 
     def augment(self) -> Augment1D:
-        return Augment1D(max_shift=self.max_shift, scale_range=(self.scale_low, self.scale_high),
-                         noise_std=self.noise_std, max_stretch=self.max_stretch, mask_fraction=self.mask_fraction)
+        return Augment1D(
+            max_shift=self.max_shift,
+            scale_range=(self.scale_low, self.scale_high),
+            noise_std=self.noise_std,
+            max_stretch=self.max_stretch,
+            mask_fraction=self.mask_fraction,
+        )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
     # closer to Bardes et al. / Ben-Shaul et al.: a deeper conv encoder, a wide 3-layer-like expander
     # (here one wide hidden layer), larger batches and longer training
-    "paper": {"n_train": 8000, "n_test": 2000, "channels": (64, 128, 128), "hidden": 256, "rep_dim": 256,
-              "proj_dim": 2048, "batch_size": 512, "steps": 20000, "eval_every": 1000},
+    "paper": {
+        "n_train": 8000,
+        "n_test": 2000,
+        "channels": (64, 128, 128),
+        "hidden": 256,
+        "rep_dim": 256,
+        "proj_dim": 2048,
+        "batch_size": 512,
+        "steps": 20000,
+        "eval_every": 1000,
+    },
 }
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
-                cov_coeff: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, float]]:
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The VICReg objective of the module docstring (Bardes et al. 2022, arXiv 2105.04906).
 
     Returns the total loss and its three unweighted terms (invariance, variance, covariance).
@@ -143,8 +165,11 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
     var = (variance(z1) + variance(z2)) / 2
     cov = covariance(z1) + covariance(z2)
     total = sim_coeff * inv + std_coeff * var + cov_coeff * cov
-    return total, {"invariance": float(inv.detach()), "variance": float(var.detach()),
-                   "covariance": float(cov.detach())}
+    return total, {
+        "invariance": float(inv.detach()),
+        "variance": float(var.detach()),
+        "covariance": float(cov.detach()),
+    }
 
 
 def encoder_layers(cfg: Config) -> list[str]:
@@ -168,13 +193,18 @@ class VICRegNet(nn.Module):
 def _network(cfg: Config, seed: int) -> VICRegNet:
     torch.manual_seed(seed)
     enc = SmallCNN(1, cfg.rep_dim, dims=1, channels=cfg.channels, kernel_size=cfg.kernel_size, hidden=cfg.hidden)
-    proj = nn.Sequential(nn.Linear(cfg.rep_dim, cfg.proj_dim), nn.BatchNorm1d(cfg.proj_dim), nn.ReLU(),
-                         nn.Linear(cfg.proj_dim, cfg.proj_dim))
+    proj = nn.Sequential(
+        nn.Linear(cfg.rep_dim, cfg.proj_dim),
+        nn.BatchNorm1d(cfg.proj_dim),
+        nn.ReLU(),
+        nn.Linear(cfg.proj_dim, cfg.proj_dim),
+    )
     return VICRegNet(enc, proj)
 
 
-def _ncc_table(enc: nn.Module, ds: Dataset, layers: list[str], y_rand: tuple[torch.Tensor, torch.Tensor]
-               ) -> dict[str, list[float]]:
+def _ncc_table(
+    enc: nn.Module, ds: Dataset, layers: list[str], y_rand: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, list[float]]:
     """Held-out NCC accuracy per layer: centres from training features, accuracy on test features."""
     ftr = features(enc, ds.x_train, layers)
     fte = features(enc, ds.x_test, layers)
@@ -193,8 +223,9 @@ def vicreg_objective(cfg: Config, views_seed: int, std_coeff: float, cov_coeff: 
     """
     aug = cfg.augment()
 
-    def objective(model: nn.Module, xb: torch.Tensor, _yb: torch.Tensor, step: int
-                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    def objective(
+        model: nn.Module, xb: torch.Tensor, _yb: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         g = torch.Generator().manual_seed(derive_seed(views_seed, "objective", step))
         z = model(torch.cat([aug(xb, g), aug(xb, g)]))
         b = len(xb)
@@ -203,8 +234,15 @@ def vicreg_objective(cfg: Config, views_seed: int, std_coeff: float, cov_coeff: 
     return objective
 
 
-def _train_ssl(name: str, cfg: Config, ctx: RunContext, ds: Dataset, std_coeff: float, cov_coeff: float,
-               y_rand: tuple[torch.Tensor, torch.Tensor]) -> list[dict[str, Any]]:
+def _train_ssl(
+    name: str,
+    cfg: Config,
+    ctx: RunContext,
+    ds: Dataset,
+    std_coeff: float,
+    cov_coeff: float,
+    y_rand: tuple[torch.Tensor, torch.Tensor],
+) -> list[dict[str, Any]]:
     """VICReg training through the shared loop (``ctx.train``: checkpointed, resumable) with the NCC
     table measured by a callback at every evaluation; returns one record per evaluation.
 
@@ -216,35 +254,58 @@ def _train_ssl(name: str, cfg: Config, ctx: RunContext, ds: Dataset, std_coeff: 
 
     def ncc(state: TrainState) -> dict[str, float]:
         table = _ncc_table(net.encoder, ds, layers, y_rand)
-        return ({f"semantic_{k}": v for k, v in zip(layers, table["semantic"], strict=True)}
-                | {f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)})
+        return {f"semantic_{k}": v for k, v in zip(layers, table["semantic"], strict=True)} | {
+            f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)
+        }
 
-    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, optimizer="adam", weight_decay=cfg.weight_decay,
-                       batch_size=cfg.batch_size, eval_every=cfg.eval_every)
+    tcfg = TrainConfig(
+        steps=cfg.steps,
+        lr=cfg.lr,
+        optimizer="adam",
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        eval_every=cfg.eval_every,
+    )
     # the loop needs labels only to count examples; placeholders keep the real ones out of reach
     unlabelled = (ds.x_train, torch.zeros(ds.n_train, dtype=torch.long, device=ds.x_train.device))
-    hist = ctx.train(name, net, unlabelled, tcfg, callbacks=[ncc], batch_seed=ctx.seed_for("batches"),
-                     objective=vicreg_objective(cfg, ctx.seed_for("views"), std_coeff, cov_coeff))
-    return [{"step": int(r["step"]),
-             "semantic": [r[f"semantic_{k}"] for k in layers],
-             "random": [r[f"random_{k}"] for k in layers],
-             **{part: r.get(f"train_{part}") for part in ("invariance", "variance", "covariance")}}
-            for r in hist.records]
+    hist = ctx.train(
+        name,
+        net,
+        unlabelled,
+        tcfg,
+        callbacks=[ncc],
+        batch_seed=ctx.seed_for("batches"),
+        objective=vicreg_objective(cfg, ctx.seed_for("views"), std_coeff, cov_coeff),
+    )
+    return [
+        {
+            "step": int(r["step"]),
+            "semantic": [r[f"semantic_{k}"] for k in layers],
+            "random": [r[f"random_{k}"] for k in layers],
+            **{part: r.get(f"train_{part}") for part in ("invariance", "variance", "covariance")},
+        }
+        for r in hist.records
+    ]
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = mnist1d(cfg.n_train, cfg.n_test, seed=ctx.seed_for("data")).to(ctx.device)
     g = ctx.generator("random_labels")
     # a fixed random labelling of the same points, with the class count of the semantic labels
-    y_rand = (torch.randint(0, ds.n_classes, (ds.n_train,), generator=g).to(ctx.device),
-              torch.randint(0, ds.n_classes, (ds.n_test,), generator=g).to(ctx.device))
+    y_rand = (
+        torch.randint(0, ds.n_classes, (ds.n_train,), generator=g).to(ctx.device),
+        torch.randint(0, ds.n_classes, (ds.n_test,), generator=g).to(ctx.device),
+    )
     layers = encoder_layers(cfg)
     runs = {"full": (cfg.std_coeff, cfg.cov_coeff)}
     if cfg.ablation:
         runs["no_var_cov"] = (0.0, 0.0)
-    out: dict[str, Any] = {"layers": layers, "chance": 1.0 / ds.n_classes,
-                           "input_semantic": ncc_accuracy(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-                           "input_random": ncc_accuracy(ds.x_train, y_rand[0], ds.x_test, y_rand[1])}
+    out: dict[str, Any] = {
+        "layers": layers,
+        "chance": 1.0 / ds.n_classes,
+        "input_semantic": ncc_accuracy(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
+        "input_random": ncc_accuracy(ds.x_train, y_rand[0], ds.x_test, y_rand[1]),
+    }
     for name, (mu, nu) in runs.items():
         recs = _train_ssl(name, cfg, ctx, ds, mu, nu, y_rand)
         out[name] = {
@@ -278,22 +339,49 @@ def signature(result: Result) -> Verdict:
     abl = d.get("no_var_cov")
     abl_final = abl["semantic"][-1][-1] if abl else None
     checks = [
-        check("semantic_ncc_rise", sem1 - sem0, ">=", MIN_RISE,
-              "semantic NCC accuracy of the representation rises during training (final - initial)"),
-        check("semantic_minus_random_ncc", sem1 - rnd1, ">=", MIN_GAP,
-              "final semantic NCC accuracy exceeds the random-label NCC accuracy (held-out points)"),
-        check("spearman(depth, semantic_ncc)", rho, ">=", DEPTH_SPEARMAN,
-              "final semantic NCC accuracy rises with depth over the encoder layers"),
-        check("deepest_minus_shallowest_ncc", final[-1] - final[0], ">=", MIN_DEPTH_GAIN,
-              "the deepest encoder layer clusters better than the shallowest"),
-        check("ablation_drop", None if abl_final is None else sem1 - abl_final, ">=", MIN_ABLATION_DROP,
-              "without the variance/covariance terms the final semantic NCC accuracy is lower"),
+        check(
+            "semantic_ncc_rise",
+            sem1 - sem0,
+            ">=",
+            MIN_RISE,
+            "semantic NCC accuracy of the representation rises during training (final - initial)",
+        ),
+        check(
+            "semantic_minus_random_ncc",
+            sem1 - rnd1,
+            ">=",
+            MIN_GAP,
+            "final semantic NCC accuracy exceeds the random-label NCC accuracy (held-out points)",
+        ),
+        check(
+            "spearman(depth, semantic_ncc)",
+            rho,
+            ">=",
+            DEPTH_SPEARMAN,
+            "final semantic NCC accuracy rises with depth over the encoder layers",
+        ),
+        check(
+            "deepest_minus_shallowest_ncc",
+            final[-1] - final[0],
+            ">=",
+            MIN_DEPTH_GAIN,
+            "the deepest encoder layer clusters better than the shallowest",
+        ),
+        check(
+            "ablation_drop",
+            None if abl_final is None else sem1 - abl_final,
+            ">=",
+            MIN_ABLATION_DROP,
+            "without the variance/covariance terms the final semantic NCC accuracy is lower",
+        ),
     ]
     layers = d["layers"]
     per_layer = ", ".join(f"{k} {v:.3f}" for k, v in zip(layers, final, strict=True))
-    summary = (f"representation NCC acc semantic {sem0:.3f}->{sem1:.3f}, random {full['random'][0][-1]:.3f}->"
-               f"{rnd1:.3f} (chance {d['chance']:.2f}, raw input {d['input_semantic']:.3f}); final per layer: "
-               f"{per_layer}; ablation final {'n/a' if abl_final is None else f'{abl_final:.3f}'}")
+    summary = (
+        f"representation NCC acc semantic {sem0:.3f}->{sem1:.3f}, random {full['random'][0][-1]:.3f}->"
+        f"{rnd1:.3f} (chance {d['chance']:.2f}, raw input {d['input_semantic']:.3f}); final per layer: "
+        f"{per_layer}; ablation final {'n/a' if abl_final is None else f'{abl_final:.3f}'}"
+    )
     return Verdict(checks, summary)
 
 
@@ -307,10 +395,8 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
 
     fig, ax = new_figure(width=6.0, height=4.0)
     for i, k in enumerate(layers):
-        ax.plot(full["steps"], [r[i] for r in full["semantic"]], color=f"C{i}", marker="o", ms=3,
-                label=f"{k} semantic")
-        ax.plot(full["steps"], [r[i] for r in full["random"]], color=f"C{i}", ls="--", alpha=0.7,
-                label=f"{k} random")
+        ax.plot(full["steps"], [r[i] for r in full["semantic"]], color=f"C{i}", marker="o", ms=3, label=f"{k} semantic")
+        ax.plot(full["steps"], [r[i] for r in full["random"]], color=f"C{i}", ls="--", alpha=0.7, label=f"{k} random")
     ax.axhline(d["chance"], color="grey", lw=0.8, ls=":")
     ax.set_xlabel("VICReg step")
     ax.set_ylabel("held-out NCC accuracy")
@@ -337,13 +423,24 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
         abl = d["no_var_cov"]
         fig, ax = new_figure(width=5.0, height=3.8)
         c = result.config
-        ax.plot(full["steps"], [r[-1] for r in full["semantic"]], marker="o", color="C0",
-                label=f"VICReg ({c['sim_coeff']:g}/{c['std_coeff']:g}/{c['cov_coeff']:g}) semantic")
-        ax.plot(abl["steps"], [r[-1] for r in abl["semantic"]], marker="^", color="C2",
-                label=f"invariance only ({c['sim_coeff']:g}/0/0) semantic")
+        ax.plot(
+            full["steps"],
+            [r[-1] for r in full["semantic"]],
+            marker="o",
+            color="C0",
+            label=f"VICReg ({c['sim_coeff']:g}/{c['std_coeff']:g}/{c['cov_coeff']:g}) semantic",
+        )
+        ax.plot(
+            abl["steps"],
+            [r[-1] for r in abl["semantic"]],
+            marker="^",
+            color="C2",
+            label=f"invariance only ({c['sim_coeff']:g}/0/0) semantic",
+        )
         ax.plot(full["steps"], [r[-1] for r in full["random"]], color="C0", ls="--", alpha=0.6, label="VICReg random")
-        ax.plot(abl["steps"], [r[-1] for r in abl["random"]], color="C2", ls="--", alpha=0.6,
-                label="invariance only random")
+        ax.plot(
+            abl["steps"], [r[-1] for r in abl["random"]], color="C2", ls="--", alpha=0.6, label="invariance only random"
+        )
         ax.axhline(d["chance"], color="grey", lw=0.8, ls=":")
         ax.set_xlabel("step")
         ax.set_ylabel(f"held-out NCC accuracy ({layers[-1]})")

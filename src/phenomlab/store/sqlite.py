@@ -156,9 +156,17 @@ class RunStore:
             con.close()
         return [_decode(r) for r in rows]
 
-    def start_run(self, run_id: str, phenomenon: str, config: Mapping[str, Any], seed: int,
-                  preset: str | None = None, device: str | None = None, versions: Mapping[str, str] | None = None,
-                  sweep_id: str | None = None) -> dict[str, Any]:
+    def start_run(
+        self,
+        run_id: str,
+        phenomenon: str,
+        config: Mapping[str, Any],
+        seed: int,
+        preset: str | None = None,
+        device: str | None = None,
+        versions: Mapping[str, str] | None = None,
+        sweep_id: str | None = None,
+    ) -> dict[str, Any]:
         """Insert the run or mark an existing unfinished one as running again (a resume)."""
         now = time.time()
         with self.transaction() as con:
@@ -167,30 +175,61 @@ class RunStore:
                 " created, started, attempts) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, 1)"
                 " ON CONFLICT(run_id) DO UPDATE SET status='running', started=excluded.started, error=NULL,"
                 " device=excluded.device, versions=excluded.versions, attempts=attempts+1",
-                (run_id, phenomenon, preset, int(seed), canonical_json(dict(config)), device,
-                 json.dumps(dict(versions or {})), sweep_id, now, now),
+                (
+                    run_id,
+                    phenomenon,
+                    preset,
+                    int(seed),
+                    canonical_json(dict(config)),
+                    device,
+                    json.dumps(dict(versions or {})),
+                    sweep_id,
+                    now,
+                    now,
+                ),
             )
         return self.get(run_id)  # type: ignore[return-value]
 
-    def finish_run(self, run_id: str, passed: bool | None, verdict: Mapping[str, Any] | None,
-                   result: Mapping[str, Any] | None, duration: float) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        passed: bool | None,
+        verdict: Mapping[str, Any] | None,
+        result: Mapping[str, Any] | None,
+        duration: float,
+    ) -> None:
         with self.transaction() as con:
             con.execute(
                 "UPDATE runs SET status='finished', passed=?, verdict=?, result=?, finished=?, duration=?,"
                 " error=NULL WHERE run_id=?",
-                (None if passed is None else int(bool(passed)), canonical_json(verdict) if verdict else None,
-                 canonical_json(result) if result is not None else None, time.time(), duration, run_id),
+                (
+                    None if passed is None else int(bool(passed)),
+                    canonical_json(verdict) if verdict else None,
+                    canonical_json(result) if result is not None else None,
+                    time.time(),
+                    duration,
+                    run_id,
+                ),
             )
 
     def fail_run(self, run_id: str, error: str, status: str = "failed") -> None:
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}")
         with self.transaction() as con:
-            con.execute("UPDATE runs SET status=?, error=?, finished=? WHERE run_id=?",
-                        (status, error, time.time(), run_id))
+            con.execute(
+                "UPDATE runs SET status=?, error=?, finished=? WHERE run_id=?", (status, error, time.time(), run_id)
+            )
 
-    def record_failed(self, run_id: str, phenomenon: str, config: Mapping[str, Any], seed: int, error: str,
-                      preset: str | None = None, sweep_id: str | None = None) -> None:
+    def record_failed(
+        self,
+        run_id: str,
+        phenomenon: str,
+        config: Mapping[str, Any],
+        seed: int,
+        error: str,
+        preset: str | None = None,
+        sweep_id: str | None = None,
+    ) -> None:
         """Store a trial that failed before or outside a local run (e.g. on a remote worker)."""
         self.start_run(run_id, phenomenon, config, seed, preset=preset, sweep_id=sweep_id)
         self.fail_run(run_id, error)
@@ -234,8 +273,9 @@ class RunStore:
     # ---- artifacts --------------------------------------------------------------------------
     def add_artifact(self, run_id: str, name: str, path: str | Path) -> None:
         with self.transaction() as con:
-            con.execute("INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?, ?, ?)",
-                        (run_id, name, str(path)))
+            con.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?, ?, ?)", (run_id, name, str(path))
+            )
 
     def artifacts(self, run_id: str) -> dict[str, str]:
         con = self._connect()
@@ -248,10 +288,13 @@ class RunStore:
     # ---- sweeps -----------------------------------------------------------------------------
     def add_sweep(self, sweep_id: str, phenomenon: str, spec: Mapping[str, Any], run_ids: Iterable[str]) -> None:
         with self.transaction() as con:
-            con.execute("INSERT OR IGNORE INTO sweeps (sweep_id, phenomenon, spec, created) VALUES (?, ?, ?, ?)",
-                        (sweep_id, phenomenon, canonical_json(dict(spec)), time.time()))
-            con.executemany("INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?, ?)",
-                            [(sweep_id, r) for r in run_ids])
+            con.execute(
+                "INSERT OR IGNORE INTO sweeps (sweep_id, phenomenon, spec, created) VALUES (?, ?, ?, ?)",
+                (sweep_id, phenomenon, canonical_json(dict(spec)), time.time()),
+            )
+            con.executemany(
+                "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?, ?)", [(sweep_id, r) for r in run_ids]
+            )
 
     def sweep(self, sweep_id: str) -> dict[str, Any] | None:
         con = self._connect()
@@ -259,12 +302,19 @@ class RunStore:
             row = con.execute("SELECT * FROM sweeps WHERE sweep_id LIKE ?", (sweep_id + "%",)).fetchone()
             if row is None:
                 return None
-            runs = [r["run_id"] for r in con.execute("SELECT run_id FROM sweep_runs WHERE sweep_id=?",
-                                                     (row["sweep_id"],)).fetchall()]
+            runs = [
+                r["run_id"]
+                for r in con.execute("SELECT run_id FROM sweep_runs WHERE sweep_id=?", (row["sweep_id"],)).fetchall()
+            ]
         finally:
             con.close()
-        return {"sweep_id": row["sweep_id"], "phenomenon": row["phenomenon"], "spec": json.loads(row["spec"]),
-                "created": row["created"], "run_ids": runs}
+        return {
+            "sweep_id": row["sweep_id"],
+            "phenomenon": row["phenomenon"],
+            "spec": json.loads(row["spec"]),
+            "created": row["created"],
+            "run_ids": runs,
+        }
 
     def list_sweeps(self) -> list[dict[str, Any]]:
         con = self._connect()

@@ -12,8 +12,17 @@ from .api import SweepResult, plan, runs_frame, sweep
 from .compare import aggregate, bootstrap_ci
 from .grid import Trial, parse_grid, parse_seeds
 
-__all__ = ["SweepResult", "plan", "runs_frame", "sweep", "aggregate", "bootstrap_ci", "Trial", "parse_grid",
-           "parse_seeds"]
+__all__ = [
+    "SweepResult",
+    "plan",
+    "runs_frame",
+    "sweep",
+    "aggregate",
+    "bootstrap_ci",
+    "Trial",
+    "parse_grid",
+    "parse_seeds",
+]
 
 
 class _CallableModule(types.ModuleType):

@@ -49,16 +49,27 @@ def runs_frame(rows: Iterable[Mapping[str, Any]]) -> Any:
 
     recs = []
     for r in rows:
-        rec = {"run_id": r["run_id"], "phenomenon": r["phenomenon"], "seed": r["seed"], "status": r["status"],
-               "passed": r.get("passed"), "duration": r.get("duration")}
+        rec = {
+            "run_id": r["run_id"],
+            "phenomenon": r["phenomenon"],
+            "seed": r["seed"],
+            "status": r["status"],
+            "passed": r.get("passed"),
+            "duration": r.get("duration"),
+        }
         rec.update({f"config.{k}": (str(v) if isinstance(v, list) else v) for k, v in r["config"].items()})
         rec.update(run_scalars(r) if r["status"] == "finished" else {})
         recs.append(rec)
     return pd.DataFrame.from_records(recs)
 
 
-def plan(pid: str, grid: Mapping[str, Sequence[Any]] | Iterable[str] | None, seeds: str | Sequence[int] = "0",
-         preset: str = "quick", base: Mapping[str, Any] | None = None) -> tuple[str, list[Trial]]:
+def plan(
+    pid: str,
+    grid: Mapping[str, Sequence[Any]] | Iterable[str] | None,
+    seeds: str | Sequence[int] = "0",
+    preset: str = "quick",
+    base: Mapping[str, Any] | None = None,
+) -> tuple[str, list[Trial]]:
     """The sweep id and its validated trials, without running anything."""
     registry.get(pid)
     g = parse_grid(grid)
@@ -69,10 +80,19 @@ def plan(pid: str, grid: Mapping[str, Sequence[Any]] | Iterable[str] | None, see
     return sweep_id(pid, preset, g, s, base), trials
 
 
-def sweep(pid: str, grid: Mapping[str, Sequence[Any]] | Iterable[str] | None = None,
-          seeds: str | Sequence[int] = "0", preset: str = "quick", executor: str = "local", workers: int = 1,
-          address: str | None = None, device: str | None = None, out: str | Path | None = None,
-          base: Mapping[str, Any] | None = None, on_done: Progress | None = None) -> SweepResult:
+def sweep(
+    pid: str,
+    grid: Mapping[str, Sequence[Any]] | Iterable[str] | None = None,
+    seeds: str | Sequence[int] = "0",
+    preset: str = "quick",
+    executor: str = "local",
+    workers: int = 1,
+    address: str | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    base: Mapping[str, Any] | None = None,
+    on_done: Progress | None = None,
+) -> SweepResult:
     """Run phenomenon ``pid`` over ``grid`` (``{"wd": [0, 0.5]}`` or ``["wd=0,0.5"]``) x ``seeds``.
 
     Runs already finished in the store are skipped; a failing trial is stored as failed and the others
@@ -84,13 +104,21 @@ def sweep(pid: str, grid: Mapping[str, Sequence[Any]] | Iterable[str] | None = N
         raise PhenomlabError(f"workers must be >= 1, got {workers}")
     store = RunStore(out)
     sid, trials = plan(pid, grid, seeds, preset, base)
-    store.add_sweep(sid, pid, {"grid": {k: list(map(str, v)) for k, v in parse_grid(grid).items()},
-                               "seeds": sorted({t.seed for t in trials}), "preset": preset,
-                               "base": {k: str(v) for k, v in (base or {}).items()}},
-                    [t.run_id for t in trials])
+    store.add_sweep(
+        sid,
+        pid,
+        {
+            "grid": {k: list(map(str, v)) for k, v in parse_grid(grid).items()},
+            "seeds": sorted({t.seed for t in trials}),
+            "preset": preset,
+            "base": {k: str(v) for k, v in (base or {}).items()},
+        },
+        [t.run_id for t in trials],
+    )
     if executor == "local":
         outcomes = run_local(trials, store.root, workers=workers, device=device, sweep_id=sid, on_done=on_done)
     else:
-        outcomes = run_ray(trials, store, address=address, workers=workers, device=device, sweep_id=sid,
-                           on_done=on_done)
+        outcomes = run_ray(
+            trials, store, address=address, workers=workers, device=device, sweep_id=sid, on_done=on_done
+        )
     return SweepResult(sid, pid, trials, outcomes, store)

@@ -11,8 +11,9 @@ import numpy as np
 from ..store.ids import canonical_json
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (Efron & Tibshirani 1993): resample seeds with replacement.
 
     With one value the interval is that value; NaNs are dropped.
@@ -68,18 +69,20 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             finite = [v for v in vals if not math.isnan(v)]
             stats[k] = {"mean": float(np.mean(finite)) if finite else math.nan, "lo": lo, "hi": hi, "n": len(finite)}
         passed = [bool(m["passed"]) for m in finished if m.get("passed") is not None]
-        out.append({
-            "phenomenon": members[0]["phenomenon"],
-            "config": members[0]["config"],
-            "label": ", ".join(f"{k}={members[0]['config'].get(k)}" for k in varying) or "(all runs)",
-            "seeds": sorted(m["seed"] for m in members),
-            "runs": [m["run_id"] for m in members],
-            "finished": len(finished),
-            "failed": sum(m["status"] == "failed" for m in members),
-            "pass_rate": (sum(passed) / len(passed)) if passed else math.nan,
-            "metrics": stats,
-            "varying": varying,
-        })
+        out.append(
+            {
+                "phenomenon": members[0]["phenomenon"],
+                "config": members[0]["config"],
+                "label": ", ".join(f"{k}={members[0]['config'].get(k)}" for k in varying) or "(all runs)",
+                "seeds": sorted(m["seed"] for m in members),
+                "runs": [m["run_id"] for m in members],
+                "finished": len(finished),
+                "failed": sum(m["status"] == "failed" for m in members),
+                "pass_rate": (sum(passed) / len(passed)) if passed else math.nan,
+                "metrics": stats,
+                "varying": varying,
+            }
+        )
     return out
 
 
@@ -90,6 +93,16 @@ def to_frame(groups: Sequence[Mapping[str, Any]]) -> Any:
     records = []
     for g in groups:
         for name, s in g["metrics"].items():
-            records.append({"group": g["label"], "metric": name, "mean": s["mean"], "ci_lo": s["lo"], "ci_hi": s["hi"],
-                            "n": s["n"], "pass_rate": g["pass_rate"], "seeds": len(g["seeds"])})
+            records.append(
+                {
+                    "group": g["label"],
+                    "metric": name,
+                    "mean": s["mean"],
+                    "ci_lo": s["lo"],
+                    "ci_hi": s["hi"],
+                    "n": s["n"],
+                    "pass_rate": g["pass_rate"],
+                    "seeds": len(g["seeds"]),
+                }
+            )
     return pd.DataFrame.from_records(records)

@@ -39,8 +39,7 @@ class Outcome:
 Progress = Callable[[Trial, Outcome], None]
 
 
-def _run_trial(trial: Trial, store_root: str, device: str | None, sweep_id: str | None,
-               threads: int | None) -> Outcome:
+def _run_trial(trial: Trial, store_root: str, device: str | None, sweep_id: str | None, threads: int | None) -> Outcome:
     """Run one trial in this process against the store at ``store_root``; never raises for a trial's own
     failure (it is stored as failed), only for KeyboardInterrupt."""
     import torch
@@ -58,8 +57,15 @@ def _run_trial(trial: Trial, store_root: str, device: str | None, sweep_id: str 
             store.add_sweep(sweep_id, trial.phenomenon, {}, [trial.run_id])
         return Outcome(trial.run_id, "cached", row["passed"])
     try:
-        r = run_phenomenon(trial.phenomenon, preset=trial.preset, overrides=trial.overrides, seed=trial.seed,
-                           device=device, store=store, sweep_id=sweep_id)
+        r = run_phenomenon(
+            trial.phenomenon,
+            preset=trial.preset,
+            overrides=trial.overrides,
+            seed=trial.seed,
+            device=device,
+            store=store,
+            sweep_id=sweep_id,
+        )
         return Outcome(trial.run_id, "finished", r.passed, duration=time.perf_counter() - t0)
     except KeyboardInterrupt:
         raise
@@ -73,8 +79,9 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _interruptible_trial(trial: Trial, store_root: str, device: str | None, sweep_id: str | None,
-                         threads: int | None) -> Outcome:
+def _interruptible_trial(
+    trial: Trial, store_root: str, device: str | None, sweep_id: str | None, threads: int | None
+) -> Outcome:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _run_trial(trial, store_root, device, sweep_id, threads)
@@ -84,8 +91,14 @@ def _interruptible_trial(trial: Trial, store_root: str, device: str | None, swee
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_local(trials: Sequence[Trial], store_root: str | Path, workers: int = 1, device: str | None = None,
-              sweep_id: str | None = None, on_done: Progress | None = None) -> list[Outcome]:
+def run_local(
+    trials: Sequence[Trial],
+    store_root: str | Path,
+    workers: int = 1,
+    device: str | None = None,
+    sweep_id: str | None = None,
+    on_done: Progress | None = None,
+) -> list[Outcome]:
     """Run ``trials`` with ``workers`` processes (1 = in this process). Each worker gets
     ``cpu_count // workers`` torch threads so workers do not oversubscribe the cores."""
     if workers < 1:
@@ -161,25 +174,49 @@ def _detached_trial(trial_dict: dict[str, Any], device: str | None, threads: int
         store = RunStore(scratch)
         out: dict[str, Any] = {"trial": trial_dict, "versions": versions(), "host": os.uname().nodename}
         try:
-            r = run_phenomenon(trial.phenomenon, preset=trial.preset, overrides=trial.overrides, seed=trial.seed,
-                               device=device, store=store)
-            out.update(status="finished", passed=r.passed, verdict=r.verdict.to_dict() if r.verdict else None,
-                       result=r.data, duration=r.duration or time.perf_counter() - t0, device=str(device or "auto"))
+            r = run_phenomenon(
+                trial.phenomenon,
+                preset=trial.preset,
+                overrides=trial.overrides,
+                seed=trial.seed,
+                device=device,
+                store=store,
+            )
+            out.update(
+                status="finished",
+                passed=r.passed,
+                verdict=r.verdict.to_dict() if r.verdict else None,
+                result=r.data,
+                duration=r.duration or time.perf_counter() - t0,
+                device=str(device or "auto"),
+            )
         except Exception as exc:
             out.update(status="failed", error=f"{type(exc).__name__}: {exc}", duration=time.perf_counter() - t0)
         metrics = store.metrics(trial.run_id)
-        out["metrics"] = [(name, s, v) for name, (steps, vals) in metrics.items() for s, v in zip(steps, vals,
-                                                                                              strict=True)]
-        out["figures"] = {name: base64.b64encode(Path(p).read_bytes()).decode()
-                          for name, p in store.artifacts(trial.run_id).items() if Path(p).exists()}
+        out["metrics"] = [
+            (name, s, v) for name, (steps, vals) in metrics.items() for s, v in zip(steps, vals, strict=True)
+        ]
+        out["figures"] = {
+            name: base64.b64encode(Path(p).read_bytes()).decode()
+            for name, p in store.artifacts(trial.run_id).items()
+            if Path(p).exists()
+        }
     return out
 
 
 def ingest(store: Any, payload: dict[str, Any], sweep_id: str | None = None) -> Outcome:
     """Write a detached trial's payload into ``store`` (the driver's side of the Ray executor)."""
     t = Trial(**payload["trial"])
-    store.start_run(t.run_id, t.phenomenon, t.config, t.seed, preset=t.preset, device=payload.get("device"),
-                    versions=payload.get("versions"), sweep_id=sweep_id)
+    store.start_run(
+        t.run_id,
+        t.phenomenon,
+        t.config,
+        t.seed,
+        preset=t.preset,
+        device=payload.get("device"),
+        versions=payload.get("versions"),
+        sweep_id=sweep_id,
+    )
     store.log_many([(t.run_id, name, int(step), None if v != v else float(v)) for name, step, v in payload["metrics"]])
     run_dir = store.run_dir(t.run_id)
     for name, b64 in payload.get("figures", {}).items():
@@ -193,8 +230,15 @@ def ingest(store: Any, payload: dict[str, Any], sweep_id: str | None = None) -> 
     return Outcome(t.run_id, "failed", None, payload.get("error"), payload.get("duration", 0.0))
 
 
-def run_ray(trials: Sequence[Trial], store: Any, address: str | None = None, workers: int | None = None,
-            device: str | None = None, sweep_id: str | None = None, on_done: Progress | None = None) -> list[Outcome]:
+def run_ray(
+    trials: Sequence[Trial],
+    store: Any,
+    address: str | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    sweep_id: str | None = None,
+    on_done: Progress | None = None,
+) -> list[Outcome]:
     """Run each trial as a Ray task (1 CPU; a worker that dies is retried once). ``address="auto"`` joins
     a running cluster; ``None`` starts a local Ray with ``workers`` CPUs."""
     try:
@@ -204,8 +248,11 @@ def run_ray(trials: Sequence[Trial], store: Any, address: str | None = None, wor
 
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}}}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}},
+        }
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -234,8 +281,9 @@ def run_ray(trials: Sequence[Trial], store: Any, address: str | None = None, wor
                     o = ingest(store, ray.get(ref), sweep_id)
                 except Exception as exc:  # the task died twice, or Ray lost it
                     o = Outcome(t.run_id, "failed", None, f"ray task failed: {type(exc).__name__}: {exc}")
-                    store.record_failed(t.run_id, t.phenomenon, t.config, t.seed, o.error or "", preset=t.preset,
-                                        sweep_id=sweep_id)
+                    store.record_failed(
+                        t.run_id, t.phenomenon, t.config, t.seed, o.error or "", preset=t.preset, sweep_id=sweep_id
+                    )
                 outcomes.append(o)
                 if on_done:
                     on_done(t, o)

@@ -89,8 +89,13 @@ def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def expand(pid: str, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int], preset: str = "quick",
-           base: Mapping[str, Any] | None = None) -> list[Trial]:
+def expand(
+    pid: str,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: Sequence[int],
+    preset: str = "quick",
+    base: Mapping[str, Any] | None = None,
+) -> list[Trial]:
     """Every combination of grid values x seeds, each validated into a config with its run id.
 
     Validation happens here, before anything runs, so a bad grid value fails the whole sweep at once.
@@ -107,9 +112,20 @@ def expand(pid: str, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int], pr
     return trials
 
 
-def sweep_id(pid: str, preset: str, grid: Mapping[str, Sequence[Any]], seeds: Sequence[int],
-             base: Mapping[str, Any] | None = None) -> str:
-    payload = canonical_json({"phenomenon": pid, "preset": preset, "grid": {k: list(map(str, v)) for k, v in
-                                                                            grid.items()},
-                              "seeds": list(seeds), "base": {k: str(v) for k, v in (base or {}).items()}})
+def sweep_id(
+    pid: str,
+    preset: str,
+    grid: Mapping[str, Sequence[Any]],
+    seeds: Sequence[int],
+    base: Mapping[str, Any] | None = None,
+) -> str:
+    payload = canonical_json(
+        {
+            "phenomenon": pid,
+            "preset": preset,
+            "grid": {k: list(map(str, v)) for k, v in grid.items()},
+            "seeds": list(seeds),
+            "base": {k: str(v) for k, v in (base or {}).items()},
+        }
+    )
     return "s" + hashlib.sha256(payload.encode()).hexdigest()[:15]

@@ -87,8 +87,9 @@ class EnsembleDiverged(TrainingDiverged):
 # ---------------------------------------------------------------------------------------------
 
 
-def plan_buckets(widths: Sequence[int], overhead: float = BUCKET_OVERHEAD,
-                 max_units: int | None = None) -> list[list[int]]:
+def plan_buckets(
+    widths: Sequence[int], overhead: float = BUCKET_OVERHEAD, max_units: int | None = None
+) -> list[list[int]]:
     """Group member indices into width buckets, minimising ``sum_b (overhead + k_b * max_width_b)``.
 
     Members are sorted by width and each bucket is a contiguous run of the sorted list, so the
@@ -134,19 +135,19 @@ def plan_buckets(widths: Sequence[int], overhead: float = BUCKET_OVERHEAD,
 class _Bucket(nn.Module):
     """``k`` members padded to width ``W``: per layer a stacked weight ``[k, d_in, d_out]``."""
 
-    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, k: int, bias: bool,
-                 member_widths: Sequence[int]) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, width: int, depth: int, k: int, bias: bool, member_widths: Sequence[int]
+    ) -> None:
         super().__init__()
         self.width = width
         self.depth = depth
         dims = [in_dim] + [width] * depth + [out_dim]
-        self.weights = nn.ParameterList(nn.Parameter(torch.zeros(k, dims[i], dims[i + 1]))
-                                        for i in range(depth + 1))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(k, 1, dims[i + 1])) for i in range(depth + 1)) \
-            if bias else None
+        self.weights = nn.ParameterList(nn.Parameter(torch.zeros(k, dims[i], dims[i + 1])) for i in range(depth + 1))
+        self.biases = (
+            nn.ParameterList(nn.Parameter(torch.zeros(k, 1, dims[i + 1])) for i in range(depth + 1)) if bias else None
+        )
         w = torch.tensor(list(member_widths))
-        self.register_buffer("mask", (torch.arange(width)[None, :] < w[:, None]).float()[:, None, :],
-                             persistent=False)
+        self.register_buffer("mask", (torch.arange(width)[None, :] < w[:, None]).float()[:, None, :], persistent=False)
         self.padded = bool((w < width).any())
 
     def forward(self, x: torch.Tensor, act: nn.Module) -> torch.Tensor:
@@ -179,10 +180,19 @@ class MLPEnsemble(nn.Module):
     MLP(in_dim, out_dim, widths[m], depth, activation_name, bias)`` (the global RNG is restored).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, widths: Sequence[int], depth: int = 1,
-                 activation_name: str = "relu", bias: bool = True, seeds: Sequence[int] | None = None,
-                 buckets: str | Sequence[Sequence[int]] = "auto", bucket_overhead: float = BUCKET_OVERHEAD,
-                 init: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        widths: Sequence[int],
+        depth: int = 1,
+        activation_name: str = "relu",
+        bias: bool = True,
+        seeds: Sequence[int] | None = None,
+        buckets: str | Sequence[Sequence[int]] = "auto",
+        bucket_overhead: float = BUCKET_OVERHEAD,
+        init: bool = True,
+    ) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths:
@@ -215,7 +225,8 @@ class MLPEnsemble(nn.Module):
         self.groups = groups
         self.buckets = nn.ModuleList(
             _Bucket(in_dim, out_dim, max(widths[i] for i in g), depth, len(g), bias, [widths[i] for i in g])
-            for g in groups)
+            for g in groups
+        )
         order = [i for g in groups for i in g]
         # position of member m in the concatenation of bucket outputs
         self.register_buffer("_inverse", torch.argsort(torch.tensor(order)), persistent=False)
@@ -240,8 +251,16 @@ class MLPEnsemble(nn.Module):
         first = models[0]
         act_name = next(k for k, v in ACTIVATIONS.items() if isinstance(first.act1, v))
         bias = first.out.bias is not None
-        ens = cls(first.fc1.in_features, first.out.out_features, [m.width for m in models], first.depth, act_name,
-                  bias, init=False, **kwargs)
+        ens = cls(
+            first.fc1.in_features,
+            first.out.out_features,
+            [m.width for m in models],
+            first.depth,
+            act_name,
+            bias,
+            init=False,
+            **kwargs,
+        )
         for i, m in enumerate(models):
             ens.set_member(i, m)
         return ens.to(first.out.weight.device)
@@ -253,8 +272,9 @@ class MLPEnsemble(nn.Module):
     def set_member(self, m: int, model: MLP) -> None:
         """Copy a plain MLP's parameters into member ``m`` (padding set to 0)."""
         if model.depth != self.depth or model.width != self.widths[m]:
-            raise PhenomlabError(f"member {m} is width {self.widths[m]} depth {self.depth}; "
-                                 f"got width {model.width} depth {model.depth}")
+            raise PhenomlabError(
+                f"member {m} is width {self.widths[m]} depth {self.depth}; got width {model.width} depth {model.depth}"
+            )
         b, j = self._where[m]
         bucket = self.buckets[b]
         for i, lin in enumerate(self._layers(model)):
@@ -317,8 +337,9 @@ class MLPEnsemble(nn.Module):
         return self.gather([per_member_loss(o, y, loss) for o in self.bucket_outputs(x)])
 
 
-def per_member_loss(out: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy",
-                    reduction: str = "mean") -> torch.Tensor:
+def per_member_loss(
+    out: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", reduction: str = "mean"
+) -> torch.Tensor:
     """Loss of each member: ``out`` is ``[k, B, C]``, ``y`` is ``[B]`` (shared by all members).
 
     cross entropy: ``L_m = mean_i (logsumexp_c out[m,i,c] - out[m,i,y_i])``;
@@ -387,14 +408,19 @@ class EnsembleHistory:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EnsembleHistory:
-        return cls(records=list(d["records"]), finished=bool(d["finished"]),
-                   stopped_early=bool(d.get("stopped_early", False)), wall_time=float(d.get("wall_time", 0.0)),
-                   diverged={int(k): int(v) for k, v in d.get("diverged", {}).items()})
+        return cls(
+            records=list(d["records"]),
+            finished=bool(d["finished"]),
+            stopped_early=bool(d.get("stopped_early", False)),
+            wall_time=float(d.get("wall_time", 0.0)),
+            diverged={int(k): int(v) for k, v in d.get("diverged", {}).items()},
+        )
 
 
 @torch.no_grad()
-def evaluate_ensemble(ens: MLPEnsemble, data: Batch, loss: str = "cross_entropy",
-                      batch_size: int = 8192) -> dict[str, list[float]]:
+def evaluate_ensemble(
+    ens: MLPEnsemble, data: Batch, loss: str = "cross_entropy", batch_size: int = 8192
+) -> dict[str, list[float]]:
     """Per-member mean ``loss`` and, for class labels, ``acc`` and ``err = 1 - acc`` on ``data``."""
     was_training = ens.training
     ens.eval()
@@ -520,8 +546,16 @@ def train_ensemble(
 
     def save(step: int) -> None:
         if ckpt_path is not None:
-            _save(ckpt_path, {"model": ens.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                              "history": history.to_dict(), "torch_rng": torch.get_rng_state()})
+            _save(
+                ckpt_path,
+                {
+                    "model": ens.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "history": history.to_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
 
     def do_eval(step: int) -> bool:
         metrics: dict[str, list[float]] = {}
@@ -601,5 +635,15 @@ def train_ensemble(
     return history
 
 
-__all__ = ["BUCKET_OVERHEAD", "EnsembleDiverged", "EnsembleHistory", "EnsembleState", "MLPEnsemble",
-           "clip_member_grads_", "evaluate_ensemble", "per_member_loss", "plan_buckets", "train_ensemble"]
+__all__ = [
+    "BUCKET_OVERHEAD",
+    "EnsembleDiverged",
+    "EnsembleHistory",
+    "EnsembleState",
+    "MLPEnsemble",
+    "clip_member_grads_",
+    "evaluate_ensemble",
+    "per_member_loss",
+    "plan_buckets",
+    "train_ensemble",
+]

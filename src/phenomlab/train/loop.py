@@ -60,7 +60,8 @@ class TrainConfig:
     eval_batch_size: int = 8192
     # how often a resumable run writes its checkpoint; the env var lets tests and clusters tune it
     checkpoint_seconds: float = field(
-        default_factory=lambda: float(os.environ.get("PHENOMLAB_CHECKPOINT_SECONDS", "10")))
+        default_factory=lambda: float(os.environ.get("PHENOMLAB_CHECKPOINT_SECONDS", "10"))
+    )
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -123,8 +124,12 @@ class History:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> History:
-        return cls(records=list(d["records"]), finished=bool(d["finished"]),
-                   stopped_early=bool(d.get("stopped_early", False)), wall_time=float(d.get("wall_time", 0.0)))
+        return cls(
+            records=list(d["records"]),
+            finished=bool(d["finished"]),
+            stopped_early=bool(d.get("stopped_early", False)),
+            wall_time=float(d.get("wall_time", 0.0)),
+        )
 
 
 @dataclass
@@ -143,18 +148,21 @@ class TrainState:
 Callback = Callable[[TrainState], Mapping[str, float] | None]
 Logger = Callable[[int, Mapping[str, float]], None]
 #: ``objective(model, xb, yb, step)`` -> scalar loss, or (scalar loss, {part name: value}) to log parts
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, int],
-                     torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]]
+Objective = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
+]
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig,
-                   fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: TrainConfig, fused: bool = False
+) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names. ``fused=True`` asks for torch's fused Adam/AdamW kernel (one call for all
     parameter tensors; the same update rule, float rounding aside), which pays off when a model has many
     large tensors, e.g. the stacked members of an ensemble; SGD ignores it."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     kw = {"fused": True} if fused else {}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kw)
@@ -303,8 +311,10 @@ def train(
     if n == 0:
         raise ConfigError("training set is empty")
     if objective is not None and eval_sets:
-        raise ConfigError(f"eval_sets ({', '.join(eval_sets)}) cannot be used with an objective: there is no "
-                          "supervised loss to evaluate; measure held-out data in a callback instead")
+        raise ConfigError(
+            f"eval_sets ({', '.join(eval_sets)}) cannot be used with an objective: there is no "
+            "supervised loss to evaluate; measure held-out data in a callback instead"
+        )
     if objective is not None and loss is not None:
         raise ConfigError("give either loss or objective, not both: the objective replaces the loss")
     device = next(model.parameters()).device
@@ -331,8 +341,16 @@ def train(
 
     def save(step: int) -> None:
         if ckpt_path is not None:
-            _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                              "history": history.to_dict(), "torch_rng": torch.get_rng_state()})
+            _save(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "history": history.to_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
 
     # running sums of the objective and its parts since the previous evaluation (see the docstring)
     obj_sums: dict[str, float] = {}
@@ -432,9 +450,15 @@ class _Progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         label = enabled if isinstance(enabled, str) else "training"
-        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                          TextColumn("{task.fields[info]}"), transient=True)
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            transient=True,
+        )
         self.p.start()
         self.task = self.p.add_task(label, total=total, completed=start, info="")
 

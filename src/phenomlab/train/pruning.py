@@ -173,8 +173,9 @@ class MaskHandle:
         self.handles.clear()
 
 
-def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor],
-                 optimizer: torch.optim.Optimizer | None = None) -> MaskHandle:
+def attach_masks(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer | None = None
+) -> MaskHandle:
     """Keep ``masks`` applied while ``model`` trains.
 
     Zeroes the pruned weights now, registers a gradient hook per masked parameter
@@ -192,6 +193,7 @@ def attach_masks(model: nn.Module, masks: Mapping[str, torch.Tensor],
     for n, m in dev_masks.items():
         handle.handles.append(params[n].register_hook(lambda g, m=m: g * m))
     if optimizer is not None:
+
         def rezero(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             with torch.no_grad():
                 for n, m in dev_masks.items():
