@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from phenomlab.models import MLP
+from phenomlab.phenomena import RunContext, build_config
 from phenomlab.phenomena import double_descent as dd
-from phenomlab.phenomena.base import RunContext, build_config
 from phenomlab.train import TrainConfig, make_optimizer, train
 from phenomlab.train.ensemble import MLPEnsemble, per_member_loss, train_ensemble
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def run(
@@ -27,7 +27,7 @@ def run(
     Keyword ``overrides`` replace config fields (``phenomlab.run("grokking", wd=0.5)``). Finished runs
     are read from the store in ``out`` (default ``./phenomlab-runs`` or ``$PHENOMLAB_HOME``).
     """
-    from .runner import run_phenomenon
+    from .phenomena.lifecycle import run_phenomenon
 
     return run_phenomenon(
         pid, preset=preset, overrides=overrides, seed=seed, device=device, out=out, force=force, progress=progress

@@ -115,7 +115,8 @@ def run(
 ) -> None:
     """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not)."""
     from .phenomena import registry
-    from .runner import make_config, run_phenomenon
+    from .phenomena.lifecycle import run_phenomenon
+    from .phenomena.registry import make_config
     from .seeding import resolve_device
     from .store.ids import run_id
 
@@ -193,7 +194,7 @@ def show(
     out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
 ) -> None:
     """Verdict, metrics summary and figure paths of one stored run."""
-    from .runner import load_result
+    from .phenomena.lifecycle import load_result
 
     store = _store(out)
     row = resolve_run(store, ref)

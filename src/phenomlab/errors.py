@@ -32,3 +32,7 @@ class TrainingDiverged(RuntimeError):
         self.what = what
         self.value = value
         super().__init__(f"training diverged at step {step}: {what} is {value!s} (not finite)")
+
+
+class CheckpointError(PhenomlabError):
+    """A checkpoint or cached partial result that cannot be loaded safely (damaged, or not plain data)."""

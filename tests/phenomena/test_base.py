@@ -3,8 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from phenomlab.errors import ConfigError, UnknownPhenomenon
-from phenomlab.phenomena import registry
-from phenomlab.phenomena.base import PhenomenonConfig, Verdict, build_config, check, param
+from phenomlab.phenomena import PhenomenonConfig, Verdict, build_config, check, param, registry
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import collapse_transfer as ct
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced config: 12 classes, a tiny net, a few dozen steps (a few seconds on 2 cores)
 SMALL = dict(

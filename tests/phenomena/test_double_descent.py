@@ -4,8 +4,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import double_descent as dd
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced sweep that runs in a few seconds: it checks the machinery, not the phenomenon
 SMALL = dict(n_train=300, n_widths=5, max_width=32, seeds_per_width=2, steps=200, eval_every=100)

@@ -5,8 +5,8 @@ import torch
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import double_descent_epoch as dd
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced run: checks the machinery in a few seconds, not that the curve has two descents
 SMALL = dict(dataset="digits", model="mlp", width=32, depth=1, epochs=6, eval_epochs=1, batch_size=128)

@@ -4,8 +4,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import edge_of_stability as eos
-from phenomlab.phenomena.base import Result, build_config
 
 TOTAL = 1000
 

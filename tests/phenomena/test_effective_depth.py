@@ -4,8 +4,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import effective_depth as ed
-from phenomlab.phenomena.base import Result, build_config
 
 # a tiny net that fits 200 mnist1d points in a few hundred steps (seconds on 2 cores)
 SMALL = dict(n_train=200, n_test=100, depth=3, width=32, steps=200, eval_every=100)

@@ -2,8 +2,7 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
-from phenomlab.phenomena import grokking
-from phenomlab.phenomena.base import Result, build_config
+from phenomlab.phenomena import Result, build_config, grokking
 
 # a reduced preset: p=47 with a small MLP groks in ~1k steps (a few seconds on 2 cores)
 SMALL = dict(p=47, embed_dim=32, width=128, lr=1e-2, max_steps=3000)

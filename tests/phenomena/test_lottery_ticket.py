@@ -4,8 +4,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import lottery_ticket as lt
-from phenomlab.phenomena.base import Result, build_config
 
 CHECKS = ["ticket_minus_dense_pts_at_80pct", "ticket_minus_reinit_pts_at_90pct", "max_pruned_weight_abs"]
 

@@ -2,8 +2,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import low_rank_bias as lrb
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced run: tiny MLP on a Gaussian mixture (cheaper to make than mnist1d), one epoch per run;
 # it checks the machinery, not the phenomenon

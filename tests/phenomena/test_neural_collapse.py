@@ -4,8 +4,8 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import neural_collapse as nc
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced run: checks the machinery in a few seconds, not that collapse happens
 SMALL = dict(n_train=200, width=32, depth=2, epochs=6, eval_epochs=2, batch_size=50)

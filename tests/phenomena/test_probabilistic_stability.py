@@ -6,8 +6,8 @@ import torch
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import probabilistic_stability as ps
-from phenomlab.phenomena.base import Result, build_config
 
 SMALL = dict(
     n_data=32,

@@ -6,8 +6,8 @@ from scipy.linalg import solve_discrete_lyapunov
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import sgd_fluctuation as sf
-from phenomlab.phenomena.base import Result, build_config
 
 SMALL = dict(lr_h=(0.5, 1.0, 1.5), n_chains=300, steps=200, burn_in=100)
 

@@ -3,8 +3,8 @@ import torch
 
 import phenomlab
 from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import ssl_clustering as sc
-from phenomlab.phenomena.base import Result, build_config
 
 # a reduced config: small data, a tiny encoder, a few dozen steps (a few seconds on 2 cores)
 SMALL = dict(

@@ -48,7 +48,9 @@ from ..models import MLP
 from ..probes.collapse import cdnv, few_shot_ncc_error
 from ..probes.features import features
 from ..train import TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "collapse-transfer"
 

@@ -37,7 +37,9 @@ from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..train import TrainConfig
 from ..train.ensemble import EnsembleState, MLPEnsemble, train_ensemble
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "double-descent"
 

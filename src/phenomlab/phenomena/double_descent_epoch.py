@@ -58,7 +58,9 @@ from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..models import MLP, SmallCNN
 from ..train import TrainConfig
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "double-descent-epoch"
 

@@ -36,7 +36,9 @@ from ..errors import ConfigError, TrainingDiverged
 from ..models import MLP
 from ..probes.curvature import top_hessian_eigenvalue
 from ..train import TrainConfig, TrainState, loss_fn
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "edge-of-stability"
 

@@ -41,7 +41,9 @@ from ..data import mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..models import MLP
 from ..train import TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "effective-depth"
 

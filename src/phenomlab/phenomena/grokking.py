@@ -21,7 +21,9 @@ from ..data import modular_arithmetic
 from ..errors import ConfigError
 from ..models import EmbedMLP, Transformer1L
 from ..train import TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "grokking"
 

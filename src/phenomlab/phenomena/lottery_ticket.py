@@ -46,7 +46,9 @@ from ..train.pruning import (
     sparsity,
     state_copy,
 )
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "lottery-ticket"
 

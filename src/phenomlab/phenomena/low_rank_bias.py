@@ -60,7 +60,9 @@ from ..data import gaussian_mixture, mnist1d
 from ..errors import ConfigError
 from ..models import MLP
 from ..train import TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "low-rank-bias"
 

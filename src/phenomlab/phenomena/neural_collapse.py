@@ -41,7 +41,9 @@ from ..errors import ConfigError
 from ..models import MLP, SmallCNN
 from ..probes.collapse import neural_collapse
 from ..train import TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "neural-collapse"
 

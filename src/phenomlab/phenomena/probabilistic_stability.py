@@ -69,7 +69,9 @@ import torch
 
 from ..errors import ConfigError
 from ..models import MLP
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "probabilistic-stability"
 

@@ -1,14 +1,17 @@
-"""The catalogue (../shared/CATALOG.md) as data, and lookup of implemented phenomenon modules by id."""
+"""The catalogue (docs/CATALOG.md) as data, and lookup of implemented phenomenon modules by id."""
 
 from __future__ import annotations
 
 import difflib
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from ..errors import UnknownPhenomenon
+from .config import PhenomenonConfig, build_config
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,15 @@ def get(pid: str) -> ModuleType:
     e = entry(pid)
     if not e.implemented:
         raise UnknownPhenomenon(f"phenomenon {pid!r} is in the catalogue but not implemented yet")
-    return importlib.import_module(e.module_name)
+    from .contract import check_module
+
+    return check_module(importlib.import_module(e.module_name), pid)
+
+
+def make_config(pid: str, preset: str = "quick", overrides: Mapping[str, Any] | None = None) -> PhenomenonConfig:
+    """The validated config of ``pid`` for ``preset`` with ``overrides`` (strings parsed by field type)."""
+    mod = get(pid)
+    return build_config(mod.Config, mod.PRESETS, preset, overrides)
 
 
 def implemented() -> list[str]:

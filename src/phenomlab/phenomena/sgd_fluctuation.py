@@ -65,7 +65,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "sgd-fluctuation"
 

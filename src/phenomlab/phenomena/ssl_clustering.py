@@ -58,7 +58,9 @@ from ..probes.collapse import ncc_accuracy
 from ..probes.features import features
 from ..seeding import derive_seed
 from ..train import Objective, TrainConfig, TrainState
-from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
+from .config import PhenomenonConfig, param
+from .context import RunContext
+from .verdict import Result, Verdict, check
 
 ID = "ssl-clustering"
 

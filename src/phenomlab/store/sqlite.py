@@ -215,10 +215,42 @@ class RunStore:
     def fail_run(self, run_id: str, error: str, status: str = "failed") -> None:
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}")
+        # a finished run is never downgraded (e.g. by a second process that crashed on the same config)
         with self.transaction() as con:
             con.execute(
-                "UPDATE runs SET status=?, error=?, finished=? WHERE run_id=?", (status, error, time.time(), run_id)
+                "UPDATE runs SET status=?, error=?, finished=? WHERE run_id=? AND status != 'finished'",
+                (status, error, time.time(), run_id),
             )
+
+    def save_result(self, run_id: str, result: Mapping[str, Any]) -> None:
+        """Store a run's measured data before it is judged and plotted (a plotting bug loses nothing)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET result=? WHERE run_id=?", (canonical_json(dict(result)), run_id))
+
+    def reset_run(self, run_id: str) -> None:
+        """Forget a run's measurements, verdict and figures (for a forced re-run); its sweeps keep it."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            con.execute("DELETE FROM artifacts WHERE run_id=?", (run_id,))
+            con.execute(
+                "UPDATE runs SET status='running', passed=NULL, verdict=NULL, result=NULL, error=NULL, finished=NULL,"
+                " duration=NULL WHERE run_id=?",
+                (run_id,),
+            )
+
+    def write_record(self, run_id: str) -> Path:
+        """Write the run's row and metrics to ``runs/<id>/run.json`` (atomically): the folder alone can
+        rebuild the run's index entry if the database is lost."""
+        row = self.get(run_id)
+        if row is None:
+            raise StoreError(f"no run {run_id!r} in {self.root}")
+        row["metrics"] = {k: [s, v] for k, (s, v) in self.metrics(run_id).items()}
+        row["artifacts"] = self.artifacts(run_id)
+        path = self.run_dir(run_id) / "run.json"
+        tmp = path.with_name(f"run.json.{os.getpid()}.tmp")
+        tmp.write_text(canonical_json(row))
+        os.replace(tmp, path)
+        return path
 
     def record_failed(
         self,

@@ -44,7 +44,7 @@ def _run_trial(trial: Trial, store_root: str, device: str | None, sweep_id: str 
     failure (it is stored as failed), only for KeyboardInterrupt."""
     import torch
 
-    from ..runner import run_phenomenon
+    from ..phenomena.lifecycle import run_phenomenon
     from ..store.sqlite import RunStore
 
     if threads:
@@ -163,7 +163,8 @@ def _detached_trial(trial_dict: dict[str, Any], device: str | None, threads: int
     """Run a trial in a scratch store and return everything the driver needs to store it."""
     import torch
 
-    from ..runner import run_phenomenon, versions
+    from .._version import versions
+    from ..phenomena.lifecycle import run_phenomenon
     from ..store.sqlite import RunStore
 
     if threads:

@@ -100,7 +100,7 @@ def expand(
 
     Validation happens here, before anything runs, so a bad grid value fails the whole sweep at once.
     """
-    from ..runner import make_config
+    from ..phenomena.registry import make_config
 
     keys = list(grid)
     trials = []

@@ -1,39 +1,28 @@
-"""The contract every phenomenon module follows, and the pieces it is built from.
+"""Phenomenon configs: typed fields with bounds, the shared group of training fields, presets and overrides.
 
-A phenomenon module defines::
-
-    ID = "grokking"                      # catalogue id
-    Config(PhenomenonConfig)             # dataclass; fields declared with ``param``; defaults = quick preset
-    PRESETS = {"quick": {}, "paper": {...}}  # overrides of the defaults
-    def run(config, ctx) -> dict         # trains/measures; returns JSON-able data for signature and plot
-    def signature(result) -> Verdict     # decides from the measured numbers only
-    def plot(result, out_dir) -> list[Path]
-
-The registry, runner, CLI, sweeps, store and report know nothing phenomenon-specific.
+A phenomenon's ``Config`` is a frozen dataclass deriving from :class:`PhenomenonConfig`; fields are declared
+with :func:`param`. The training hyper-parameters every catalogue entry shares (optimizer, lr, steps,
+batch_size, weight_decay, momentum, eval_every, schedule) are not redeclared: a ``Config`` includes the ones it
+uses with :func:`training` (one name, type, bound and help text per idea across the catalogue) and turns them
+into a :class:`phenomlab.train.TrainConfig` with :meth:`PhenomenonConfig.train_config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import operator
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..errors import ConfigError
-from ..seeding import derive_seed, generator
-
-# ---------------------------------------------------------------------------------------------
-# configuration
-# ---------------------------------------------------------------------------------------------
+from ..train import TrainConfig
 
 
 def param(
@@ -85,6 +74,17 @@ class PhenomenonConfig:
                         raise ConfigError(f"{f.name} must be {sym} {bound}, got {value!r}")
             if meta.get("choices") and value not in meta["choices"]:
                 raise ConfigError(f"{f.name} must be one of {list(meta['choices'])}, got {value!r}")
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of this config's shared training fields, then ``overrides``.
+
+        ``batch_size = 0`` means full batch (``TrainConfig.batch_size = None``).
+        """
+        kw: dict[str, Any] = {name: getattr(self, name) for name in TRAINING_FIELDS if hasattr(self, name)}
+        if "batch_size" in kw and not kw["batch_size"]:
+            kw["batch_size"] = None
+        kw.update(overrides)
+        return TrainConfig(**kw)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -202,6 +202,7 @@ def build_config(
     values: dict[str, Any] = {}
     for mapping in (presets[preset], overrides or {}):
         for key, val in mapping.items():
+            key = canonical_key(key, names)
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(names)}"
@@ -221,167 +222,66 @@ def build_config(
     return cfg
 
 
-# ---------------------------------------------------------------------------------------------
-# verdicts and results
-# ---------------------------------------------------------------------------------------------
+# ---- the shared training fields --------------------------------------------------------------
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
+#: name -> (type, help, bounds/choices) of each shared training field
+TRAINING_FIELDS: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    "optimizer": (str, "optimiser", {"choices": ("sgd", "adam", "adamw")}),
+    "lr": (float, "learning rate (peak, when a schedule is set)", {"gt": 0.0}),
+    "steps": (int, "optimisation steps", {"gt": 0}),
+    "batch_size": (int, "minibatch size (0: full batch)", {"ge": 0}),
+    "weight_decay": (float, "weight decay (L2 for SGD/Adam, decoupled for AdamW)", {"ge": 0.0}),
+    "momentum": (float, "SGD (heavy-ball) momentum", {"ge": 0.0, "lt": 1.0}),
+    "eval_every": (int, "steps between evaluations / measurements", {"gt": 0}),
+    "schedule": (str, "learning-rate schedule", {"choices": ("constant", "cosine", "linear")}),
+}
+
+#: old config keys that still parse (with a one-line warning), mapped to the catalogue-wide name
+DEPRECATED_KEYS: dict[str, str] = {
+    "wd": "weight_decay",
+    "max_steps": "steps",
+    "train_steps": "steps",
+    "measure_every": "eval_every",
+    "control_wd": "control_weight_decay",
+    "wd_values": "weight_decay_values",
+    "wd_batch_size": "weight_decay_batch_size",
 }
 
 
-@dataclass
-class Check:
-    """One numeric criterion of a signature: ``value op threshold``."""
-
-    name: str
-    value: float | None
-    op: str
-    threshold: float
-    passed: bool
-    description: str = ""
-
-    def __str__(self) -> str:
-        v = "n/a" if self.value is None else f"{self.value:.4g}"
-        return f"{'PASS' if self.passed else 'FAIL'}  {self.name} = {v} (need {self.op} {self.threshold:.4g})"
+class ConfigKeyDeprecated(FutureWarning):
+    """An old config key was used; it still works under its new name."""
 
 
-def check(name: str, value: float | None, op: str, threshold: float, description: str = "") -> Check:
-    """Build a :class:`Check` whose ``passed`` is computed here from the measured value.
+def canonical_key(key: str, names: Sequence[str]) -> str:
+    """``key``, or its new name (with a :class:`ConfigKeyDeprecated` warning) when it is a deprecated alias."""
+    new = DEPRECATED_KEYS.get(key)
+    if key in names or new is None or new not in names:
+        return key
+    warnings.warn(f"config key {key!r} is deprecated; use {new!r}", ConfigKeyDeprecated, stacklevel=3)
+    return new
 
-    A missing value (None/NaN: the event never happened) fails.
+
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config dict with deprecated keys renamed (runs stored before the rename read back alike)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        new = DEPRECATED_KEYS.get(key)
+        out[new if new is not None and new not in config else key] = value
+    return out
+
+
+@functools.cache
+def training(**defaults: Any) -> type:
+    """A frozen dataclass mixin with the shared training fields named in ``defaults``, at those defaults.
+
+    ``class Config(PhenomenonConfig, training(optimizer="sgd", lr=0.05, steps=1500)): ...`` declares
+    ``optimizer``, ``lr`` and ``steps`` with the catalogue-wide type, bound and help text.
     """
-    if op not in _OPS:
-        raise ValueError(f"unknown comparison {op!r}")
-    ok = value is not None and not (isinstance(value, float) and math.isnan(value)) and _OPS[op](value, threshold)
-    return Check(name, None if value is None else float(value), op, float(threshold), bool(ok), description)
-
-
-@dataclass
-class Verdict:
-    """Did the signature appear? ``passed`` is the conjunction of the checks."""
-
-    checks: list[Check]
-    summary: str = ""
-    passed: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.passed = bool(self.checks) and all(c.passed for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "summary": self.summary, "checks": [dataclasses.asdict(c) for c in self.checks]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
-        return cls([Check(**c) for c in d["checks"]], d.get("summary", ""))
-
-    def __str__(self) -> str:
-        head = "PASSED" if self.passed else "NOT REPRODUCED"
-        lines = [f"verdict: {head}" + (f" - {self.summary}" if self.summary else "")]
-        lines += [f"  {c}" for c in self.checks]
-        return "\n".join(lines)
-
-
-@dataclass
-class Result:
-    """What a run produced: the JSON-able ``data`` its signature and plot read, plus identity."""
-
-    phenomenon: str
-    config: dict[str, Any]
-    seed: int
-    data: dict[str, Any]
-    run_id: str | None = None
-    verdict: Verdict | None = None
-    figures: list[str] = field(default_factory=list)
-    cached: bool = False
-    duration: float | None = None
-    run_dir: str | None = None
-
-    @property
-    def passed(self) -> bool | None:
-        return None if self.verdict is None else self.verdict.passed
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-
-# ---------------------------------------------------------------------------------------------
-# run context
-# ---------------------------------------------------------------------------------------------
-
-
-class RunContext:
-    """What a phenomenon's ``run`` gets: seed, device, a run folder, logging and resumable training.
-
-    ``ctx.train(name, model, data, train_cfg)`` wraps :func:`phenomlab.train.train` with a checkpoint
-    ``<run_dir>/<name>.ckpt`` and logs metrics as ``<name>/<metric>``: an interrupted run resumes each
-    named training where it stopped, and a finished one is not repeated.
-    """
-
-    def __init__(
-        self,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        run_dir: str | Path | None = None,
-        store: Any = None,
-        run_id: str | None = None,
-        progress: bool = False,
-    ) -> None:
-        self.seed = int(seed)
-        self.device = torch.device(device)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.store = store
-        self.run_id = run_id
-        self.progress = progress
-
-    def seed_for(self, *salt: int | str) -> int:
-        """A child seed for one part of the run (data, init of model k, ...)."""
-        return derive_seed(self.seed, *salt)
-
-    def generator(self, *salt: int | str) -> torch.Generator:
-        return generator(self.seed_for(*salt))
-
-    def log(self, step: int, metrics: Mapping[str, float], prefix: str | None = None) -> None:
-        if self.store is None or self.run_id is None:
-            return
-        named = {f"{prefix}/{k}" if prefix else k: v for k, v in metrics.items()}
-        self.store.log_metrics(self.run_id, step, named)
-
-    def checkpoint_path(self, name: str) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / f"{name}.ckpt"
-
-    def train(
-        self, name: str, model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor], cfg: Any, **kwargs: Any
-    ) -> Any:
-        from ..train import train
-
-        def logger(step: int, metrics: Mapping[str, float]) -> None:
-            self.log(step, metrics, prefix=name)
-
-        label = f"{name}" if self.progress else False
-        return train(
-            model,
-            train_data,
-            cfg,
-            logger=logger,
-            checkpoint=self.checkpoint_path(name),
-            seed=self.seed_for("train", name),
-            progress=label,
-            **kwargs,
-        )
-
-    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
-        """Resumable unit of work that is not a training loop: the value ``compute()`` returned in an
-        earlier attempt of this run (saved under the run folder), else compute and save it now."""
-        path = self.run_dir / f"{name}.part.pt" if self.run_dir is not None else None
-        if path is not None and path.exists():
-            return torch.load(path, weights_only=False)
-        value = compute()
-        if path is not None:
-            tmp = path.with_suffix(".tmp")
-            torch.save(value, tmp)
-            tmp.replace(path)
-        return value
+    unknown = sorted(set(defaults) - set(TRAINING_FIELDS))
+    if unknown:
+        raise ConfigError(f"not shared training fields: {unknown}; choose from {list(TRAINING_FIELDS)}")
+    specs = []
+    for name, default in defaults.items():
+        tp, help_, meta = TRAINING_FIELDS[name]
+        specs.append((name, tp, param(tp(default), help_, **meta)))
+    return dataclasses.make_dataclass("Training", specs, frozen=True)

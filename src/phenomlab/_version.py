@@ -1,0 +1,21 @@
+"""The package version, and the versions a run records next to its numbers."""
+
+from __future__ import annotations
+
+import platform
+
+__version__ = "0.1.0"
+
+
+def versions() -> dict[str, str]:
+    """phenomlab, torch, numpy and Python versions and the platform: stored with every run."""
+    import numpy
+    import torch
+
+    return {
+        "phenomlab": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

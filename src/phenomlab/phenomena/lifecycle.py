@@ -1,0 +1,194 @@
+"""The one run lifecycle: cached, resumed, started, measured, judged, failed.
+
+Every way of running a phenomenon (``phenomlab.run``, ``phenomlab run``, the local and Ray sweep executors) goes
+through :func:`run_phenomenon`. Order of events for run id ``r`` = hash(phenomenon, full config, seed):
+
+1. take ``r``'s lock (a second process on the same config waits, then reads the first one's result);
+2. finished and not forced: read back (**cached**);
+3. measured earlier but not judged (e.g. a plotting bug): judge the stored data without training again;
+4. otherwise **start** (or **resume** from the run's checkpoints) ``run``; its data is stored *before*
+   ``signature`` and ``plot`` are called (**measured**), so nothing measured is lost to a bug in either;
+5. ``signature`` and ``plot`` (**judged**) and the run is finished; :func:`replot` repeats step 5 from the store.
+
+A diverged run is stored as failed and :class:`TrainingDiverged` propagates; Ctrl-C marks it interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .._version import versions
+from ..errors import ConfigError, PhenomlabError, TrainingDiverged
+from ..seeding import resolve_device, seed_everything
+from ..store.ids import run_id as make_run_id
+from ..store.sqlite import RunStore
+from . import registry
+from .config import PhenomenonConfig, canonical_config
+from .context import RunContext
+from .verdict import Result, Verdict
+
+Announce = Callable[[str], None]
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as an int, or :class:`ConfigError` for a negative, fractional, boolean or non-numeric seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive lock on one run folder across processes (released when the holder exits, even on kill -9)."""
+    with open(run_dir / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load_result(store: RunStore, row: Mapping[str, Any]) -> Result:
+    """A :class:`Result` rebuilt from a stored run row (old config key names read as the new ones)."""
+    verdict = Verdict.from_dict(row["verdict"]) if row.get("verdict") else None
+    arts = store.artifacts(row["run_id"])
+    return Result(
+        phenomenon=row["phenomenon"],
+        config=canonical_config(row["config"]),
+        seed=row["seed"],
+        data=row.get("result") or {},
+        run_id=row["run_id"],
+        verdict=verdict,
+        figures=list(arts.values()),
+        cached=True,
+        duration=row.get("duration"),
+        run_dir=str(store.root / "runs" / row["run_id"]),
+    )
+
+
+def run_phenomenon(
+    pid: str,
+    preset: str = "quick",
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    out: str | Path | None = None,
+    store: RunStore | None = None,
+    force: bool = False,
+    progress: bool = False,
+    sweep_id: str | None = None,
+    config: PhenomenonConfig | None = None,
+    announce: Announce | None = None,
+) -> Result:
+    """Run ``pid`` with a config built from ``preset`` + ``overrides`` and seed ``seed`` (see the module docstring).
+
+    ``force=True`` recomputes a stored run (its sweep memberships are kept). ``announce(line)`` receives one line
+    when the run is started, resumed, or waits for another process holding the same run.
+    """
+    seed = check_seed(seed)
+    mod = registry.get(pid)
+    cfg = config if config is not None else registry.make_config(pid, preset, overrides)
+    cfg.validate()
+    dev = resolve_device(device)
+    store = store if store is not None else RunStore(out)
+    cfg_dict = cfg.to_dict()
+    rid = make_run_id(pid, cfg_dict, seed)
+    run_dir = store.run_dir(rid)
+    say = announce or (lambda line: None)
+
+    with run_lock(run_dir):
+        row = store.get(rid)
+        if row is not None and row["status"] == "finished" and not force:
+            if sweep_id:
+                store.add_sweep(sweep_id, pid, {}, [rid])
+            return load_result(store, row)
+        if force and row is not None:
+            store.reset_run(rid)
+            _clear(run_dir)
+            row = None
+        measured = row.get("result") if row is not None else None
+        resumed = row is not None and any(run_dir.glob("*.ckpt"))
+        if measured is not None:
+            say(f"judging run {rid} from its stored measurements")
+        elif resumed:
+            say(f"resuming run {rid} from its checkpoints")
+        else:
+            say(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
+        store.start_run(
+            rid, pid, cfg_dict, seed, preset=preset, device=str(dev), versions=versions(), sweep_id=sweep_id
+        )
+        t0 = time.perf_counter()
+        try:
+            if measured is None:
+                ctx = RunContext(seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress)
+                seed_everything(seed)
+                measured = mod.run(cfg, ctx)
+                store.save_result(rid, measured)
+                store.write_record(rid)
+            result = Result(phenomenon=pid, config=cfg_dict, seed=seed, data=measured, run_id=rid, run_dir=str(run_dir))
+            _judge(mod, result, store, time.perf_counter() - t0)
+            return result
+        except TrainingDiverged as exc:
+            _fail(store, rid, str(exc))
+            raise
+        except KeyboardInterrupt:
+            _fail(store, rid, "interrupted by the user", status="interrupted")
+            raise
+        except PhenomlabError as exc:
+            _fail(store, rid, str(exc))
+            raise
+        except Exception as exc:
+            _fail(store, rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+            raise
+
+
+def replot(store: RunStore, rid: str) -> Result:
+    """Judge and plot a stored run again from its stored data (after a fix to ``signature`` or ``plot``)."""
+    row = store.get(rid)
+    if row is None:
+        raise PhenomlabError(f"no run {rid!r} in {store.root}")
+    if row.get("result") is None:
+        raise PhenomlabError(f"run {rid} has no stored measurements to re-plot (status {row['status']})")
+    mod = registry.get(row["phenomenon"])
+    result = load_result(store, row)
+    result.cached, result.verdict, result.figures = False, None, []
+    with run_lock(store.run_dir(rid)):
+        _judge(mod, result, store, row.get("duration") or 0.0)
+    return result
+
+
+def _judge(mod: Any, result: Result, store: RunStore, duration: float) -> None:
+    """``signature`` and ``plot`` on stored data; the run is finished with its verdict and figures."""
+    rid, run_dir = result.run_id, Path(result.run_dir or ".")
+    assert rid is not None
+    result.verdict = mod.signature(result)
+    result.figures = [str(p) for p in mod.plot(result, run_dir)]
+    for p in result.figures:
+        store.add_artifact(rid, Path(p).stem, p)
+    result.duration = duration
+    store.finish_run(rid, result.verdict.passed, result.verdict.to_dict(), result.data, duration)
+    store.write_record(rid)
+
+
+def _fail(store: RunStore, rid: str, error: str, status: str = "failed") -> None:
+    store.fail_run(rid, error, status=status)
+    with contextlib.suppress(Exception):  # the record is a convenience copy; the failure is already stored
+        store.write_record(rid)
+
+
+def _clear(run_dir: Path) -> None:
+    # keep the lock file: a process waiting on it must lock the same file as the one holding it
+    for p in run_dir.iterdir():
+        if p.name == ".lock":
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
