@@ -3,7 +3,8 @@ from dataclasses import dataclass
 import pytest
 
 from phenomlab.errors import ConfigError, UnknownPhenomenon
-from phenomlab.phenomena import PhenomenonConfig, Verdict, build_config, check, param, registry
+from phenomlab.phenomena import PhenomenonConfig, Verdict, build_config, check, param, registry, training
+from phenomlab.phenomena.config import ConfigKeyDeprecated, canonical_config
 
 
 @dataclass(frozen=True)
@@ -72,3 +73,35 @@ def test_registry():
         registry.get("nope")
     ids = [e.id for e in registry.CATALOG]
     assert len(ids) == len(set(ids))
+
+
+@dataclass(frozen=True)
+class Trained(PhenomenonConfig, training(optimizer="sgd", lr=0.1, steps=10, batch_size=0, weight_decay=1e-3)):
+    width: int = param(8, "width", gt=0)
+
+
+def test_training_group_and_builder():
+    c = build_config(Trained, {"quick": {}}, "quick", {"lr": "0.5"})
+    assert [n for n, *_ in Trained.describe()][:5] == ["optimizer", "lr", "steps", "batch_size", "weight_decay"]
+    tc = c.train_config(eval_every=5)
+    assert (tc.optimizer, tc.lr, tc.steps, tc.batch_size, tc.weight_decay, tc.eval_every) == (
+        "sgd",
+        0.5,
+        10,
+        None,
+        1e-3,
+        5,
+    )
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        build_config(Trained, {"quick": {}}, "quick", {"optimizer": "lbfgs"})
+    with pytest.raises(ConfigError, match="not shared training fields"):
+        training(learning_rate=0.1)
+
+
+def test_deprecated_keys_still_parse_with_one_warning():
+    with pytest.warns(ConfigKeyDeprecated, match="'wd' is deprecated; use 'weight_decay'"):
+        c = build_config(Trained, {"quick": {}}, "quick", {"wd": "0.25"})
+    assert c.weight_decay == 0.25
+    # stored configs written under old names read back under the new ones
+    assert canonical_config({"wd": 1.0, "max_steps": 5}) == {"weight_decay": 1.0, "steps": 5}
+    assert canonical_config({"wd": 1.0, "weight_decay": 2.0}) == {"wd": 1.0, "weight_decay": 2.0}

@@ -1,24 +1,11 @@
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import collapse_transfer as ct
 
 # a reduced config: 12 classes, a tiny net, a few dozen steps (a few seconds on 2 cores)
-SMALL = dict(
-    n_classes=12,
-    source_classes=8,
-    signal_dim=4,
-    nuisance_dim=4,
-    n_train_per_class=12,
-    n_test_per_class=8,
-    width=32,
-    steps=30,
-    eval_every=10,
-    ways=4,
-    episodes=5,
-)
+SMALL = ct.PRESETS["smoke"]
 
 
 def make_result(train, test, new, fewshot):
@@ -87,8 +74,8 @@ def test_data_structure():
     assert (ds.x_train == again.x_train).all()
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(ct.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    store, r = smoke(ct.ID)
     d = r.data
     assert d["steps"] == [0, 10, 20, 30]
     for k in ("cdnv_source_train", "cdnv_source_test", "cdnv_new", "fewshot_error"):
@@ -96,7 +83,7 @@ def test_reduced_run_end_to_end(tmp_path):
     assert 0.0 <= d["fewshot_error_input"] <= 1.0
     assert len(r.verdict.checks) == 5
     assert len(r.figures) == 2 and all(p.endswith(".png") for p in r.figures)
-    assert all((tmp_path / "runs" / r.run_id / p.rsplit("/", 1)[-1]).exists() for p in r.figures)
+    assert all((store.root / "runs" / r.run_id / p.rsplit("/", 1)[-1]).exists() for p in r.figures)
 
 
 @pytest.mark.parametrize(
@@ -115,10 +102,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ct.Config, ct.PRESETS, "quick", over)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(ct.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

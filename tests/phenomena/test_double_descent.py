@@ -2,13 +2,12 @@ import math
 
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import double_descent as dd
 
 # a reduced sweep that runs in a few seconds: it checks the machinery, not the phenomenon
-SMALL = dict(n_train=300, n_widths=5, max_width=32, seeds_per_width=2, steps=200, eval_every=100)
+SMALL = dd.PRESETS["smoke"]
 
 WIDTHS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 
@@ -91,8 +90,8 @@ def test_widths_are_log_spaced_and_unique():
     ]
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(dd.ID)
     assert set(names(r.verdict)) == {
         "min_train_err",
         "peak_width/threshold",
@@ -107,8 +106,6 @@ def test_reduced_run_end_to_end(tmp_path):
     assert all(len(row) == 2 for row in d["test_err_seeds"])
     assert d["interp_err"] == dd.INTERP_ERR and d["n_train"] == 300 and d["diverged"] == {}
     assert r.figures and all(p.endswith(".png") for p in r.figures)
-    again = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, **SMALL)
-    assert again.cached and again.data == d
 
 
 @pytest.mark.parametrize(
@@ -126,10 +123,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(dd.Config, dd.PRESETS, "quick", over)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

@@ -9,7 +9,7 @@ from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import double_descent_epoch as dd
 
 # a reduced run: checks the machinery in a few seconds, not that the curve has two descents
-SMALL = dict(dataset="digits", model="mlp", width=32, depth=1, epochs=6, eval_epochs=1, batch_size=128)
+SMALL = dd.PRESETS["smoke"]
 CHECKS = {"rise after first minimum", "fall after the peak"}
 
 
@@ -64,8 +64,8 @@ def test_signature_on_constructed_curves():
     assert not dd.signature(make_result(spike)).passed
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(dd.ID)
     d = r.data
     assert {c.name for c in r.verdict.checks} == CHECKS
     assert len(d["epochs"]) == SMALL["epochs"] + 1
@@ -149,19 +149,3 @@ def test_no_label_noise_runs(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(dd.Config, dd.PRESETS, "quick", over)
-
-
-def test_presets_are_valid():
-    cfg = build_config(dd.Config, dd.PRESETS, "paper")
-    assert cfg.label_noise == 0.2 and cfg.epochs >= 1000 and cfg.optimizer == "adam"
-    quick = build_config(dd.Config, dd.PRESETS, "quick")
-    assert (quick.optimizer, quick.lr, quick.momentum, quick.width, quick.epochs) == ("sgd", 0.05, 0.9, 2048, 200)
-    adam = build_config(dd.Config, dd.PRESETS, "adam")
-    assert (adam.optimizer, adam.momentum, adam.width) == ("adam", 0.0, 256)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import edge_of_stability as eos
@@ -73,18 +72,8 @@ def test_verdict_fails_when_sharpness_overshoots_or_training_diverged():
     assert not v.passed and "diverged at step 7" in v.summary
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    res = phenomlab.run(
-        eos.ID,
-        out=str(tmp_path),
-        dataset="digits",
-        n_train=100,
-        width=16,
-        steps=40,
-        measure_every=10,
-        lrs=[0.05, 0.1],
-        lanczos_iters=20,
-    )
+def test_reduced_run_end_to_end(smoke):
+    _, res = smoke(eos.ID)
     runs = res.data["runs"]
     assert [r["lr"] for r in runs] == [0.05, 0.1]
     for r in runs:
@@ -103,7 +92,7 @@ def test_reduced_run_end_to_end(tmp_path):
         {"lrs": []},
         {"lrs": [0.1, -0.1]},
         {"lrs": [0.1, 0.1]},
-        {"measure_every": 600, "steps": 1000},
+        {"eval_every": 600, "steps": 1000},
         {"activation": "softmax"},
         {"dataset": "digits", "n_train": 5000},
         {"lanczos_tol": 0.0},
@@ -113,14 +102,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config_is_rejected(override):
     with pytest.raises(ConfigError):
         build_config(eos.Config, eos.PRESETS, "quick", override)
-
-
-def test_presets_are_valid():
-    for name in eos.PRESETS:
-        build_config(eos.Config, eos.PRESETS, name).validate()
-
-
-@pytest.mark.slow
-def test_quick_preset_reproduces(tmp_path):
-    res = phenomlab.run(eos.ID, preset="quick", seed=0, out=str(tmp_path))
-    assert res.verdict.passed, str(res.verdict)

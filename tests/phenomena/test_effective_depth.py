@@ -2,13 +2,13 @@ from pathlib import Path
 
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import effective_depth as ed
+from phenomlab.phenomena._stats import spearman
 
 # a tiny net that fits 200 mnist1d points in a few hundred steps (seconds on 2 cores)
-SMALL = dict(n_train=200, n_test=100, depth=3, width=32, steps=200, eval_every=100)
+SMALL = ed.PRESETS["smoke"]
 
 CHECKS = {
     "easy_train_acc",
@@ -25,7 +25,7 @@ def task(ncc, train_acc=1.0):
     return {
         "ncc": ncc,
         "L_star": ed.effective_depth(ncc),
-        "spearman": ed.spearman(ncc),
+        "spearman": spearman(range(len(ncc)), ncc),
         "train_acc": train_acc,
         "test_acc": 0.5,
         "steps": [0],
@@ -41,8 +41,8 @@ def make_result(easy, hard, depth=6):
 def test_helpers():
     assert ed.effective_depth([0.3, 0.5, 0.995, 1.0]) == 2
     assert ed.effective_depth([0.999, 0.5, 0.9]) is None  # the input layer (index 0) does not count
-    assert ed.spearman([0.1, 0.2, 0.3]) == pytest.approx(1.0)
-    assert ed.spearman([0.5, 0.5]) is None
+    assert spearman(range(3), [0.1, 0.2, 0.3]) == pytest.approx(1.0)
+    assert spearman(range(2), [0.5, 0.5]) is None
 
 
 def test_signature_on_constructed_curves():
@@ -67,8 +67,8 @@ def test_signature_on_constructed_curves():
     assert not v.passed and "never reached" in v.summary
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(ed.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(ed.ID)
     assert {c.name for c in r.verdict.checks} == CHECKS
     for t in ("easy", "hard"):
         assert len(r.data[t]["ncc"]) == SMALL["depth"] + 1
@@ -92,10 +92,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ed.Config, ed.PRESETS, "quick", over)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(ed.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import lottery_ticket as lt
@@ -78,19 +77,8 @@ def test_verdict_fails_without_enough_rounds_or_with_leaking_masks():
     assert not v.passed and not v.checks[2].passed
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    res = phenomlab.run(
-        lt.ID,
-        out=str(tmp_path),
-        dataset="digits",
-        width=16,
-        steps=60,
-        eval_every=30,
-        rounds=2,
-        rewind_step=10,
-        scope="layer",
-        output_fraction=0.1,
-    )
+def test_reduced_run_end_to_end(smoke):
+    _, res = smoke(lt.ID)
     for key in ("sparsity", "ticket_test_acc", "reinit_test_acc", "random_mask_test_acc", "dense_test_acc"):
         assert key in res.data
     assert len(res.data["sparsity"]) == 3 and res.data["reinit_test_acc"][0] is None
@@ -115,14 +103,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config_is_rejected(override):
     with pytest.raises(ConfigError):
         build_config(lt.Config, lt.PRESETS, "quick", override)
-
-
-def test_presets_are_valid():
-    for name in lt.PRESETS:
-        build_config(lt.Config, lt.PRESETS, name).validate()
-
-
-@pytest.mark.slow
-def test_quick_preset_reproduces(tmp_path):
-    res = phenomlab.run(lt.ID, preset="quick", seed=0, out=str(tmp_path))
-    assert res.verdict.passed, str(res.verdict)

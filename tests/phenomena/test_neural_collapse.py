@@ -2,13 +2,12 @@ from pathlib import Path
 
 import pytest
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import neural_collapse as nc
 
 # a reduced run: checks the machinery in a few seconds, not that collapse happens
-SMALL = dict(n_train=200, width=32, depth=2, epochs=6, eval_epochs=2, batch_size=50)
+SMALL = nc.PRESETS["smoke"]
 CHECKS = {"NC1(t0)/NC1(end)", "NC2 cos std", "NC2 |cos mean + 1/(C-1)|", "NC3(end)/NC3(t0)", "NC4 agreement"}
 
 
@@ -75,8 +74,8 @@ def test_signature_without_zero_training_error():
     assert {"NC1(t0)/NC1(end)", "NC3(end)/NC3(t0)"} <= failing(v)
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(nc.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(nc.ID)
     d = r.data
     assert {c.name for c in r.verdict.checks} == CHECKS
     for key in ("epochs", "nc1", "nc2_cos_mean", "nc2_cos_std", "nc3", "nc4", "train_error", "test_error"):
@@ -103,15 +102,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(nc.Config, nc.PRESETS, "quick", over)
-
-
-def test_paper_preset_is_valid():
-    cfg = build_config(nc.Config, nc.PRESETS, "paper")
-    assert cfg.loss == "cross_entropy" and cfg.weight_decay == 5e-4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(nc.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

@@ -4,22 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import probabilistic_stability as ps
 
-SMALL = dict(
-    n_data=32,
-    width=2,
-    n_lr=3,
-    lr_max=2.0,
-    batch_sizes=(1, 4),
-    lyap_steps=200,
-    theory_samples=1000,
-    train_steps=100,
-    eval_every=5,
-)
+SMALL = ps.PRESETS["smoke"]
 
 PHASE_CHECKS = {f"net_cells_{p.replace(' ', '_')}" for p in ps.PHASES}
 
@@ -93,8 +82,8 @@ def test_data_and_linearisation_of_the_net():
     assert ps.batch_curvatures(m, 1, 10, torch.Generator()).equal(m)
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(ps.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(ps.ID)
     assert {c.name for c in r.verdict.checks} == {"lyapunov_rel_error", "cells_M2>0_and_Lyapunov<0"} | PHASE_CHECKS
     d = r.data
     for key in ("net_phase", "theory_phase", "measured_phase", "net_slope", "net_frac_positive"):
@@ -125,10 +114,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(ps.Config, ps.PRESETS, "quick", over)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(ps.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

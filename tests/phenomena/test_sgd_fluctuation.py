@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_discrete_lyapunov
 
-import phenomlab
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import sgd_fluctuation as sf
 
-SMALL = dict(lr_h=(0.5, 1.0, 1.5), n_chains=300, steps=200, burn_in=100)
+SMALL = sf.PRESETS["smoke"]
 
 
 def make_result(sim_of, lr_h=(0.25, 1.0, 1.5)):
@@ -90,8 +89,8 @@ def test_simulation_matches_theory_small():
             assert 0 < e < 0.05 * v
 
 
-def test_reduced_run_end_to_end(tmp_path):
-    r = phenomlab.run(sf.ID, out=str(tmp_path), seed=0, **SMALL)
+def test_reduced_run_end_to_end(smoke):
+    _, r = smoke(sf.ID)
     assert len(r.data["series"]) == 4
     for s in r.data["series"]:
         assert len(s["sim"]) == len(s["exact"]) == len(s["continuous"]) == 3
@@ -117,14 +116,3 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(sf.Config, sf.PRESETS, "quick", over)
-
-
-def test_paper_preset_is_valid():
-    build_config(sf.Config, sf.PRESETS, "paper")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_quick_preset_reproduces(tmp_path, seed):
-    r = phenomlab.run(sf.ID, out=str(tmp_path), seed=seed)
-    assert r.passed, str(r.verdict)

@@ -47,8 +47,9 @@ from ..errors import ConfigError
 from ..models import MLP
 from ..probes.collapse import cdnv, few_shot_ncc_error
 from ..probes.features import features
-from ..train import TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ..train import TrainState
+from ._stats import spearman
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -60,7 +61,10 @@ SETS = ("source_train", "source_test", "new")
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(
+    PhenomenonConfig,
+    training(optimizer="sgd", lr=0.05, steps=1500, batch_size=128, weight_decay=0.0, momentum=0.0, eval_every=100),
+):
     n_classes: int = param(60, "classes of the Gaussian mixture (source + new)", ge=3)
     source_classes: int = param(40, "classes used for training; the rest are the new classes", ge=2)
     signal_dim: int = param(16, "dimension of the subspace spanned by the class means", gt=0)
@@ -72,13 +76,6 @@ class Config(PhenomenonConfig):
     n_test_per_class: int = param(100, "test points per class (new classes use train + test points)", gt=0)
     width: int = param(256, "MLP hidden width", gt=0)
     depth: int = param(2, "MLP hidden layers", gt=0)
-    optimizer: str = param("sgd", "optimiser", choices=("sgd", "adam", "adamw"))
-    lr: float = param(0.05, "learning rate", gt=0.0)
-    momentum: float = param(0.0, "SGD momentum", ge=0.0, lt=1.0)
-    weight_decay: float = param(0.0, "weight decay", ge=0.0)
-    batch_size: int = param(128, "minibatch size", gt=0)
-    steps: int = param(1500, "optimisation steps", gt=0)
-    eval_every: int = param(100, "steps between checkpoints (CDNV and few-shot measurements)", gt=0)
     shots: int = param(5, "support samples per class in a few-shot episode", ge=1)
     ways: int = param(5, "classes per few-shot episode", ge=2)
     episodes: int = param(200, "few-shot episodes per checkpoint (the same episodes at every checkpoint)", ge=1)
@@ -96,6 +93,20 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(
+        n_classes=12,
+        source_classes=8,
+        signal_dim=4,
+        nuisance_dim=4,
+        n_train_per_class=12,
+        n_test_per_class=8,
+        width=32,
+        steps=30,
+        eval_every=10,
+        ways=4,
+        episodes=5,
+    ),
     "quick": {},
     # closer to the papers' mini-ImageNet protocol: 64 source classes, 5-way 5-shot on held-out
     # classes, a deeper/wider net trained longer (their nets are ResNets/WRNs on images)
@@ -147,16 +158,6 @@ def make_data(cfg: Config, seed: int) -> Dataset:
     )
 
 
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman rank correlation; None when undefined (fewer than 3 points or a constant series)."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    rho = float(spearmanr(x, y).statistic)
-    return None if rho != rho else rho
-
-
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = make_data(cfg, ctx.seed_for("data"))
     source, new = class_split(ds, cfg.source_classes, seed=ctx.seed_for("split"))
@@ -182,15 +183,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 out["fewshot_error"] = few_shot(f)
         return out
 
-    tcfg = TrainConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        eval_every=cfg.eval_every,
-    )
+    tcfg = cfg.train_config()
     hist = ctx.train("source", model, source.train(), tcfg, eval_sets={"test": source.test()}, callbacks=[measure])
     recs = hist.records
     return {
@@ -210,7 +203,7 @@ def signature(result: Result) -> Verdict:
     ratios = {k: d[f"cdnv_{k}"][-1] / d[f"cdnv_{k}"][0] if d[f"cdnv_{k}"][0] > 0 else None for k in SETS}
     fs = d["fewshot_error"]
     fs_ratio = fs[-1] / fs[0] if fs[0] > 0 else None
-    rho = spearman(d["cdnv_new"], fs)
+    rho = spearman(d["cdnv_new"], fs, min_points=3)
     checks = [
         check(
             f"cdnv_{k}_final/initial",

@@ -35,9 +35,8 @@ import torch
 
 from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
-from ..train import TrainConfig
 from ..train.ensemble import EnsembleState, MLPEnsemble, train_ensemble
-from .config import PhenomenonConfig, param
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -52,7 +51,9 @@ MIN_RISE = 0.03
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(
+    PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=10000, batch_size=64, weight_decay=0.0, eval_every=1000)
+):
     dataset: str = param("digits", "sklearn digits (64-dim) or mnist1d (40-dim)", choices=("digits", "mnist1d"))
     n_train: int = param(1000, "training points (0 = all 1,348 for digits; mnist1d generates this many)", ge=0)
     n_test: int = param(2000, "mnist1d test points (digits keeps its 25% split)", gt=0)
@@ -63,13 +64,7 @@ class Config(PhenomenonConfig):
     n_widths: int = param(24, "number of distinct log-spaced widths", ge=3)
     depth: int = param(1, "hidden layers of the MLP", ge=1, le=4)
     seeds_per_width: int = param(3, "init seeds averaged per width", ge=1)
-    optimizer: str = param("adam", "optimiser", choices=("adam", "adamw", "sgd"))
-    lr: float = param(1e-3, "learning rate (constant)", gt=0.0)
-    weight_decay: float = param(0.0, "weight decay (0: no regularisation, the sharpest peak)", ge=0.0)
     loss: str = param("cross_entropy", "training loss", choices=("cross_entropy", "mse"))
-    batch_size: int = param(64, "minibatch size (0 = full batch)", ge=0)
-    steps: int = param(10000, "optimiser steps for every width (no early stopping)", gt=0)
-    eval_every: int = param(1000, "steps between evaluations of every member", gt=0)
 
     def validate(self) -> None:
         super().validate()
@@ -80,6 +75,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(n_train=300, n_widths=5, max_width=32, seeds_per_width=2, steps=200, eval_every=100),
     "quick": {},
     # Nakkiran et al. 2019: 15% label noise, Adam 1e-4-ish, thousands of epochs, no data augmentation;
     # here on MNIST-1D (4,000 train), more widths and seeds, ~1,000 epochs
@@ -136,15 +133,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     members = [w for w in widths for _ in range(k)]
     seeds = [ctx.seed_for("init", w, s) for w in widths for s in range(k)]
     ens = MLPEnsemble(ds.x_train[0].numel(), ds.n_classes, members, depth=cfg.depth, seeds=seeds).to(ctx.device)
-    tcfg = TrainConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size or None,
-        eval_every=cfg.eval_every,
-        loss=cfg.loss,
-    )
+    tcfg = cfg.train_config(loss=cfg.loss)
     noisy = ds.meta["noisy_mask"].to(ctx.device)
     x_tr, y_tr = ds.train()
 

@@ -57,8 +57,7 @@ from torch import nn
 from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..models import MLP, SmallCNN
-from ..train import TrainConfig
-from .config import PhenomenonConfig, param
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -70,7 +69,7 @@ FALL_MIN = 0.02  # peak minus later minimum
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(optimizer="sgd", lr=0.05, batch_size=64, weight_decay=0.0, momentum=0.9)):
     dataset: str = param("mnist1d", "training data", choices=("digits", "mnist1d"))
     n_train: int = param(1000, "mnist1d training points (digits has 1,348)", gt=0)
     n_test: int = param(2000, "mnist1d test points", gt=0)
@@ -79,11 +78,6 @@ class Config(PhenomenonConfig):
     width: int = param(2048, "MLP hidden width / SmallCNN penultimate width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     channels: tuple[int, ...] = param((64, 128), "SmallCNN conv channels", gt=0)
-    optimizer: str = param("sgd", "optimiser (constant learning rate)", choices=("adam", "sgd", "adamw"))
-    lr: float = param(0.05, "learning rate, held constant", gt=0.0)
-    momentum: float = param(0.9, "SGD momentum (must be 0 for adam/adamw)", ge=0.0, lt=1.0)
-    weight_decay: float = param(0.0, "weight decay", ge=0.0)
-    batch_size: int = param(64, "minibatch size", gt=0)
     epochs: int = param(200, "training epochs", gt=0)
     eval_epochs: int = param(5, "epochs between evaluations", gt=0)
     shift_augment: int = param(
@@ -105,6 +99,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(dataset="digits", model="mlp", width=32, depth=1, epochs=6, eval_epochs=1, batch_size=128),
     # the defaults: wide-head SmallCNN, SGD + momentum, 200 epochs (see the module docstring)
     "quick": {},
     # the earlier quick setting, Nakkiran et al.'s optimiser (Adam 1e-3) with a 256-unit head: on mnist1d it
@@ -176,16 +172,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         # accuracy w.r.t. the *noisy* labels on the corrupted points = fraction of them memorised
         eval_sets["noisy"] = (x[mask], y[mask])
     model = _model(cfg, ds, ctx.seed_for("init")).to(ctx.device)
-    steps_per_epoch = math.ceil(ds.n_train / cfg.batch_size)
-    tcfg = TrainConfig(
-        steps=cfg.epochs * steps_per_epoch,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        eval_every=cfg.eval_epochs * steps_per_epoch,
-    )
+    steps_per_epoch = math.ceil(ds.n_train / (cfg.batch_size or ds.n_train))
+    tcfg = cfg.train_config(steps=cfg.epochs * steps_per_epoch, eval_every=cfg.eval_epochs * steps_per_epoch)
     hist = ctx.train("main", model, ds.train(), tcfg, eval_sets=eval_sets)
     recs = hist.records
     return {

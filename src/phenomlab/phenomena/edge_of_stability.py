@@ -9,7 +9,7 @@ trained with full-batch GD the sharpness first rises (progressive sharpening) an
 the run diverging, hovers at (just above) ``2 / lr`` while the loss keeps falling non-monotonically.
 Quick setup: a tanh MLP on a 1k-example subset of mnist1d, MSE loss on one-hot targets
 (``L = 1/n sum_i ||f(x_i) - e_{y_i}||^2``), plain SGD without momentum on the full batch, three
-learning rates; ``S`` measured every ``measure_every`` steps by Lanczos on Hessian-vector products
+learning rates; ``S`` measured every ``eval_every`` steps by Lanczos on Hessian-vector products
 of the full-batch training loss (``phenomlab.probes.curvature.top_hessian_eigenvalue``, warm-started
 from the previous top eigenvector).
 
@@ -35,8 +35,9 @@ from ..data import Dataset, digits, mnist1d
 from ..errors import ConfigError, TrainingDiverged
 from ..models import MLP
 from ..probes.curvature import top_hessian_eigenvalue
-from ..train import TrainConfig, TrainState, loss_fn
-from .config import PhenomenonConfig, param
+from ..train import TrainState, loss_fn
+from ._stats import fmt
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -47,7 +48,7 @@ RISE_MAX_RATIO = 0.9
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(steps=3000, eval_every=20)):
     dataset: str = param("mnist1d", "mnist1d (40-dim) or sklearn digits (64-dim)", choices=("mnist1d", "digits"))
     n_train: int = param(1000, "training examples (the full batch)", gt=0)
     width: int = param(128, "MLP hidden width", gt=0)
@@ -57,8 +58,6 @@ class Config(PhenomenonConfig):
         "mse", "training loss (MSE on one-hot targets, as in the paper's main runs)", choices=("mse", "cross_entropy")
     )
     lrs: tuple[float, ...] = param((0.05, 0.075, 0.1), "full-batch GD learning rates", gt=0.0)
-    steps: int = param(3000, "GD steps per learning rate", gt=0)
-    measure_every: int = param(20, "steps between sharpness measurements", gt=0)
     lanczos_iters: int = param(50, "max Lanczos steps per sharpness measurement", gt=1)
     lanczos_tol: float = param(1e-3, "relative Ritz residual at which Lanczos stops", gt=0.0, lt=1.0)
 
@@ -68,15 +67,17 @@ class Config(PhenomenonConfig):
             raise ConfigError("lrs must hold at least one learning rate")
         if len(set(self.lrs)) != len(self.lrs):
             raise ConfigError(f"lrs must be distinct, got {list(self.lrs)}")
-        if self.measure_every > self.steps // 2:
+        if self.eval_every > self.steps // 2:
             raise ConfigError(
-                f"measure_every={self.measure_every} leaves no measurement in the last half of steps={self.steps}"
+                f"eval_every={self.eval_every} leaves no measurement in the last half of steps={self.steps}"
             )
         if self.dataset == "digits" and self.n_train > 1348:
             raise ConfigError(f"digits has 1348 training images, got n_train={self.n_train}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(dataset="digits", n_train=100, width=16, steps=40, eval_every=10, lrs=(0.05, 0.1), lanczos_iters=20),
     "quick": {},
     # Cohen et al. 2021 fc-tanh: 2 hidden layers of width 200, 5k training examples, MSE, lrs 2/100..2/30;
     # CIFAR-10 is not shipped, so mnist1d stands in.
@@ -85,7 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 200,
         "lrs": (0.02, 0.04, 2 / 30),
         "steps": 10000,
-        "measure_every": 50,
+        "eval_every": 50,
         "lanczos_iters": 100,
         "lanczos_tol": 1e-4,
     },
@@ -131,15 +132,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             warm["v"] = vec
             return {"sharpness": lam}
 
-        tcfg = TrainConfig(
-            steps=cfg.steps,
-            lr=lr,
-            optimizer="sgd",
-            momentum=0.0,
-            batch_size=None,
-            eval_every=cfg.measure_every,
-            loss=cfg.loss,
-        )
+        tcfg = cfg.train_config(lr=lr, optimizer="sgd", momentum=0.0, batch_size=None, loss=cfg.loss)
         diverged_at = None
         try:
             hist = ctx.train(f"gd_lr{i}", model, data, tcfg, callbacks=[sharpness])
@@ -199,13 +192,9 @@ def signature(result: Result) -> Verdict:
             fw = r["frac_within"]
             parts.append(
                 f"lr={lr:g}: 2/lr={r['threshold']:.1f}, S_0/(2/lr)={r['initial_ratio']:.2f}, median dev "
-                f"{_fmt(r['median_abs_dev'])}, {_fmt(None if fw is None else 100 * fw, '.0f')}% within 10%"
+                f"{fmt(r['median_abs_dev'])}, {fmt(None if fw is None else 100 * fw, '.0f')}% within 10%"
             )
     return Verdict(checks, "; ".join(parts))
-
-
-def _fmt(v: float | None, spec: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, spec)
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:

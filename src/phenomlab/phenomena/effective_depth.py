@@ -40,8 +40,9 @@ from torch import nn
 from ..data import mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..models import MLP
-from ..train import TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ..train import TrainState
+from ._stats import fmt, spearman
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -54,24 +55,16 @@ TASKS = ("easy", "hard")
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(
+    PhenomenonConfig,
+    training(lr=0.05, steps=3000, batch_size=128, weight_decay=5e-4, momentum=0.9, eval_every=500, schedule="cosine"),
+):
     n_train: int = param(1000, "mnist1d training points", gt=0)
     n_test: int = param(500, "mnist1d test points (reported, not used by the signature)", gt=0)
     depth: int = param(10, "hidden layers L of the MLP", ge=2)
     width: int = param(128, "hidden width", gt=0)
     activation: str = param("relu", "hidden activation", choices=("relu", "tanh", "gelu"))
     label_noise: float = param(0.3, "fraction of training labels corrupted in the hard task", gt=0.0, lt=1.0)
-    steps: int = param(3000, "SGD steps per task", gt=0)
-    lr: float = param(0.05, "SGD learning rate", gt=0.0)
-    momentum: float = param(0.9, "SGD momentum", ge=0.0, lt=1.0)
-    weight_decay: float = param(5e-4, "L2 weight decay", ge=0.0)
-    batch_size: int = param(128, "minibatch size", gt=0)
-    schedule: str = param(
-        "cosine",
-        "learning-rate schedule (annealing lets the top layers collapse fully)",
-        choices=("constant", "cosine"),
-    )
-    eval_every: int = param(500, "steps between evaluations (NCC per layer is also logged then)", gt=0)
 
     def validate(self) -> None:
         super().validate()
@@ -80,6 +73,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(n_train=200, n_test=100, depth=3, width=32, steps=200, eval_every=100),
     "quick": {},
     # closer to the paper's MLP runs: more data, wider/deeper nets, longer SGD training
     "paper": {"n_train": 4000, "n_test": 1000, "depth": 12, "width": 512, "steps": 20000, "eval_every": 1000},
@@ -107,16 +102,6 @@ def effective_depth(ncc: list[float], threshold: float = NCC_SEPARABLE) -> int |
     return next((i for i, a in enumerate(ncc) if i >= 1 and a >= threshold), None)
 
 
-def spearman(values: list[float]) -> float | None:
-    """Spearman rank correlation between layer index and ``values`` (None when constant)."""
-    from scipy.stats import spearmanr
-
-    if len(values) < 2 or max(values) == min(values):
-        return None
-    rho = spearmanr(list(range(len(values))), values).statistic
-    return None if rho != rho else float(rho)
-
-
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     base = mnist1d(n_train=cfg.n_train, n_test=cfg.n_test, seed=ctx.seed_for("data"))
     datasets = {"easy": base, "hard": with_label_noise(base, cfg.label_noise, seed=ctx.seed_for("noise"))}
@@ -130,22 +115,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         def log_ncc(s: TrainState, x: torch.Tensor = x, y: torch.Tensor = y) -> dict[str, float]:
             return {f"ncc_{i}": a for i, a in enumerate(layer_ncc(s.model, x, y, cfg.depth))}
 
-        tcfg = TrainConfig(
-            steps=cfg.steps,
-            lr=cfg.lr,
-            optimizer="sgd",
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            batch_size=cfg.batch_size,
-            eval_every=cfg.eval_every,
-            schedule=cfg.schedule,
-        )
+        tcfg = cfg.train_config(optimizer="sgd")
         hist = ctx.train(task, model, (x, y), tcfg, eval_sets={"test": ds.test()}, callbacks=[log_ncc])
         ncc = layer_ncc(model, x, y, cfg.depth)
         out[task] = {
             "ncc": ncc,
             "L_star": effective_depth(ncc),
-            "spearman": spearman(ncc),
+            "spearman": spearman(range(len(ncc)), ncc),
             "train_acc": hist.last("train_acc"),
             "test_acc": hist.last("test_acc"),
             "steps": [int(r["step"]) for r in hist.records],
@@ -181,16 +157,12 @@ def signature(result: Result) -> Verdict:
     checks.append(check("L*_hard - L*_easy", gap, ">=", 1, "the harder (label-noise) task needs more layers"))
     summary = (
         f"L={L}: L*_easy={e['L_star']}, L*_hard={h['L_star']} (label noise {d['label_noise']}); "
-        f"Spearman easy={_fmt(e['spearman'])}, hard={_fmt(h['spearman'])}"
+        f"Spearman easy={fmt(e['spearman'])}, hard={fmt(h['spearman'])}"
     )
     for task, r in (("easy", e), ("hard", h)):
         if r["L_star"] is None:
             summary += f"; {task}: NCC never reached {NCC_SEPARABLE} (max {max(r['ncc'][1:]):.3f})"
     return Verdict(checks, summary)
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:

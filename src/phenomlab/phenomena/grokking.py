@@ -21,7 +21,8 @@ from ..data import modular_arithmetic
 from ..errors import ConfigError
 from ..models import EmbedMLP, Transformer1L
 from ..train import TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ._stats import fmt
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -34,7 +35,7 @@ CONTROL_MAX_ACC = 0.5
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(lr=3e-3, steps=5000, weight_decay=1.0, eval_every=20)):
     p: int = param(97, "modulus (prime for op '/')", ge=2)
     op: str = param("+", "operation a op b mod p", choices=("+", "-", "*", "/"))
     train_fraction: float = param(0.5, "fraction of all (a, b) pairs used for training", gt=0.0, lt=1.0)
@@ -42,12 +43,8 @@ class Config(PhenomenonConfig):
     embed_dim: int = param(64, "token embedding size (d_model for the transformer)", gt=0)
     width: int = param(256, "MLP hidden width (d_mlp for the transformer)", gt=0)
     n_heads: int = param(4, "attention heads (transformer)", gt=0)
-    lr: float = param(3e-3, "AdamW learning rate", gt=0.0)
-    wd: float = param(1.0, "AdamW (decoupled) weight decay of the main run", ge=0.0)
     beta2: float = param(0.98, "AdamW beta2", gt=0.0, lt=1.0)
-    control_wd: float = param(0.0, "weight decay of the control run", ge=0.0)
-    max_steps: int = param(5000, "full-batch steps before giving up on generalisation", gt=0)
-    eval_every: int = param(20, "steps between evaluations", gt=0)
+    control_weight_decay: float = param(0.0, "weight decay of the control run", ge=0.0)
 
     def validate(self) -> None:
         super().validate()
@@ -56,6 +53,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(p=47, embed_dim=32, width=128, lr=1e-2, steps=3000),
     "quick": {},
     # Nanda et al. 2023: 1-layer transformer, p=113, 30% of pairs, full batch, lr 1e-3, wd 1
     "paper": {
@@ -65,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "embed_dim": 128,
         "width": 512,
         "lr": 1e-3,
-        "max_steps": 40000,
+        "steps": 40000,
         "eval_every": 100,
     },
 }
@@ -88,32 +87,25 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if t_gen is not None and s.step >= 1.1 * t_gen:
             s.stop = True
 
-    def tcfg(wd: float, steps: int) -> TrainConfig:
-        return TrainConfig(
-            steps=steps,
-            lr=cfg.lr,
-            optimizer="adamw",
-            weight_decay=wd,
-            betas=(0.9, cfg.beta2),
-            eval_every=cfg.eval_every,
-        )
+    def tcfg(weight_decay: float, steps: int) -> TrainConfig:
+        return cfg.train_config(optimizer="adamw", weight_decay=weight_decay, steps=steps, betas=(0.9, cfg.beta2))
 
     main = ctx.train(
         "main",
         _model(cfg, init_seed).to(ctx.device),
         ds.train(),
-        tcfg(cfg.wd, cfg.max_steps),
+        tcfg(cfg.weight_decay, cfg.steps),
         eval_sets={"test": ds.test()},
         callbacks=[stop_when_generalised],
     )
     t_gen = main.first_step("test_acc", lambda a: a >= GEN_ACC)
     # the control (same init, same data) runs as long as the main run needed to generalise
-    control_steps = t_gen if t_gen is not None else cfg.max_steps
+    control_steps = t_gen if t_gen is not None else cfg.steps
     control = ctx.train(
         "control",
         _model(cfg, init_seed).to(ctx.device),
         ds.train(),
-        tcfg(cfg.control_wd, control_steps),
+        tcfg(cfg.control_weight_decay, control_steps),
         eval_sets={"test": ds.test()},
     )
     return {
@@ -125,7 +117,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "control_test_acc": [r["test_acc"] for r in control.records],
         "t_fit": main.first_step("train_acc", lambda a: a >= FIT_ACC),
         "t_gen": t_gen,
-        "max_steps": cfg.max_steps,
+        "max_steps": cfg.steps,
     }
 
 
@@ -150,14 +142,10 @@ def signature(result: Result) -> Verdict:
             "without weight decay the net has not generalised by T_gen",
         ),
     ]
-    summary = f"T_fit={t_fit}, T_gen={t_gen}, control test acc at T_gen={_fmt(ctrl_at_tgen)}"
+    summary = f"T_fit={t_fit}, T_gen={t_gen}, control test acc at T_gen={fmt(ctrl_at_tgen)}"
     if t_gen is None:
         summary += f" (test accuracy never reached {GEN_ACC} in {d['max_steps']} steps)"
     return Verdict(checks, summary)
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:
@@ -167,9 +155,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     fig, ax = new_figure(width=6.0, height=4.0)
     s = [max(x, 1) for x in d["steps"]]
     cs = [max(x, 1) for x in d["control_steps"]]
-    ax.plot(s, d["train_acc"], color="C0", label=f"train (wd={result.config['wd']})")
-    ax.plot(s, d["test_acc"], color="C1", label=f"test (wd={result.config['wd']})")
-    ctrl = result.config["control_wd"]
+    ax.plot(s, d["train_acc"], color="C0", label=f"train (wd={result.config['weight_decay']})")
+    ax.plot(s, d["test_acc"], color="C1", label=f"test (wd={result.config['weight_decay']})")
+    ctrl = result.config["control_weight_decay"]
     ax.plot(cs, d["control_train_acc"], color="C0", ls="--", alpha=0.6, label=f"train (wd={ctrl})")
     ax.plot(cs, d["control_test_acc"], color="C1", ls="--", alpha=0.6, label=f"test (wd={ctrl})")
     for t, name in ((d["t_fit"], "T_fit"), (d["t_gen"], "T_gen")):

@@ -46,7 +46,8 @@ from ..train.pruning import (
     sparsity,
     state_copy,
 )
-from .config import PhenomenonConfig, param
+from ._stats import fmt
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -59,19 +60,15 @@ WIN_MARGIN_PTS = 2.0
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(
+    PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1000, batch_size=128, momentum=0.0, eval_every=250)
+):
     dataset: str = param("mnist1d", "mnist1d (40-dim signals) or sklearn digits (8x8)", choices=("mnist1d", "digits"))
     n_train: int = param(4000, "mnist1d training examples", gt=0)
     n_test: int = param(4000, "mnist1d test examples (large: 1 pt must be above the noise)", gt=0)
     width: int = param(256, "MLP hidden width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     activation: str = param("relu", "hidden activation", choices=("relu", "tanh", "gelu", "silu"))
-    optimizer: str = param("adam", "optimiser of every training", choices=("sgd", "adam", "adamw"))
-    lr: float = param(1e-3, "learning rate", gt=0.0)
-    momentum: float = param(0.0, "SGD momentum", ge=0.0, lt=1.0)
-    batch_size: int = param(128, "minibatch size", gt=0)
-    steps: int = param(1000, "optimiser steps of one training from theta_0 (a round trains steps - rewind_step)", gt=0)
-    eval_every: int = param(250, "steps between evaluations", gt=0)
     rounds: int = param(11, "IMP rounds after the dense training (0.8^11 = 8.6% of weights remain)", ge=1)
     prune_fraction: float = param(0.2, "fraction of surviving weights removed per round", gt=0.0, lt=1.0)
     scope: str = param(
@@ -90,6 +87,17 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(
+        dataset="digits",
+        width=16,
+        steps=60,
+        eval_every=30,
+        rounds=2,
+        rewind_step=10,
+        scope="layer",
+        output_fraction=0.1,
+    ),
     "quick": {},
     # Frankle & Carbin's LeNet-300-100 setup (Adam 1.2e-3, batch 60, 50k iterations, fc layers 20% and
     # output 10% per round, layer-wise), on mnist1d with equal hidden widths; late rewinding as in
@@ -124,14 +132,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         return MLP(ds.input_dim, ds.n_classes, cfg.width, cfg.depth, cfg.activation).to(ctx.device)
 
     def tcfg(steps: int) -> TrainConfig:
-        return TrainConfig(
-            steps=steps,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            momentum=cfg.momentum,
-            batch_size=cfg.batch_size,
-            eval_every=min(cfg.eval_every, steps),
-        )
+        return cfg.train_config(steps=steps, eval_every=min(cfg.eval_every, steps))
 
     def fit(name: str, state: dict[str, torch.Tensor], masks: Masks, steps: int) -> tuple[MLP, dict[str, float]]:
         """Train from ``state`` with ``masks`` held applied; resumable under ``name``."""
@@ -260,15 +261,11 @@ def signature(result: Result) -> Verdict:
 
     summary = (
         f"dense {100 * d['dense_test_acc']:.1f}%; ticket - dense at {pct(s_match)} sparsity = "
-        f"{_fmt(gap)} pts; ticket - reinit at {pct(s_win)} = {_fmt(margin)} pts"
+        f"{fmt(gap, '+.2f')} pts; ticket - reinit at {pct(s_win)} = {fmt(margin, '+.2f')} pts"
     )
     if s_match is None or (s_win is None and max(d["sparsity"]) < WIN_SPARSITY):
         summary += f" (IMP stopped at {pct(max(d['sparsity']))} sparsity: add rounds)"
     return Verdict(checks, summary)
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:+.2f}"
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:

@@ -15,9 +15,9 @@ away. (The authors' code trains e.g. a 10x100 MLP with batch norm and leaky ReLU
 fixed number of epochs, SGD lr 2.0, wd 5e-4, and counts singular values of W/||W||_F above 1e-3.)
 
 Measured here: a ReLU MLP trained with plain SGD (constant learning rate, L2 weight decay, the same
-initialisation for every run), once per batch size at weight decay ``wd`` and once per weight decay
-in ``wd_values`` at batch size ``wd_batch_size``. Protocol ``epochs`` (default, as the paper: a fixed
-number of epochs, so a run with batch ``B`` takes ``ceil(epochs n / B)`` steps) or ``steps`` (the same
+initialisation for every run), once per batch size at weight decay ``weight_decay`` and once per weight
+decay in ``weight_decay_values`` at batch size ``weight_decay_batch_size``. Protocol ``epochs`` (default, as the
+paper: a fixed number of epochs, so a run with batch ``B`` takes ``ceil(epochs n / B)`` steps) or ``steps`` (the same
 number of steps for every batch size). For every hidden weight matrix ``fc1..fc{depth}`` the numerical
 rank ``#{i: sigma_i > tol sigma_max}`` (``tol = 1e-3``) comes from
 :func:`phenomlab.probes.spectra.numerical_rank`; the summary per run is the mean over hidden layers of
@@ -43,7 +43,7 @@ near full rank. Computed as
 
 * ``Spearman(1 / batch size, mean relative rank) <= -0.8`` (equivalently Spearman(batch size,
   rank) >= 0.8: rank increases with the batch size);
-* ``Spearman(weight decay, mean relative rank) <= -0.8`` over ``wd_values`` (which include 0);
+* ``Spearman(weight decay, mean relative rank) <= -0.8`` over ``weight_decay_values`` (which include 0);
 * with ``wd = 0`` every hidden layer keeps ``rank >= 0.9 min(d_out, d_in)`` ("near full rank").
 """
 
@@ -59,8 +59,9 @@ import torch
 from ..data import gaussian_mixture, mnist1d
 from ..errors import ConfigError
 from ..models import MLP
-from ..train import TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ..train import TrainState
+from ._stats import spearman
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -72,21 +73,18 @@ MIN_POINTS = 3  # a correlation needs at least this many non-collapsed runs
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(lr=0.1, steps=20000, weight_decay=0.01)):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "gaussian_mixture"))
     n_train: int = param(4000, "training examples", ge=16)
     width: int = param(64, "hidden width of the MLP", gt=0)
     depth: int = param(4, "hidden layers of the MLP", ge=1)
-    lr: float = param(0.1, "SGD learning rate (constant)", gt=0.0)
-    wd: float = param(0.01, "weight decay of the batch-size sweep", gt=0.0)
     batch_sizes: tuple[int, ...] = param((8, 16, 32, 64, 128, 256, 512), "batch-size sweep", ge=1)
-    wd_values: tuple[float, ...] = param((0.0, 1e-3, 3e-3, 1e-2), "weight-decay sweep (include 0)", ge=0.0)
-    wd_batch_size: int = param(32, "batch size of the weight-decay sweep", ge=1)
+    weight_decay_values: tuple[float, ...] = param((0.0, 1e-3, 3e-3, 1e-2), "weight-decay sweep (include 0)", ge=0.0)
+    weight_decay_batch_size: int = param(32, "batch size of the weight-decay sweep", ge=1)
     protocol: str = param(
         "epochs", "same number of epochs (paper) or of steps for every run", choices=("epochs", "steps")
     )
     epochs: float = param(80.0, "epochs per run (protocol=epochs)", gt=0.0)
-    steps: int = param(20000, "steps per run (protocol=steps)", gt=0)
     evals_per_run: int = param(8, "evaluations (rank trajectory points) per run", ge=1)
     rank_tol: float = param(1e-3, "numerical rank threshold relative to sigma_max", gt=0.0, lt=1.0)
     collapse_ratio: float = param(
@@ -99,15 +97,31 @@ class Config(PhenomenonConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.weight_decay <= 0:
+            raise ConfigError(f"weight_decay must be > 0 (the batch-size sweep measures decay), got {self.weight_decay}")
         if len(set(self.batch_sizes)) < 3:
             raise ConfigError(f"batch_sizes needs at least 3 distinct values, got {self.batch_sizes}")
-        if len(set(self.wd_values)) < 3 or 0.0 not in self.wd_values:
-            raise ConfigError(f"wd_values needs at least 3 distinct values including 0, got {self.wd_values}")
-        if max(self.batch_sizes) > self.n_train or self.wd_batch_size > self.n_train:
+        if len(set(self.weight_decay_values)) < 3 or 0.0 not in self.weight_decay_values:
+            raise ConfigError(
+                f"weight_decay_values needs at least 3 distinct values including 0, got {self.weight_decay_values}"
+            )
+        if max(self.batch_sizes) > self.n_train or self.weight_decay_batch_size > self.n_train:
             raise ConfigError(f"batch sizes must not exceed n_train={self.n_train}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(
+        dataset="gaussian_mixture",
+        n_train=512,
+        width=16,
+        depth=2,
+        epochs=1.0,
+        batch_sizes=(32, 64, 128),
+        weight_decay_values=(0.0, 1e-3, 1e-2),
+        weight_decay_batch_size=64,
+        evals_per_run=2,
+    ),
     "quick": {},
     # closer to the paper: wider/deeper MLP, more data, longer fixed-epoch training, denser sweeps
     # (the authors' batch-norm MLP on CIFAR-10 is out of reach of this MLP; not run in the quick budget)
@@ -116,9 +130,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 128,
         "depth": 6,
         "epochs": 300.0,
-        "wd": 5e-3,
+        "weight_decay": 5e-3,
         "batch_sizes": (8, 16, 32, 64, 128, 256, 512, 1024),
-        "wd_values": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3),
+        "weight_decay_values": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3),
     },
 }
 
@@ -169,9 +183,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             out["mean_relative_rank"] = _mean_relative(r, full)
             return out
 
-        tcfg = TrainConfig(
+        tcfg = cfg.train_config(
             steps=steps,
-            lr=cfg.lr,
             optimizer="sgd",
             weight_decay=wd,
             batch_size=batch,
@@ -207,28 +220,18 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         done[key] = rec
         return rec
 
-    batch_runs = [train_one(b, cfg.wd) for b in cfg.batch_sizes]
-    wd_runs = [train_one(cfg.wd_batch_size, w) for w in cfg.wd_values]
+    batch_runs = [train_one(b, cfg.weight_decay) for b in cfg.batch_sizes]
+    wd_runs = [train_one(cfg.weight_decay_batch_size, w) for w in cfg.weight_decay_values]
     return {
         "layers": [f"fc{i}" for i in range(1, cfg.depth + 1)],
         "batch_runs": batch_runs,
         "wd_runs": wd_runs,
         "lr": cfg.lr,
-        "wd": cfg.wd,
-        "wd_batch_size": cfg.wd_batch_size,
+        "wd": cfg.weight_decay,
+        "wd_batch_size": cfg.weight_decay_batch_size,
         "rank_tol": cfg.rank_tol,
         "protocol": cfg.protocol,
     }
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None when either side is constant."""
-    from scipy.stats import spearmanr
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    rho = float(spearmanr(x, y).statistic)
-    return None if math.isnan(rho) else rho
 
 
 def signature(result: Result) -> Verdict:

@@ -40,8 +40,8 @@ from ..data import Dataset, digits, gaussian_mixture, mnist1d
 from ..errors import ConfigError
 from ..models import MLP, SmallCNN
 from ..probes.collapse import neural_collapse
-from ..train import TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ..train import TrainState
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -58,7 +58,7 @@ _GM_CLASSES, _GM_DIM, _GM_SEPARATION, _GM_TEST_PER_CLASS = 10, 32, 4.0, 100
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(lr=0.05, batch_size=64, weight_decay=5e-4, momentum=0.9, schedule="cosine")):
     dataset: str = param("mnist1d", "training data", choices=("digits", "mnist1d", "gaussian_mixture"))
     n_train: int = param(2000, "training points for mnist1d and gaussian_mixture (digits has 1,348)", gt=0)
     model: str = param("mlp", "MLP or SmallCNN (cnn: digits or mnist1d only)", choices=("mlp", "cnn"))
@@ -66,12 +66,7 @@ class Config(PhenomenonConfig):
     depth: int = param(3, "MLP hidden layers", ge=1)
     channels: tuple[int, ...] = param((32, 64), "SmallCNN conv channels", gt=0)
     loss: str = param("mse", "training loss", choices=("mse", "cross_entropy"))
-    lr: float = param(0.05, "SGD learning rate", gt=0.0)
-    momentum: float = param(0.9, "SGD momentum", ge=0.0, lt=1.0)
-    weight_decay: float = param(5e-4, "L2 weight decay (Papyan et al.: 5e-4)", ge=0.0)
-    batch_size: int = param(64, "minibatch size", gt=0)
     epochs: int = param(800, "training epochs (most of them past zero training error)", gt=0)
-    schedule: str = param("cosine", "learning-rate schedule", choices=("constant", "cosine", "linear"))
     eval_epochs: int = param(10, "epochs between NC measurements after the zero-error epoch", gt=0)
 
     def validate(self) -> None:
@@ -85,6 +80,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(n_train=200, width=32, depth=2, epochs=6, eval_epochs=2, batch_size=50),
     "quick": {},
     # Papyan et al. 2020: cross-entropy, SGD momentum 0.9, wd 5e-4, batch 128, 350 epochs with the LR
     # divided by 10 at 1/3 and 2/3 (the loop has no step schedule; cosine stands in for it).
@@ -124,7 +121,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = _dataset(cfg, ctx.seed_for("data")).to(ctx.device)
     model = _model(cfg, ds, ctx.seed_for("init")).to(ctx.device)
     train_data = ds.train()
-    steps_per_epoch = math.ceil(ds.n_train / cfg.batch_size)
+    steps_per_epoch = math.ceil(ds.n_train / (cfg.batch_size or ds.n_train))
 
     zero_seen: list[int] = []
 
@@ -147,16 +144,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "nc4": float(nc.nc4),
         }
 
-    tcfg = TrainConfig(
-        steps=cfg.epochs * steps_per_epoch,
-        lr=cfg.lr,
-        optimizer="sgd",
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        schedule=cfg.schedule,
-        eval_every=steps_per_epoch,
-        loss=cfg.loss,
+    tcfg = cfg.train_config(
+        steps=cfg.epochs * steps_per_epoch, optimizer="sgd", eval_every=steps_per_epoch, loss=cfg.loss
     )
     hist = ctx.train("main", model, train_data, tcfg, eval_sets={"test": ds.test()}, callbacks=[measure])
     # a resumed run rebuilds zero_seen from scratch, so take everything from the stored history

@@ -122,6 +122,18 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(
+        n_data=32,
+        width=2,
+        n_lr=3,
+        lr_max=2.0,
+        batch_sizes=(1, 4),
+        lyap_steps=200,
+        theory_samples=1000,
+        train_steps=100,
+        eval_every=5,
+    ),
     "quick": {},
     # finer grid, more data, wider net, longer runs
     "paper": {

@@ -16,14 +16,17 @@ from .config import PhenomenonConfig, build_config
 
 @dataclass(frozen=True)
 class Entry:
+    """One catalogue row; ``module`` names an implementation outside ``phenomlab.phenomena`` (a plugin)."""
+
     id: str
     tier: int
     title: str
     source: str
+    module: str | None = None
 
     @property
     def module_name(self) -> str:
-        return "phenomlab.phenomena." + self.id.replace("-", "_")
+        return self.module or "phenomlab.phenomena." + self.id.replace("-", "_")
 
     @property
     def implemented(self) -> bool:
@@ -69,10 +72,24 @@ CATALOG: tuple[Entry, ...] = (
     Entry("hyper-singan", 3, "Hypernetwork single-image GANs", "arXiv 2110.02900"),
     Entry("contrastive-inversion", 3, "Contrastive learning inverts the generator", "Zimmermann et al. 2021"),
     Entry("resnet-depth-scaling", 3, "Scaling of ResNet weights with depth", "Cohen, Cont, Rossier, Xu 2021"),
+    Entry("ntk-universality", 3, "NTK universality across architectures", "Yang & Littwin 2021 (Tensor Programs IIb)"),
     Entry("feature-merging", 3, "Merging functionally equivalent neurons", "2023"),
 )
 
 _BY_ID = {e.id: e for e in CATALOG}
+
+
+def add(e: Entry) -> None:
+    """Register a row at run time, e.g. a phenomenon module of your own package (``module="mypkg.myid"``)."""
+    if e.id in _BY_ID and _BY_ID[e.id] != e:
+        raise UnknownPhenomenon(f"catalogue id {e.id!r} is taken")
+    _BY_ID[e.id] = e
+
+
+def remove(pid: str) -> None:
+    """Forget a row added with :func:`add` (rows of the shipped catalogue stay)."""
+    if pid not in {e.id for e in CATALOG}:
+        _BY_ID.pop(pid, None)
 
 
 def entry(pid: str) -> Entry:
@@ -101,4 +118,5 @@ def make_config(pid: str, preset: str = "quick", overrides: Mapping[str, Any] | 
 
 
 def implemented() -> list[str]:
+    """Ids of the shipped catalogue that have an implementation (rows added with :func:`add` are not listed)."""
     return [e.id for e in CATALOG if e.implemented]

@@ -113,6 +113,8 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(lr_h=(0.5, 1.0, 1.5), n_chains=300, steps=200, burn_in=100),
     "quick": {},
     # a finer grid to near the stability edge, stronger momentum, more chains
     "paper": {

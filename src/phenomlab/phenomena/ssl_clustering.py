@@ -57,8 +57,9 @@ from ..models import SmallCNN
 from ..probes.collapse import ncc_accuracy
 from ..probes.features import features
 from ..seeding import derive_seed
-from ..train import Objective, TrainConfig, TrainState
-from .config import PhenomenonConfig, param
+from ..train import Objective, TrainState
+from ._stats import spearman
+from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -72,7 +73,7 @@ MIN_ABLATION_DROP = 0.05
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig):
+class Config(PhenomenonConfig, training(lr=1e-3, steps=2000, batch_size=256, weight_decay=0.0, eval_every=250)):
     n_train: int = param(4000, "MNIST-1D training signals (class centres)", gt=0)
     n_test: int = param(1000, "MNIST-1D held-out signals (NCC accuracy)", gt=0)
     channels: tuple[int, ...] = param((32, 64), "conv channels of the SmallCNN encoder", gt=0)
@@ -84,11 +85,6 @@ class Config(PhenomenonConfig):
     std_coeff: float = param(25.0, "VICReg variance coefficient mu", ge=0.0)
     cov_coeff: float = param(1.0, "VICReg covariance coefficient nu", ge=0.0)
     ablation: bool = param(True, "also run the same training with std_coeff = cov_coeff = 0")
-    lr: float = param(1e-3, "Adam learning rate", gt=0.0)
-    weight_decay: float = param(0.0, "Adam (L2) weight decay", ge=0.0)
-    batch_size: int = param(256, "signals per batch (two views each)", ge=2)
-    steps: int = param(2000, "optimisation steps", gt=0)
-    eval_every: int = param(250, "steps between NCC measurements", gt=0)
     max_shift: int = param(20, "augmentation: max circular shift (steps)", ge=0)
     scale_low: float = param(0.8, "augmentation: min amplitude factor", ge=0.0)
     scale_high: float = param(1.2, "augmentation: max amplitude factor", ge=0.0)
@@ -104,7 +100,7 @@ class Config(PhenomenonConfig):
             raise ConfigError(f"scale_low={self.scale_low} > scale_high={self.scale_high}")
         if self.batch_size > self.n_train:
             raise ConfigError(f"batch_size={self.batch_size} > n_train={self.n_train}")
-        if self.n_train % self.batch_size == 1:
+        if self.batch_size == 1 or (self.batch_size and self.n_train % self.batch_size == 1):
             # each epoch ends with the remainder batch; one signal has no batch variance/covariance
             raise ConfigError(
                 f"n_train={self.n_train} leaves a batch of one signal at the end of each epoch "
@@ -124,6 +120,18 @@ class Config(PhenomenonConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    "smoke": dict(
+        n_train=300,
+        n_test=100,
+        channels=(8,),
+        hidden=16,
+        rep_dim=16,
+        proj_dim=32,
+        batch_size=64,
+        steps=20,
+        eval_every=10,
+    ),
     "quick": {},
     # closer to Bardes et al. / Ben-Shaul et al.: a deeper conv encoder, a wide 3-layer-like expander
     # (here one wide hidden layer), larger batches and longer training
@@ -260,14 +268,7 @@ def _train_ssl(
             f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)
         }
 
-    tcfg = TrainConfig(
-        steps=cfg.steps,
-        lr=cfg.lr,
-        optimizer="adam",
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        eval_every=cfg.eval_every,
-    )
+    tcfg = cfg.train_config(optimizer="adam")
     # the loop needs labels only to count examples; placeholders keep the real ones out of reach
     unlabelled = (ds.x_train, torch.zeros(ds.n_train, dtype=torch.long, device=ds.x_train.device))
     hist = ctx.train(
@@ -321,23 +322,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     return out
 
 
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman rank correlation; None when undefined (fewer than 3 points or a constant series)."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    rho = float(spearmanr(x, y).statistic)
-    return None if rho != rho else rho
-
-
 def signature(result: Result) -> Verdict:
     d = result.data
     full = d["full"]
     sem0, sem1 = full["semantic"][0][-1], full["semantic"][-1][-1]
     rnd1 = full["random"][-1][-1]
     final = full["semantic"][-1]
-    rho = spearman(list(range(len(final))), final)
+    rho = spearman(list(range(len(final))), final, min_points=3)
     abl = d.get("no_var_cov")
     abl_final = abl["semantic"][-1][-1] if abl else None
     checks = [

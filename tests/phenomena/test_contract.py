@@ -1,0 +1,70 @@
+"""The phenomenon contract, checked for every implemented catalogue id (a new module gets these tests for free).
+
+Per-phenomenon test files hold only what is specific to one phenomenon (its signature on constructed results,
+its helpers). The slow reproduction runs seed 0 here (CI); ``benchmarks/quick_presets.py`` runs seeds 0-2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from pathlib import Path
+
+import pytest
+
+from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, Verdict, build_config, registry
+from phenomlab.phenomena.lifecycle import replot, run_phenomenon
+from phenomlab.store.sqlite import RunStore
+
+IDS = registry.implemented()
+SLOW_SEEDS = [int(s) for s in os.environ.get("PHENOMLAB_SLOW_SEEDS", "0").split(",") if s]
+
+
+def check_contract(pid: str) -> None:
+    mod = registry.get(pid)
+    assert mod.ID == pid
+    assert {"quick", "smoke"} <= set(mod.PRESETS), "presets 'quick' and 'smoke' are required"
+    for preset in mod.PRESETS:
+        build_config(mod.Config, mod.PRESETS, preset).validate()
+    with pytest.raises(ConfigError, match="unknown config key"):
+        build_config(mod.Config, mod.PRESETS, "quick", {"no_such_key": 1})
+    hints = typing.get_type_hints(mod.Config)
+    numeric = next(f.name for f in dataclasses.fields(mod.Config) if hints[f.name] in (int, float))
+    with pytest.raises(ConfigError):
+        build_config(mod.Config, mod.PRESETS, "quick", {numeric: "not-a-number"})
+    for name, _tp, _default, help_ in mod.Config.describe():
+        assert help_, f"config field {name} has no help text"
+
+
+def check_smoke_run(pid: str, store: RunStore, r: Result) -> None:
+    """The smoke-preset run ``r``: stored, reads back identically, re-plots to the same verdict."""
+    assert isinstance(r.verdict, Verdict) and r.verdict.checks
+    assert all(c.name and c.op in (">=", ">", "<=", "<") for c in r.verdict.checks)
+    json.dumps(r.data)  # the stored data is plain JSON
+    assert r.figures and all(Path(p).is_file() and Path(p).parent == Path(r.run_dir) for p in r.figures)
+    again = run_phenomenon(pid, preset="smoke", seed=0, store=store)
+    assert again.cached and again.data == r.data and again.verdict.to_dict() == r.verdict.to_dict()
+    redone = replot(store, r.run_id)
+    assert redone.verdict.to_dict() == r.verdict.to_dict()
+    assert isinstance(redone, Result) and sorted(redone.figures) == sorted(r.figures)
+
+
+@pytest.mark.parametrize("pid", IDS)
+def test_contract(pid):
+    check_contract(pid)
+
+
+@pytest.mark.parametrize("pid", IDS)
+def test_smoke_run_is_stored_cached_and_replotted(pid, smoke):
+    check_smoke_run(pid, *smoke(pid))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS)
+@pytest.mark.parametrize("pid", IDS)
+def test_quick_preset_reproduces(pid, seed, tmp_path):
+    r = run_phenomenon(pid, seed=seed, out=tmp_path)
+    assert r.passed, str(r.verdict)
