@@ -238,26 +238,32 @@ def sweep(
     workers: Annotated[int, typer.Option(help="parallel local processes / CPUs of a local Ray")] = 1,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
     out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,
 ) -> None:
     """Run a phenomenon over a grid x seeds; stored runs are skipped, failures do not stop the rest."""
+    import contextlib
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .sweep.api import plan
     from .sweep.api import sweep as run_sweep
 
-    base = parse_sets(set_)
-    sid, trials = plan(pid, grid, seeds, preset, base)
-    err.print(f"sweep {sid}: {len(trials)} trials ({executor} executor, {workers} worker(s))")
     counts = {"finished": 0, "cached": 0, "failed": 0, "interrupted": 0, "passed": 0}
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]sweep"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
         console=err,
-    ) as bar:
-        task = bar.add_task("sweep", total=len(trials), info="")
+    )
+    task = bar.add_task("sweep", total=None, info="")
+    with contextlib.ExitStack() as shown:
+
+        def on_start(sid: str, trials: Any) -> None:
+            # the bar appears once the sweep is planned: bad input gets its one line and nothing else
+            err.print(f"sweep {sid}: {len(trials)} trials ({executor} executor, {workers} worker(s))")
+            bar.update(task, total=len(trials))
+            shown.enter_context(bar)
 
         def on_done(trial: Any, o: Any) -> None:
             counts[o.status] = counts.get(o.status, 0) + 1
@@ -280,12 +286,14 @@ def sweep(
             address=address,
             device=device,
             out=out,
-            base=base,
+            base=parse_sets(set_),
             on_done=on_done,
+            confirm=yes,
+            on_start=on_start,
         )
     console.print(
         f"sweep {res.sweep_id}: {counts['finished']} run, {counts['cached']} read from the store, "
-        f"{counts['failed']} failed; verdict passed in {counts['passed']}/{len(trials)}"
+        f"{counts['failed']} failed; verdict passed in {counts['passed']}/{len(res.trials)}"
     )
     console.print(f"compare: phenomlab compare --sweep {res.sweep_id}   report: phenomlab report {res.sweep_id}")
     raise typer.Exit(1 if counts["failed"] else 0)

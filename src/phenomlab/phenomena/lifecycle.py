@@ -11,6 +11,8 @@ through :func:`run_phenomenon`. Order of events for run id ``r`` = hash(phenomen
 5. ``signature`` and ``plot`` (**judged**) and the run is finished; :func:`replot` repeats step 5 from the store.
 
 A diverged run is stored as failed and :class:`TrainingDiverged` propagates; Ctrl-C marks it interrupted.
+A run carried out in a scratch store elsewhere (a Ray worker) comes in through :func:`export_run` and
+:func:`import_run`, under the same lock and rules; a run whose process died is stored by :func:`record_failure`.
 """
 
 from __future__ import annotations
@@ -106,9 +108,7 @@ def run_phenomenon(
     with run_lock(run_dir):
         row = store.get(rid)
         if row is not None and row["status"] == "finished" and not force:
-            if sweep_id:
-                store.add_sweep(sweep_id, pid, {}, [rid])
-            return load_result(store, row)
+            return _cached(store, row, sweep_id)
         if force and row is not None:
             store.reset_run(rid)
             _clear(run_dir)
@@ -149,6 +149,101 @@ def run_phenomenon(
             raise
 
 
+def needs_run(row: Mapping[str, Any] | None) -> bool:
+    """Whether :func:`run_phenomenon` would train for a run whose stored row is ``row`` (``None``: not stored).
+
+    ``False`` when the run is finished (it is read back) or its measurements are stored (it is only judged).
+    """
+    return row is None or (row["status"] != "finished" and row.get("result") is None)
+
+
+class RunFailed(RuntimeError):
+    """A run that failed in another process or store; its error is stored with it."""
+
+
+def export_run(store: RunStore, rid: str) -> dict[str, Any] | None:
+    """Everything stored about run ``rid`` (row, metrics, figure bytes) as plain data, for :func:`import_run`.
+
+    A run computed in a scratch store on another machine (a Ray worker) travels to the driver this way.
+    """
+    row = store.get(rid)
+    if row is None:
+        return None
+    figures = {
+        name: (Path(p).name, Path(p).read_bytes()) for name, p in store.artifacts(rid).items() if Path(p).is_file()
+    }
+    return {"row": row, "metrics": store.metrics(rid), "figures": figures}
+
+
+def import_run(store: RunStore, record: Mapping[str, Any], sweep_id: str | None = None) -> Result:
+    """Store a run that :func:`run_phenomenon` carried out in another store (see :func:`export_run`).
+
+    Under the run's lock, as for a local run: a run already finished here is read back (``cached``) and the
+    record is dropped; otherwise the record's metrics, figures, measurements and ending are stored. A record
+    of a failed or interrupted run is stored as such and :class:`RunFailed` is raised with its error.
+    """
+    row = record["row"]
+    rid = row["run_id"]
+    run_dir = store.run_dir(rid)
+    with run_lock(run_dir):
+        here = store.get(rid)
+        if here is not None and here["status"] == "finished":
+            return _cached(store, here, sweep_id)
+        store.start_run(
+            rid,
+            row["phenomenon"],
+            row["config"],
+            row["seed"],
+            preset=row.get("preset"),
+            device=row.get("device"),
+            versions=row.get("versions"),
+            sweep_id=sweep_id,
+        )
+        store.log_many(
+            (rid, name, int(s), None if v != v else float(v))
+            for name, (steps, values) in record.get("metrics", {}).items()
+            for s, v in zip(steps, values, strict=True)
+        )
+        for name, (filename, data) in record.get("figures", {}).items():
+            path = run_dir / Path(filename).name
+            path.write_bytes(data)
+            store.add_artifact(rid, name, path)
+        if row.get("result") is not None:
+            store.save_result(rid, row["result"])
+        if row["status"] == "finished":
+            store.finish_run(rid, row["passed"], row["verdict"], row["result"], row.get("duration") or 0.0)
+            store.write_record(rid)
+            result = load_result(store, store.get(rid) or row)
+            result.cached = False
+            return result
+        error = row.get("error") or f"run ended with status {row['status']!r} in another process"
+        _fail(store, rid, error, status="interrupted" if row["status"] == "interrupted" else "failed")
+        raise RunFailed(error.splitlines()[0])
+
+
+def record_failure(
+    store: RunStore,
+    pid: str,
+    config: Mapping[str, Any],
+    seed: int,
+    error: str,
+    preset: str | None = None,
+    sweep_id: str | None = None,
+) -> None:
+    """Store a run that failed outside :func:`run_phenomenon` (its process died, or a remote task was lost).
+
+    Under the run's lock; a finished run is left as it is.
+    """
+    rid = make_run_id(pid, dict(config), seed)
+    with run_lock(store.run_dir(rid)):
+        here = store.get(rid)
+        if here is not None and here["status"] == "finished":
+            return
+        if here is None:
+            store.start_run(rid, pid, config, seed, preset=preset, sweep_id=sweep_id)
+        _fail(store, rid, error)
+
+
 def replot(store: RunStore, rid: str) -> Result:
     """Judge and plot a stored run again from its stored data (after a fix to ``signature`` or ``plot``)."""
     row = store.get(rid)
@@ -175,6 +270,13 @@ def _judge(mod: Any, result: Result, store: RunStore, duration: float) -> None:
     result.duration = duration
     store.finish_run(rid, result.verdict.passed, result.verdict.to_dict(), result.data, duration)
     store.write_record(rid)
+
+
+def _cached(store: RunStore, row: Mapping[str, Any], sweep_id: str | None) -> Result:
+    """A finished run read back, and counted as a member of ``sweep_id``."""
+    if sweep_id:
+        store.add_sweep(sweep_id, row["phenomenon"], {}, [row["run_id"]])
+    return load_result(store, row)
 
 
 def _fail(store: RunStore, rid: str, error: str, status: str = "failed") -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .api import SweepResult, plan, runs_frame, sweep
 from .compare import aggregate, bootstrap_ci
-from .grid import Trial, parse_grid, parse_seeds
+from .grid import MAX_TRIALS, TooManyTrials, Trial, parse_grid, parse_seeds
 
 __all__ = [
     "SweepResult",
@@ -19,6 +19,8 @@ __all__ = [
     "sweep",
     "aggregate",
     "bootstrap_ci",
+    "MAX_TRIALS",
+    "TooManyTrials",
     "Trial",
     "parse_grid",
     "parse_seeds",

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import PhenomlabError
 from ..phenomena import registry
+from ..seeding import resolve_device
 from ..store.sqlite import RunStore
 from .executors import Outcome, Progress, run_local, run_ray
-from .grid import Trial, expand, parse_grid, parse_seeds, sweep_id
+from .grid import (
+    MAX_TRIALS,
+    Trial,
+    check_size,
+    expand,
+    parse_grid,
+    parse_seed_ranges,
+    seed_list,
+    sweep_id,
+)
 
 EXECUTORS = ("local", "ray")
 
@@ -66,14 +76,21 @@ def runs_frame(rows: Iterable[Mapping[str, Any]]) -> Any:
 def plan(
     pid: str,
     grid: Mapping[str, Sequence[Any]] | Iterable[str] | None,
-    seeds: str | Sequence[int] = "0",
+    seeds: str | int | Sequence[int] = "0",
     preset: str = "quick",
     base: Mapping[str, Any] | None = None,
+    max_trials: int | None = MAX_TRIALS,
 ) -> tuple[str, list[Trial]]:
-    """The sweep id and its validated trials, without running anything."""
+    """The sweep id and its validated trials, without running anything.
+
+    The number of trials is counted from the grid and seed sizes first: above ``max_trials`` (``None``: no
+    limit) :class:`~phenomlab.sweep.grid.TooManyTrials` is raised before any trial is built.
+    """
     registry.get(pid)
     g = parse_grid(grid)
-    s = parse_seeds(seeds) if not isinstance(seeds, int) else list(range(seeds))
+    ranges = parse_seed_ranges(seeds)
+    check_size(g, ranges, max_trials)
+    s = seed_list(ranges)
     trials = expand(pid, g, s, preset, base)
     if len({t.run_id for t in trials}) != len(trials):
         raise PhenomlabError("the grid repeats a configuration (two values parse to the same config)")
@@ -83,7 +100,7 @@ def plan(
 def sweep(
     pid: str,
     grid: Mapping[str, Sequence[Any]] | Iterable[str] | None = None,
-    seeds: str | Sequence[int] = "0",
+    seeds: str | int | Sequence[int] = "0",
     preset: str = "quick",
     executor: str = "local",
     workers: int = 1,
@@ -92,18 +109,26 @@ def sweep(
     out: str | Path | None = None,
     base: Mapping[str, Any] | None = None,
     on_done: Progress | None = None,
+    max_trials: int | None = MAX_TRIALS,
+    confirm: bool = False,
+    on_start: Callable[[str, Sequence[Trial]], None] | None = None,
 ) -> SweepResult:
-    """Run phenomenon ``pid`` over ``grid`` (``{"wd": [0, 0.5]}`` or ``["wd=0,0.5"]``) x ``seeds``.
+    """Run phenomenon ``pid`` over ``grid`` (``{"weight_decay": [0, 0.5]}`` or ``["weight_decay=0,0.5"]``) x ``seeds``.
 
-    Runs already finished in the store are skipped; a failing trial is stored as failed and the others
-    go on. ``executor="ray"`` sends each trial to Ray (``address="auto"`` joins a cluster).
+    ``seeds`` is ``"0-4"``, ``"0,3,7"``, one int (that seed) or a list of ints. Runs already finished in the
+    store are skipped; a failing trial is stored as failed and the others go on. A sweep of more than
+    ``max_trials`` trials (default 1,000) is refused before anything is built unless ``confirm=True``.
+    ``executor="ray"`` sends each trial to Ray (``address="auto"`` joins a cluster). ``on_start(sweep_id,
+    trials)`` is called once the trials are planned, ``on_done(trial, outcome)`` as each one ends.
     """
     if executor not in EXECUTORS:
         raise PhenomlabError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
-    if workers < 1:
-        raise PhenomlabError(f"workers must be >= 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PhenomlabError(f"workers must be an integer >= 1, got {workers!r}")
+    if executor == "local":
+        resolve_device(device)  # a bad device fails the sweep once, not each trial
+    sid, trials = plan(pid, grid, seeds, preset, base, max_trials=None if confirm else max_trials)
     store = RunStore(out)
-    sid, trials = plan(pid, grid, seeds, preset, base)
     store.add_sweep(
         sid,
         pid,
@@ -115,8 +140,10 @@ def sweep(
         },
         [t.run_id for t in trials],
     )
+    if on_start:
+        on_start(sid, trials)
     if executor == "local":
-        outcomes = run_local(trials, store.root, workers=workers, device=device, sweep_id=sid, on_done=on_done)
+        outcomes = run_local(trials, store, workers=workers, device=device, sweep_id=sid, on_done=on_done)
     else:
         outcomes = run_ray(
             trials, store, address=address, workers=workers, device=device, sweep_id=sid, on_done=on_done

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
+import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +14,13 @@ from typing import Any
 from ..errors import PhenomlabError
 from ..store.ids import canonical_json
 from ..store.ids import run_id as make_run_id
+
+#: sweeps with more trials than this need ``--yes`` / ``confirm=True``
+MAX_TRIALS = 1000
+
+
+class TooManyTrials(PhenomlabError):
+    """A sweep larger than the trial limit, refused before any trial is built."""
 
 
 @dataclass(frozen=True)
@@ -59,34 +69,78 @@ def parse_grid(items: Iterable[str] | Mapping[str, Sequence[Any]] | None) -> dic
     return out
 
 
-def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
-    """``"0-4"`` -> [0..4]; ``"0,3,7"``; ``"5"``; an int n means seeds 0..n-1 when given as a count."""
-    if isinstance(spec, int):
-        return [spec]
-    if not isinstance(spec, str):
-        seeds = [int(s) for s in spec]
+def parse_seed_ranges(spec: str | int | Sequence[int]) -> list[range]:
+    """A seed spec as ranges, without listing its seeds: ``"0-4,9"`` -> ``[range(0, 5), range(9, 10)]``.
+
+    ``spec`` is a string (``"0-4"``, ``"0,3,7"``, ``"5"``), one int (that seed) or a sequence of ints. Seeds
+    are checked as ``phenomlab run --seed`` checks them (:func:`~phenomlab.phenomena.lifecycle.check_seed`).
+    """
+    from ..phenomena.lifecycle import check_seed
+
+    if isinstance(spec, range) and spec.step == 1:
+        if len(spec) and spec.start < 0:
+            check_seed(spec.start)
+        ranges = [spec] if len(spec) else []
+    elif isinstance(spec, str):
+        ranges = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if re.fullmatch(r"-\d+", part):
+                check_seed(int(part))
+            m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
+            if m is None:
+                raise PhenomlabError(f"--seeds expects e.g. 0-4 or 0,1,5, got {spec!r}")
+            lo = int(m[1])
+            hi = int(m[2]) if m[2] is not None else lo
+            if hi < lo:
+                raise PhenomlabError(f"seed range {part!r} is empty")
+            ranges.append(range(lo, hi + 1))
     else:
-        seeds = []
-        try:
-            for part in spec.split(","):
-                part = part.strip()
-                if not part:
-                    continue
-                if "-" in part[1:]:
-                    a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                    lo, hi = int(a), int(b)
-                    if hi < lo:
-                        raise PhenomlabError(f"seed range {part!r} is empty")
-                    seeds.extend(range(lo, hi + 1))
-                else:
-                    seeds.append(int(part))
-        except ValueError:
-            raise PhenomlabError(f"--seeds expects e.g. 0-4 or 0,1,5, got {spec!r}") from None
-    if not seeds:
+        items = list(spec) if isinstance(spec, Iterable) else [spec]
+        # numpy integers are ints too; bools and floats are not seeds
+        ranges = [
+            range(s, s + 1)
+            for s in (
+                check_seed(int(x) if isinstance(x, numbers.Integral) and not isinstance(x, bool) else x) for x in items
+            )
+        ]
+    if not ranges:
         raise PhenomlabError("no seeds given")
-    if any(s < 0 for s in seeds):
-        raise PhenomlabError("seeds must be non-negative")
-    return list(dict.fromkeys(seeds))
+    return ranges
+
+
+def count_seeds(ranges: Sequence[range]) -> int:
+    """How many distinct seeds ``ranges`` hold (overlaps counted once), without listing them."""
+    n, end = 0, -1
+    for r in sorted(ranges, key=lambda r: r.start):
+        if r.stop > end:
+            n += r.stop - max(r.start, end)
+            end = r.stop
+    return n
+
+
+def seed_list(ranges: Sequence[range]) -> list[int]:
+    """The seeds of ``ranges``, each once, in the order given."""
+    return list(dict.fromkeys(itertools.chain.from_iterable(ranges)))
+
+
+def parse_seeds(spec: str | int | Sequence[int]) -> list[int]:
+    """``"0-4"`` -> [0..4]; ``"0,3,7"``; ``"5"`` or ``5`` -> [5]; repeated seeds once, in order given."""
+    return seed_list(parse_seed_ranges(spec))
+
+
+def check_size(grid: Mapping[str, Sequence[Any]], ranges: Sequence[range], limit: int | None) -> int:
+    """The number of trials of ``grid`` x seeds, counted before any is built; :class:`TooManyTrials` above ``limit``."""
+    points = math.prod(len(v) for v in grid.values())
+    seeds = count_seeds(ranges)
+    n = points * seeds
+    if limit is not None and n > limit:
+        raise TooManyTrials(
+            f"this sweep has {n:,} trials ({points:,} grid point(s) x {seeds:,} seed(s)), more than the limit of"
+            f" {limit:,}; pass --yes (CLI) or confirm=True (Python) to run it anyway"
+        )
+    return n
 
 
 def expand(
