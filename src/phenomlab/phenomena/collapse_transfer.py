@@ -1,37 +1,16 @@
 """Neural collapse transfers to new classes and predicts few-shot error.
 
-Galanti, György, Hutter 2022, "On the role of neural collapse in transfer learning" (ICLR,
-arXiv 2112.15121); Galanti, György, Hutter 2023, "Generalization bounds for few-shot transfer
-learning with pretrained classifiers" (arXiv 2212.12532).
+Galanti, György, Hutter 2022, "On the role of neural collapse in transfer learning" (ICLR, arXiv 2112.15121);
+Galanti, György, Hutter 2023, "Generalization bounds for few-shot transfer learning with pretrained
+classifiers" (arXiv 2212.12532).
 
-A classifier is trained on *source* classes only; classes held out entirely (*new* classes) are
-never seen. The class-distance normalised variance of the penultimate features ``f``,
+``CDNV(i, j) = (Var(i) + Var(j)) / (2 ||mu(i) - mu(j)||^2)`` of the penultimate features, averaged over class
+pairs, on source-train, source-test and the held-out new classes. Checks:
+- on each set, final CDNV <= ``CDNV_FALL`` (0.5) x CDNV at initialisation;
+- the new-class ``ways``-way ``shots``-shot (5-way 5-shot) NCC error of the trained features < that at step 0;
+- ``Spearman(new-class CDNV, new-class few-shot error)`` over checkpoints >= ``TRACK_SPEARMAN`` (0.8).
 
-    CDNV_f(i, j) = (Var_f(i) + Var_f(j)) / (2 ||mu_f(i) - mu_f(j)||^2),
-    Var_f(c) = E_{x ~ c} ||f(x) - mu_f(c)||^2,
-
-averaged over pairs of classes, falls during training on the source training set, on source test
-points, and on the new classes too; and the 5-shot nearest-class-centre (NCC) error on the new
-classes, whose centres are means of 5 support features per class, falls with it (their bounds control
-the few-shot NCC error by the CDNV of the new classes).
-
-Setup (quick preset): a 60-class Gaussian mixture whose class means span a 16-dim subspace of a
-64-dim input; the other 48 directions carry class-independent noise of std 2 (randomly rotated, so
-the subspace is not axis-aligned), which makes NCC on the raw input mediocre. 40 classes are
-source, 20 new. Without such shared structure no representation beats the raw input for unseen
-classes of an isotropic mixture, and nothing could transfer (we checked: on a plain isotropic
-mixture the new-class few-shot error *rises* during training).
-A 2-hidden-layer ReLU MLP is trained with SGD on the source classes; at every evaluation step
-CDNV (``phenomlab.probes.collapse.cdnv``) of the penultimate features is measured on source-train,
-source-test and all points of the new classes, and the 5-way 5-shot NCC error
-(``phenomlab.probes.collapse.few_shot_ncc_error``, the same episodes at every checkpoint) on the
-new classes.
-
-Signature (CATALOG.md): CDNV falls during training on source-train, source-test AND new classes
-("falls", fixed before running: final CDNV <= 0.5 x CDNV at initialisation, for each set); the
-5-shot NCC error on new classes of the trained features is below that of the random-init features
-(step 0 of the same network); few-shot error tracks CDNV across checkpoints: Spearman rank
-correlation between new-class CDNV and new-class 5-shot error over all checkpoints >= 0.8.
+Background, measurements and caveats: docs/phenomena/collapse-transfer.md.
 """
 
 from __future__ import annotations
@@ -130,7 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_data(cfg: Config, seed: int) -> Dataset:
-    """The mixture of the module docstring: signal subspace + nuisance coordinates, randomly rotated."""
+    """The mixture of docs/phenomena/collapse-transfer.md: signal subspace + nuisance coordinates, randomly rotated."""
     base = gaussian_mixture(
         cfg.n_classes, cfg.signal_dim, cfg.n_train_per_class, cfg.n_test_per_class, cfg.separation, cfg.noise, seed=seed
     )

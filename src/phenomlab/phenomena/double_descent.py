@@ -1,27 +1,17 @@
 """Model-wise double descent: test error peaks where the network can first interpolate noisy labels.
 
-Belkin, Hsu, Ma, Mandal 2019, "Reconciling modern machine learning practice and the bias-variance
-trade-off" (arXiv 1812.11118); Nakkiran, Kaplun, Bansal, Yang, Barak, Sutskever 2019, "Deep double
-descent" (arXiv 1912.02292). As the width of a network trained to (near) zero training error grows,
-test error first follows the classical U, then rises to a peak at the *interpolation threshold*
-(the smallest model that fits the training set, here with 20% of its labels flipped) and falls
-again ("second descent") for larger models. Label noise makes the peak pronounced.
+Belkin, Hsu, Ma, Mandal 2019, "Reconciling modern machine learning practice and the bias-variance trade-off"
+(arXiv 1812.11118); Nakkiran, Kaplun, Bansal, Yang, Barak, Sutskever 2019, "Deep double descent" (arXiv 1912.02292).
 
-Setup (quick preset): sklearn digits (1,348 train / 449 test, 64 pixels standardised with the
-training statistics), 20% of the training labels replaced by a different class (test labels
-clean); one-hidden-layer ReLU MLPs of ~24 log-spaced widths 1..512, several init seeds per width,
-all trained at once with :mod:`phenomlab.train.ensemble` by Adam (lr 1e-3, batch 64, no weight
-decay, no early stopping) for a fixed number of steps.
+With ``train_err(w)``, ``test_err(w)`` the final errors of width ``w`` averaged over its seeds: threshold ``w*`` =
+the smallest ``w`` with ``train_err(w) <= INTERP_ERR`` (0.01); sweet spot ``w_0 = argmin_{w < w*} test_err(w)``;
+peak ``w_p = argmax_{w > w_0} test_err(w)``. Checks:
+- some width interpolates the noisy training labels: ``min_w train_err(w) <= 0.01``;
+- the peak is within ``PEAK_WINDOW`` (2x) of the threshold: ``w*/2 <= w_p <= 2 w*``;
+- ``test_err(w_p) - min_{w < w_p} test_err(w) >= MIN_RISE`` (0.03);
+- ``test_err(w_p) - test_err(w_max) >= MIN_RISE`` (0.03; the second descent).
 
-Definitions. ``train_err(w)``, ``test_err(w)``: errors at the end of training averaged over the
-seeds of width ``w``. Interpolation threshold ``w*`` = the smallest width with
-``train_err(w) <= INTERP_ERR`` (= 0.01, "~0"). ``w_0 = argmin_{w < w*} test_err(w)`` is the
-classical sweet spot; the peak ``w_p = argmax_{w > w_0} test_err(w)`` is the worst width after it.
-
-Signature (CATALOG.md): test error vs width has an interior peak within 2x of the interpolation
-threshold (``w*/2 <= w_p <= 2 w*``), at least 3 points above both the best smaller-width error
-(``test_err(w_p) - min_{w < w_p} test_err(w) >= 0.03``) and the largest-width error
-(``test_err(w_p) - test_err(w_max) >= 0.03``).
+Background, measurements and caveats: docs/phenomena/double-descent.md.
 """
 
 from __future__ import annotations

@@ -1,46 +1,15 @@
 """Epoch-wise double descent: test error falls, rises while the noisy labels are memorised, falls again.
 
-Nakkiran, Kaplun, Bansal, Yang, Barak, Sutskever 2019, "Deep double descent: where bigger models and
-more data hurt" (arXiv 1912.02292), Section 6: a large enough model trained long on data with label
-noise (10-20%) has a test error that, as a function of training epochs, reaches a first minimum,
-rises to a peak around the time the network fits the noisy training labels, and then descends again.
-Their account: the effective model complexity (the most training points the net can fit) grows with
-training time; the peak sits where it crosses the training-set size, and only a model well above
-that threshold at the end of training descends again (a medium-sized model shows a classical U).
+Nakkiran, Kaplun, Bansal, Yang, Barak, Sutskever 2019, "Deep double descent: where bigger models and more data
+hurt" (arXiv 1912.02292), Section 6.
 
-Setup of the ``quick`` preset (the defaults): a SmallCNN (conv channels 64, 128, then a *wide*
-fully-connected layer of 2,048 units) on mnist1d (1,000 training points, 20% of them given a wrong
-label, 2,000 clean test points), plain SGD with momentum 0.9 at a constant learning rate 0.05,
-batch 64, 200 epochs, cross-entropy. Measured for seeds 0-4 (each run ~48 s on one CPU thread): the
-smoothed test error reaches its first minimum (0.144-0.168) after 45-65 epochs, rises by 5.8-8.9 points
-to a peak at epoch 105-115 while the noisy labels go from ~10% to 80-99% fitted, and falls by 2.3-4.8
-points within ~35 epochs once they are all fitted (seeds 0, 1, 2: 4.8, 2.9, 2.7), then creeps up by
-under a point. The fall clears the 2-point threshold with a small margin on some seeds.
+On the test-error curve smoothed by a centred moving average over ``SMOOTH_WINDOW`` (5) evaluations, ``s(t)``,
+with ``rise(t) = s(t) - min_{u <= t} s(u)``, ``fall(t) = s(t) - min_{u >= t} s(u)`` and the peak
+``t* = argmax_t min(rise(t), fall(t))`` (the most prominent interior bump), checks:
+- ``rise = s(t*) - min_{u <= t*} s(u) >= RISE_MIN`` (0.02, after the first minimum);
+- ``fall = s(t*) - min_{u >= t*} s(u) >= FALL_MIN`` (0.02, down to the later minimum).
 
-What the quick setting needs, measured on mnist1d (seed 0 unless noted; rise / fall of the smoothed test
-error): with Adam (lr 1e-3, width 256, 600 epochs; the ``adam`` preset) the curve is a classical U
-(rise 0.08, fall 0.007); SGD with width 256 gives a bump whose fall is at the threshold (0.010-0.027
-over seeds 0-2); widening the last hidden layer to 2,048 units gives falls of 0.029-0.048. This matches
-Nakkiran et al. (a bigger model descends more after the peak) and is consistent with Heckel & Yilmaz
-2020, "Early stopping in deep networks: double descent and how to eliminate it" (arXiv 2007.10099):
-epoch-wise double descent is a superposition of bias-variance trade-offs of parts of the network that
-learn at different speeds (in their 5-layer CNN the conv layers learn faster than the final
-fully-connected layer); plain SGD keeps the layers' speeds unequal where Adam's per-parameter step
-normalisation evens them out. That reading is a hypothesis here: the layer speeds are not measured.
-
-Signature (CATALOG.md: "test error vs epoch rises after a first minimum then falls again below that
-rise"), made precise here on the test-error curve ``e(t)`` lightly smoothed by a centred moving
-average over ``SMOOTH_WINDOW`` consecutive evaluations, ``s(t)``:
-
-- for each evaluation ``t``: ``rise(t) = s(t) - min_{u <= t} s(u)`` and ``fall(t) = s(t) - min_{u >= t} s(u)``;
-- the peak is ``t* = argmax_t min(rise(t), fall(t))`` (the most prominent interior bump);
-- first minimum ``m1 = min_{u <= t*} s(u)``, later minimum ``m2 = min_{u >= t*} s(u)``;
-- passes when ``rise = s(t*) - m1 >= RISE_MIN`` and ``fall = s(t*) - m2 >= FALL_MIN``.
-
-Both thresholds (2 points of test error) are fixed a priori: they are about a fifth of the bump in
-Nakkiran et al.'s ResNet18 / CIFAR-10 / 20%-noise curve and several times the epoch-to-epoch noise
-of a smoothed test error on >= 450 test points. The fraction of noisy training labels fitted at the
-first minimum, the peak and the end is reported: in the paper the rise coincides with memorising them.
+Background, measurements and caveats: docs/phenomena/double-descent-epoch.md.
 """
 
 from __future__ import annotations
@@ -101,7 +70,7 @@ class Config(PhenomenonConfig, training(optimizer="sgd", lr=0.05, batch_size=64,
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
     "smoke": dict(dataset="digits", model="mlp", width=32, depth=1, epochs=6, eval_epochs=1, batch_size=128),
-    # the defaults: wide-head SmallCNN, SGD + momentum, 200 epochs (see the module docstring)
+    # the defaults: wide-head SmallCNN, SGD + momentum, 200 epochs (see docs/phenomena/double-descent-epoch.md)
     "quick": {},
     # the earlier quick setting, Nakkiran et al.'s optimiser (Adam 1e-3) with a 256-unit head: on mnist1d it
     # gives a classical U (seed 0: first min 0.183 at epoch 120, peak 0.263, fall 0.007), not a second descent

@@ -1,31 +1,17 @@
 """Effective depth: SGD-trained deep nets become NCC-separable at an intermediate layer.
 
-Galanti, Galanti, Ben-Shaul 2022, "On the implicit bias towards minimal depth of deep neural
-networks" (arXiv 2202.09028). A deep MLP trained to fit its training set has features that are
-already separable by the nearest-class-centre (NCC) classifier at an intermediate layer; the
-layers above it are essentially redundant. The *effective depth* is the first such layer, and it
-grows when the task is harder (the paper: more randomly relabelled training points).
+Galanti, Galanti, Ben-Shaul 2022, "On the implicit bias towards minimal depth of deep neural networks"
+(arXiv 2202.09028).
 
-Measured here. An MLP with ``L = depth`` hidden layers (``fc_i -> act_i``) is trained with SGD to
-fit an easy task (mnist1d, clean labels) and a hard task (the same inputs with a fraction
-``label_noise`` of the training labels replaced by a different class), with the same He init, SGD with
-momentum, weight decay and a cosine learning-rate schedule. For each layer ``i``
-(``i = 0`` is the raw input, ``i = 1..L`` the post-activation features ``act_i``)::
+For layer ``i`` (0 = the input, ``1..L`` the hidden activations, ``L = depth``), ``NCC_i`` = train accuracy of the
+nearest-class-centre rule on its features (labels as trained); ``L* = min{i >= 1: NCC_i >= NCC_SEPARABLE}`` (0.99).
+Checks, for the easy (clean labels) and the hard (``label_noise``) task each:
+- the net fits its training labels: train accuracy >= ``FIT_ACC`` (0.99);
+- rises with depth: ``Spearman(i, NCC_i)`` over ``i = 0..L`` >= ``RISE_SPEARMAN`` (0.8);
+- ``L* < L``;
+and ``L*_hard - L*_easy >= 1``.
 
-    NCC_i = mean_n 1[ argmin_c || h_i(x_n) - mu_{i,c} || = y_n ],   mu_{i,c} = mean_{n: y_n = c} h_i(x_n)
-
-on the training set with the labels the net was trained on (``phenomlab.probes.collapse.ncc_accuracy``
-on features from ``phenomlab.probes.features.features``), and::
-
-    L* = min { i in 1..L : NCC_i >= 0.99 }.
-
-"Rises with depth" is decided a priori as Spearman(i, NCC_i) over ``i = 0..L`` >= 0.8 (rank
-correlation: a curve that is non-decreasing up to small dips and then saturates passes; one that
-peaks early and falls does not).
-
-Signature (CATALOG.md): train NCC accuracy rises with depth and reaches >= 0.99 at a layer
-``L* < L``; ``L*`` is deeper for the harder task (label noise): ``L*_hard >= L*_easy + 1``. Both
-nets must first fit their training labels (train accuracy >= 0.99), the premise of the claim.
+Background, measurements and caveats: docs/phenomena/effective-depth.md.
 """
 
 from __future__ import annotations

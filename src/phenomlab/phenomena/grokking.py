@@ -1,12 +1,17 @@
 """Grokking: generalisation long after memorisation on modular arithmetic.
 
 Power, Burda, Edwards, Babuschkin, Misra 2022 (arXiv 2201.02177); Nanda et al. 2023 (arXiv 2301.05217).
-A network trained with AdamW and strong weight decay on a fraction of the table ``(a + b) mod p``
-fits the training pairs at ``T_fit`` but reaches high test accuracy only at ``T_gen >> T_fit``.
-Without weight decay the same network memorises and does not generalise in that time.
+AdamW with strong weight decay on a fraction of the table ``(a op b) mod p`` fits the training pairs at ``T_fit``
+but generalises only at ``T_gen >> T_fit``; without weight decay the same net memorises and does not generalise.
 
-Signature (CATALOG.md): train acc >= 0.99 at T_fit; test acc >= 0.95 at T_gen; T_gen >= 5 T_fit;
-the wd=0 control has test acc < 0.5 at T_gen.
+Checks:
+- train accuracy reaches ``FIT_ACC`` (0.99); ``T_fit`` = the first evaluated step where it does;
+- test accuracy reaches ``GEN_ACC`` (0.95); ``T_gen`` = the first evaluated step where it does;
+- ``T_gen / max(T_fit, 1) >= MIN_DELAY`` (5);
+- the control run (weight decay ``control_weight_decay``, default 0) has test accuracy < ``CONTROL_MAX_ACC`` (0.5)
+  at its last evaluation at or before ``T_gen``.
+
+Background, measurements and caveats: docs/phenomena/grokking.md.
 """
 
 from __future__ import annotations

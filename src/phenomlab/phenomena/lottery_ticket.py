@@ -1,27 +1,17 @@
 """Lottery tickets: sparse subnetworks, found by iterative magnitude pruning, that train as well as the dense net.
 
-Frankle & Carbin 2019, "The Lottery Ticket Hypothesis" (arXiv 1803.03635); rewinding to an early
-step: Frankle, Dziugaite, Roy, Carbin 2020 (arXiv 1912.05671).
+Frankle & Carbin 2019, "The Lottery Ticket Hypothesis" (arXiv 1803.03635); rewinding to an early step:
+Frankle, Dziugaite, Roy, Carbin 2020 (arXiv 1912.05671).
 
-Iterative magnitude pruning (IMP): train the dense MLP from ``theta_k`` (``k = rewind_step``,
-0 = the initialisation ``theta_0``), remove ``prune_fraction`` (20%) of the surviving weights with
-the smallest trained ``|w|``, reset the survivors to ``theta_k`` (rewind), train again with the
-mask held fixed, repeat. After ``r`` rounds a fraction ``(1 - 0.2)^r`` of the weight-matrix entries
-remains (biases are not pruned), so sparsity ``s_r = 1 - 0.8^r`` (11 rounds: 91.4%).
-Masks stay applied during training: gradients of pruned weights are multiplied by the mask and
-the pruned weights are re-zeroed after every optimiser step (``phenomlab.train.pruning.attach_masks``);
-the run records the largest ``|w|`` of a pruned weight after each training as a check.
+IMP: train, remove ``prune_fraction`` of the surviving weights with the smallest ``|w|``, rewind the survivors to
+step ``rewind_step``, repeat (sparsity after ``r`` rounds ``1 - (1 - prune_fraction)^r``). Checks, on final test
+accuracies in points:
+- the ticket at the first round with sparsity >= ``MATCH_SPARSITY`` (0.8): ``100 (acc_ticket - acc_dense) >= -1``;
+- ``max`` over rounds with sparsity >= ``WIN_SPARSITY`` (0.9) of ``100 (acc_ticket - acc_reinit) >= 2``, where
+  *reinit* is the ticket's mask on a fresh random initialisation;
+- pruned weights stay exactly zero through every training (largest pruned ``|w|`` <= 0).
 
-Controls at every sparsity, both "pruning at initialisation" trained for the full ``steps``:
-*random re-init* (the ticket's mask on a fresh random initialisation ``theta'_0 * m``) and
-*random mask* (a random mask with the ticket's per-layer counts on the original ``theta_0``).
-
-Signature (CATALOG.md): at >= 80% sparsity the ticket's test acc >= dense - 1 pt; at some
-sparsity >= 90% the ticket beats random re-init of the same mask by >= 2 pts.
-Made precise a priori: (1) the ticket at the first IMP round whose sparsity is >= 80% (83.2% at
-20%/round) has ``100 * (acc_ticket - acc_dense) >= -1``; (2) ``max`` over the rounds with sparsity
->= 90% of ``100 * (acc_ticket - acc_reinit) >= 2``. Accuracies are final test accuracies (no early
-stopping on the test set).
+Background, measurements and caveats: docs/phenomena/lottery-ticket.md.
 """
 
 from __future__ import annotations

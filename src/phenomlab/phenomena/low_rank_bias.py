@@ -1,50 +1,16 @@
 """Low-rank bias of SGD with weight decay: smaller batches and stronger weight decay give lower-rank weights.
 
-Galanti, Siegel, Gupte, Poggio 2022, "SGD and weight decay secretly minimize the rank of your neural
-network" (arXiv 2206.05794; earlier "SGD noise and implicit low-rank bias in deep neural networks",
-Galanti & Poggio 2022). With weight decay ``lambda`` and learning rate ``mu`` the SGD iterate is
+Galanti, Siegel, Gupte, Poggio 2022, "SGD and weight decay secretly minimize the rank of your neural network"
+(arXiv 2206.05794).
 
-    W_T = (1 - mu lambda)^T W_0 - mu sum_{t<T} (1 - mu lambda)^(T-1-t) G_t,
+Per run: the mean over hidden weight matrices of the relative numerical rank
+``#{i: sigma_i > rank_tol sigma_max} / min(d_out, d_in)`` (``rank_tol`` = 1e-3); runs whose hidden weights fall
+below ``collapse_ratio`` of their initial norm are left out of the correlations (each needs >= 3 runs). Checks:
+- ``Spearman(1 / batch size, rank) <= MAX_SPEARMAN`` (-0.8) over ``batch_sizes`` at ``weight_decay``;
+- ``Spearman(weight decay, rank) <= -0.8`` over ``weight_decay_values`` (with 0) at ``weight_decay_batch_size``;
+- with weight decay 0 every hidden layer keeps ``rank >= NEAR_FULL`` (0.9) ``* min(d_out, d_in)``.
 
-a geometrically forgotten initialisation plus a short memory of minibatch gradients ``G_t``, each of
-rank <= B (batch size) for a fully connected layer. The paper bounds the distance of the normalised
-weights from a matrix whose rank grows with B and with the memory length ~ log(1/eps) / (mu lambda),
-and observes that the numerical rank of trained weights falls with smaller batches, larger learning
-rates and stronger weight decay, while without weight decay the (full-rank) initialisation never goes
-away. (The authors' code trains e.g. a 10x100 MLP with batch norm and leaky ReLU on CIFAR-10 for a
-fixed number of epochs, SGD lr 2.0, wd 5e-4, and counts singular values of W/||W||_F above 1e-3.)
-
-Measured here: a ReLU MLP trained with plain SGD (constant learning rate, L2 weight decay, the same
-initialisation for every run), once per batch size at weight decay ``weight_decay`` and once per weight
-decay in ``weight_decay_values`` at batch size ``weight_decay_batch_size``. Protocol ``epochs`` (default, as the
-paper: a fixed number of epochs, so a run with batch ``B`` takes ``ceil(epochs n / B)`` steps) or ``steps`` (the same
-number of steps for every batch size). For every hidden weight matrix ``fc1..fc{depth}`` the numerical
-rank ``#{i: sigma_i > tol sigma_max}`` (``tol = 1e-3``) comes from
-:func:`phenomlab.probes.spectra.numerical_rank`; the summary per run is the mean over hidden layers of
-the relative rank ``rank / min(d_out, d_in)``. A run in which some hidden weight matrix ends with a
-Frobenius norm below ``collapse_ratio`` times its initial norm has collapsed to the zero network
-(weight decay won; train accuracy is at chance): the scale-free rank of its vanishing weights is
-meaningless, so it is reported and left out of the correlations (the authors' code likewise stops
-runs whose train accuracy stays below 0.15).
-
-Caveat at the quick scale: with a fixed number of epochs the small-batch runs take more steps, so two
-terms of the formula above act together: the initialisation is forgotten (``exp(-lr wd T)``) and
-the weights are a short sum of rank-<=B gradients. In the quick preset the first term carries most of
-the batch-size effect: plotted against ``lr * wd * step`` the rank trajectories of all batch sizes
-nearly coincide (last panel of the figure; at equal ``lr wd T`` the smaller batch is only slightly
-lower). With the same number of steps for every batch size (``protocol=steps``, e.g. 20000) the
-rank still grows with the batch size but weakly and not monotonically (seed 0: mean relative rank
-0.43 at B=8, 0.45 at 16, 0.47-0.49 from 32 to 512; Spearman(1/B, rank) = -0.76), so the signature
-does not pass under that protocol; in exploratory runs (Gaussian mixture, lr 0.4) the rank even peaks
-near B~64 and falls slightly for large batches that fit the training set.
-
-Signature (CATALOG.md): rank falls as the batch size falls and as weight decay rises, and wd=0 stays
-near full rank. Computed as
-
-* ``Spearman(1 / batch size, mean relative rank) <= -0.8`` (equivalently Spearman(batch size,
-  rank) >= 0.8: rank increases with the batch size);
-* ``Spearman(weight decay, mean relative rank) <= -0.8`` over ``weight_decay_values`` (which include 0);
-* with ``wd = 0`` every hidden layer keeps ``rank >= 0.9 min(d_out, d_in)`` ("near full rank").
+Background, measurements and caveats: docs/phenomena/low-rank-bias.md.
 """
 
 from __future__ import annotations
@@ -98,7 +64,9 @@ class Config(PhenomenonConfig, training(lr=0.1, steps=20000, weight_decay=0.01))
     def validate(self) -> None:
         super().validate()
         if self.weight_decay <= 0:
-            raise ConfigError(f"weight_decay must be > 0 (the batch-size sweep measures decay), got {self.weight_decay}")
+            raise ConfigError(
+                f"weight_decay must be > 0 (the batch-size sweep measures decay), got {self.weight_decay}"
+            )
         if len(set(self.batch_sizes)) < 3:
             raise ConfigError(f"batch_sizes needs at least 3 distinct values, got {self.batch_sizes}")
         if len(set(self.weight_decay_values)) < 3 or 0.0 not in self.weight_decay_values:

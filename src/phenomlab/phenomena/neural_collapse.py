@@ -1,30 +1,17 @@
 """Neural collapse: the geometry of last-layer features in the terminal phase of training.
 
-Papyan, Han, Donoho 2020, "Prevalence of neural collapse during the terminal phase of deep learning
-training", PNAS (arXiv 2008.08186). Training past zero training error (the terminal phase, TPT), the
-penultimate-layer features ``h_i`` of a classifier collapse:
+Papyan, Han, Donoho 2020, "Prevalence of neural collapse during the terminal phase of deep learning training",
+PNAS (arXiv 2008.08186); the quick preset's squared loss: Han, Papyan, Donoho 2022 (arXiv 2106.02073).
 
-- NC1 (variability collapse): ``tr(Sw Sb^+) / C -> 0`` with ``Sw = 1/N sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``
-  and ``Sb = 1/C sum_c (mu_c - mu_G)(mu_c - mu_G)^T``;
-- NC2 (simplex ETF): the centred class means ``m_c = mu_c - mu_G`` become equinorm and equiangular with
-  ``cos(m_c, m_c') -> -1/(C-1)``;
-- NC3 (self-duality): ``|| W/||W||_F - M/||M||_F ||_F -> 0`` for the last-layer weight ``W`` and ``M = [m_c]``;
-- NC4: the network's decision agrees with the nearest-class-centre rule ``argmin_c ||h - mu_c||``.
+Penultimate features ``h``, class means ``mu_c``, centred means ``m_c = mu_c - mu_G``, ``M = [m_c]``, last-layer
+weight ``W``, ``Sw``/``Sb`` the within/between-class covariances; ``t0`` = the first evaluated epoch with zero
+training error, ``T`` = the last. Checks:
+- NC1 = ``tr(Sw Sb^+) / C``: ``NC1(t0) / NC1(T) >= 10``;
+- NC2: at ``T`` the cosines ``cos(m_c, m_c')`` have std <= 0.1 and mean within 0.1 of ``-1/(C-1)``;
+- NC3 = ``|| W/||W||_F - M/||M||_F ||_F``: ``NC3(T) < NC3(t0)``;
+- NC4: the net agrees with the nearest-class-centre rule ``argmin_c ||h - mu_c||`` on >= 0.99 of the train set at ``T``.
 
-All four are measured at every evaluation by a training callback with :func:`phenomlab.probes.collapse.
-neural_collapse` (features of ``model.penultimate``, classifier ``out``).
-
-Signature (CATALOG.md): with ``t0`` the first evaluated epoch with zero training error and ``T`` the last,
-NC1(t0) / NC1(T) >= 10; at ``T`` the std of the cosines between centred class means is <= 0.1 and
-their mean is within 0.1 of -1/(C-1); NC3(T) < NC3(t0) (normalised ``||W^T - M||`` decreasing, both values
-reported); NC4 agreement >= 0.99 on the training set at ``T``.
-
-The quick preset trains a 3-hidden-layer MLP (width 256) on 2,000 mnist1d signals for 800 epochs with
-SGD + momentum 0.9, weight decay 5e-4 (as Papyan et al.) and a cosine learning-rate decay, but with the
-squared loss of Han, Papyan, Donoho 2022 ("Neural collapse under MSE loss", arXiv 2106.02073): in the
-cross-entropy runs we tried on small data (MLPs on digits and Gaussian mixtures, several learning rates
-and weight decays) NC1 and the spread of the cosines stayed nearly constant for hundreds of epochs after
-zero training error, while MSE collapses well within the budget. The ``paper`` preset uses cross-entropy.
+Background, measurements and caveats: docs/phenomena/neural-collapse.md.
 """
 
 from __future__ import annotations

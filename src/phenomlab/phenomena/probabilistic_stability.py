@@ -1,60 +1,17 @@
 """Probabilistic stability of SGD: Lyapunov exponents, not moments, decide where SGD goes.
 
-Ziyin, Li, Galanti, Ueda 2023, "The probabilistic stability of stochastic gradient descent"
-(arXiv 2303.13093; later "Type-II saddles and probabilistic stability of SGD"). Near a fixed point
-``theta*`` where the per-sample gradients vanish, SGD is the random linear map
-``theta_{t+1} - theta* = (I - lr H_t)(theta_t - theta*)`` with ``H_t`` the minibatch Hessian. SGD
-converges to ``theta*`` *in probability* iff the Lyapunov exponent is negative; along a direction
-with scalar minibatch curvature ``h_t`` that exponent is::
+Ziyin, Li, Galanti, Ueda 2023, "The probabilistic stability of stochastic gradient descent" (arXiv 2303.13093).
 
-    Lambda = E log|1 - lr h|          (probabilistic stability: Lambda < 0)
-    M_2    = log E (1 - lr h)^2       (second-moment stability: M_2 < 0)
+Near the saddle ``theta = 0`` of a 2-layer tanh net SGD is ``theta_{t+1} = (I - lr H_t) theta_t``; along a
+direction with minibatch curvature ``h``: ``Lambda = E log|1 - lr h|`` (converges in probability iff < 0) and
+``M_2 = log E (1 - lr h)^2`` (second moment converges iff < 0), per (lr, batch size) cell and direction ``e+``
+(correct) / ``e-`` (incorrect). Checks:
+- measured exponents match the theory: ``sum |L_meas - L_th| / sum |L_th| <= LYAP_REL_TOL`` (0.05);
+- at least one cell with ``max(M2+, M2-) > 0`` (theory) yet measured ``max(Lambda+, Lambda-) < 0``;
+- each phase (correct learning, incorrect learning, low-rank saddle, loss of stability) labels at least one
+  trained-net cell where the theory predicts that same phase.
 
-Jensen gives ``Lambda <= M_2 / 2``: there is a band where the variance of ``theta`` diverges and yet
-SGD converges to ``theta*`` with probability -> 1.
-
-System. A 2-layer tanh net ``f(x) = sum_j u_j tanh(w_j x)`` (``phenomlab.models.MLP(1, 1, width, depth=1,
-activation "tanh", bias=False)``) on a scalar regression task: a fraction ``signal_fraction`` of the
-``n_data`` points has ``y = signal_slope * x`` and the rest ``y = -noise_slope * x`` (``x ~ N(0, 1)``
-rescaled to unit mean square within each group, so ``E[x y] = p a - (1 - p) b`` exactly). The least-
-squares slope ``E[xy]/E[x^2]`` is positive: a few high-leverage points carry the true correlation, a
-majority pulls weakly the other way. ``theta = 0`` is a saddle with vanishing gradient noise (type II).
-With squared loss ``(f - y)^2 / 2``, the per-sample Hessian at 0 couples only ``u_j`` and ``w_j``:
-``H_i = -m_i [[0, 1], [1, 0]]`` per neuron, ``m_i = x_i y_i``. So the directions
-``e+ = (u_j = w_j)`` (learning the positive, *correct* correlation) and ``e- = (u_j = -w_j)`` (the
-negative, *incorrect* one) are invariant, with curvatures ``h+ = -m_B`` and ``h- = +m_B``
-(``m_B`` = minibatch mean, batch of ``B`` points drawn with replacement). The phases of the saddle
-(the paper's rank-1 dynamics) over learning rate x batch size:
-
-    correct learning    Lambda+ > 0 > Lambda-     (escape along e+)
-    incorrect learning  Lambda- > 0 > Lambda+     (escape along e-)
-    low-rank saddle     Lambda+ < 0, Lambda- < 0  (SGD converges to theta = 0 in probability)
-    loss of stability   Lambda+ > 0, Lambda- > 0  (no direction is stable)
-
-Measured.
-1. Lyapunov exponents of the real net: per-sample Hessians of the MLP at 0
-   (``phenomlab.probes.curvature.full_hessian``), minibatch Jacobians ``I - lr H_B``
-   (``phenomlab.probes.stability.sgd_linear_jacobians``) along a simulated sequence of batches, and the
-   exponent of their product started in ``e+`` and in ``e-`` (``lyapunov_exponent``, Benettin's
-   renormalised product = ``1/T log |w_T / w_0|``). Theory: ``scalar_lyapunov(lr, h)`` and
-   ``scalar_moment_rate(lr, h, 2)`` with ``h`` the per-sample curvatures (B = 1: the exact finite
-   average) or ``theory_samples`` independent minibatch means (B > 1).
-2. Phases of the trained net: an ensemble of the same net, one per (lr, B) cell, trained by SGD on the
-   squared loss from a small random init (scale ``init_scale``) for ``train_steps`` steps with
-   per-run gradient-norm clipping ``grad_clip`` (near the saddle the gradient is O(|theta|) and the
-   clip never acts, so the linearisation above is unchanged; without it the incorrect-learning branch
-   has no attractor under squared loss and runs away to divergence). Each run is labelled from
-   measured numbers, in this order: *loss of stability* if a parameter became non-finite or exceeded
-   1e6; *low-rank saddle* if ``||theta_T|| <= 1e-3 ||theta_0||``; otherwise from the learned slope
-   ``s = sum_i f(x_i) x_i / sum_i x_i^2`` at the evaluations in the last ``window`` of training:
-   *correct learning* if ``s > 0`` in >= 80% of them, *incorrect learning* if ``s > 0`` in <= 20%,
-   else *loss of stability* (the sign of the learned correlation never settles).
-
-Signature (CATALOG.md): the measured Lyapunov exponents match ``E log|1 - lr h|`` within 5%
-(aggregate relative error ``sum |L_meas - L_th| / sum |L_th|`` over both directions and all cells);
-the diagram has cells where the second moment diverges (``max M_2 > 0``) yet SGD converges in
-probability (measured ``max Lambda < 0``); each of the four phases is the label of at least one
-trained-net cell where the linearised theory predicts that same phase.
+Background, measurements and caveats: docs/phenomena/probabilistic-stability.md.
 """
 
 from __future__ import annotations

@@ -1,57 +1,16 @@
 """Noise and fluctuation of finite-learning-rate SGD on a quadratic loss.
 
-Liu, Ziyin, Ueda 2021, "Noise and fluctuation of finite learning rate stochastic gradient descent",
-ICML 2021 (arXiv 2012.03636). On a quadratic minimum the stationary fluctuation of discrete-time SGD
-is a closed-form function of ``lr * h`` that grows without bound as ``lr * h`` approaches the
-stability edge, while the continuous-time (SDE) approximation stays linear in ``lr``: at
-``lr * h >= 1`` the two differ by a factor >= 1.3 (2 for plain SGD).
+Liu, Ziyin, Ueda 2021, "Noise and fluctuation of finite learning rate stochastic gradient descent", ICML 2021
+(arXiv 2012.03636).
 
-Model simulated (one coordinate, minimum at 0, ``e_t`` = distance to the minimum), heavy-ball SGD
-with momentum ``mu`` (PyTorch's ``v <- mu v + g; w <- w - lr v`` is the same recursion)::
+Heavy-ball SGD ``e_{t+1} = e_t - lr (h_t e_t - z_t) + mu (e_t - e_{t-1})`` with per-step curvature ``h_t``
+(mean ``h``, variance ``gamma^2``) and gradient noise ``z_t`` (variance ``s^2``) has the stationary variance
+``Var_exact = lr s^2 / (h (1 - mu) (2 - lr h / (1 + mu)) - lr gamma^2)``; the continuous-time SDE predicts
+``Var_ct = lr s^2 / (2 h (1 - mu) - lr gamma^2)``. Checks, per series (noise model, momentum):
+- ``max |sim / Var_exact - 1| <= REL_TOL`` (0.05) over the ``lr_h`` grid;
+- ``min |sim / Var_ct - 1| > CT_MIN_DEV`` (0.20) over the grid points with ``lr * h >= DISCRETE_LRH`` (1).
 
-    e_{t+1} = e_t - lr * (h_t e_t - z_t) + mu * (e_t - e_{t-1})
-
-with i.i.d. per-step curvature ``h_t`` (mean ``h``, variance ``gamma^2``) and gradient noise ``z_t``
-(mean 0, variance ``s^2``, ``E[z_t | h_t] = 0``). Two noise models:
-
-* ``additive``: ``h_t = h``, ``z_t ~ N(0, sigma^2)`` (``gamma = 0``, ``s = sigma``): a quadratic
-  loss with state-independent gradient noise.
-* ``minibatch``: online linear regression ``y = u x + eps``, ``x ~ N(0, h)``, ``eps ~ N(0, sigma^2)``,
-  loss ``(x w - y)^2 / 2`` averaged over a fresh minibatch of ``S`` samples per step. The minibatch
-  gradient is ``h_t e - z_t`` with ``h_t = mean(x_i^2) ~ h chi2_S / S`` and
-  ``z_t = mean(x_i eps_i) | h_t ~ N(0, sigma^2 h_t / S)``; hence ``gamma^2 = 2 h^2 / S``,
-  ``s^2 = h sigma^2 / S``. The gradient noise covariance ``gamma^2 e^2 + s^2`` depends on the state
-  ``e`` (the paper's minibatch-noise case); ``h_t`` and ``z_t`` are drawn from exactly these laws.
-
-Exact stationary variance (derivation). Write ``c = 1 + mu - lr h``, ``P = E[e_t^2]``,
-``Q = E[e_t e_{t-1}]``. Since ``h_t, z_t`` are independent of the past,
-``P = (c^2 + lr^2 gamma^2) P + mu^2 P - 2 mu c Q + lr^2 s^2`` and ``Q = c P - mu Q``, so
-``Q = c P / (1 + mu)`` and::
-
-    Var_exact = lr s^2 / ( h (1 - mu) (2 - lr h / (1 + mu)) - lr gamma^2 )
-
-(finite iff the denominator is > 0). Special cases: plain SGD with additive noise,
-``lr sigma^2 / (h (2 - lr h))``; heavy ball with additive noise,
-``lr sigma^2 (1 + mu) / (h (1 - mu) (2 (1 + mu) - lr h))``. The run also solves the stationary
-Lyapunov equation ``Sigma = E[A_t Sigma A_t^T] + lr^2 s^2 e1 e1^T`` of the 2-D state
-``(e_t, e_{t-1})``, ``A_t = [[1 + mu - lr h_t, -mu], [1, 0]]``, numerically (``scipy.linalg.
-solve_discrete_lyapunov`` when ``gamma = 0``, a Kronecker-product solve otherwise) as a check.
-
-Continuous-time prediction: the SDE ``de = -h e dt/(1 - mu) + sqrt(lr (gamma^2 e^2 + s^2)) dB/(1 - mu)``
-(time unit = ``lr`` steps; momentum rescales the learning rate to ``lr / (1 - mu)``) has::
-
-    Var_ct = lr s^2 / ( 2 h (1 - mu) - lr gamma^2 )
-
-i.e. the exact formula without its ``lr h / (1 + mu)`` discretisation term; additive noise gives
-``lr sigma^2 / (2 h)`` and ``lr sigma^2 / (2 h (1 - mu))``.
-
-Simulation: ``n_chains`` independent chains per (noise model, momentum, ``lr h``), vectorised in
-torch (float64), started at the minimum, ``burn_in`` steps discarded, ``E[e^2]`` averaged over
-chains and the following ``steps`` steps.
-
-Signature (CATALOG.md): the simulated stationary variance is within 5% of the exact discrete-time
-formula (every grid point, every series) and > 20% away from the continuous-time prediction at
-every grid point with ``lr * h >= 1``.
+Background, measurements and caveats: docs/phenomena/sgd-fluctuation.md.
 """
 
 from __future__ import annotations

@@ -1,43 +1,17 @@
 """Self-supervised learning clusters by semantic class, more so with depth.
 
-Ben-Shaul, Shwartz-Ziv, Galanti, Dekel, LeCun 2023, "Reverse engineering self-supervised learning"
-(NeurIPS, arXiv 2305.15614). The objective is VICReg (Bardes, Ponce, LeCun 2022, arXiv 2105.04906):
-for the embeddings ``Z, Z'`` (``[n, d]``) of two random views of a batch,
+Ben-Shaul, Shwartz-Ziv, Galanti, Dekel, LeCun 2023, "Reverse engineering self-supervised learning" (NeurIPS,
+arXiv 2305.15614); the objective is VICReg (Bardes, Ponce, LeCun 2022, arXiv 2105.04906; :func:`vicreg_loss`).
 
-    L = lam * 1/(n d) sum_i ||z_i - z'_i||^2                               (invariance, lam = 25)
-      + mu  * [v(Z) + v(Z')] / 2,   v(Z) = 1/d sum_j max(0, 1 - sqrt(Var(Z_:j) + eps))   (variance, mu = 25)
-      + nu  * [c(Z) + c(Z')],       c(Z) = 1/d sum_{j != k} Cov(Z)_jk^2                 (covariance, nu = 1)
+NCC accuracy on held-out points with class centres from training features; "the representation" is the deepest
+encoder layer ``out``. Checks:
+- semantic NCC accuracy of the representation, final minus initial >= ``MIN_RISE`` (0.05);
+- final semantic minus final random-label NCC accuracy of the representation >= ``MIN_GAP`` (0.20);
+- at the end, ``Spearman(layer index, semantic NCC)`` over the encoder layers >= ``DEPTH_SPEARMAN`` (0.8), and
+  deepest minus shallowest layer >= ``MIN_DEPTH_GAIN`` (0.05);
+- final semantic NCC, full minus ablation (variance/covariance coefficients 0) >= ``MIN_ABLATION_DROP`` (0.05).
 
-(the halving of the variance term follows the authors' code). No label is ever used, yet the
-encoder's representations cluster by the semantic classes: the nearest-class-centre (NCC)
-classifier w.r.t. the true labels becomes accurate, and more so in deeper layers, while w.r.t. a
-fixed random labelling of the same points it stays at chance.
-
-Setup (quick preset): MNIST-1D (Greydanus 2020; 4000 train / 1000 test signals of length 40),
-views from :class:`phenomlab.data.augment.Augment1D` (circular shift over the whole signal, since
-MNIST-1D itself translates its templates circularly by up to ~2/3 of the length; amplitude scaling;
-time stretch; masking; noise). Encoder: the 1-D :class:`~phenomlab.models.SmallCNN` (conv1, act1,
-conv2, act2, global average pool, fc, act_fc, out = the 128-dim representation); projector
-Linear-BatchNorm-ReLU-Linear (256). Adam, 2000 steps of batch 256 (minibatches from the shared
-training loop's per-epoch permutations; the two views of each signal are drawn per step from a
-generator seeded by (seed, step), so a resumed run is bit-exact). At 9 checkpoints, for each
-encoder layer (act1, act2, act_fc, out), NCC accuracy with class centres from the training
-features and accuracy measured on held-out test points (so that the random-label control sits at
-chance; ``phenomlab.probes.collapse.ncc_accuracy``, ``phenomlab.probes.features.features``), both
-w.r.t. the semantic labels and w.r.t. random labels. The ablation repeats the run (same init, same
-batches, same views) with the variance and covariance coefficients set to 0.
-
-Signature (CATALOG.md), with the definitions fixed before running; "the representation" is the
-deepest encoder layer, ``out``; each threshold of 5 points is about 3 standard errors of an
-accuracy on 1000 test points:
-
-* rises during training: semantic NCC accuracy of the representation at the end minus at
-  initialisation >= 0.05;
-* exceeds random: final semantic minus final random-label NCC accuracy of the representation >= 0.20;
-* rises with depth: at the end of training, Spearman(layer index, semantic NCC accuracy) >= 0.8
-  over the encoder layers, and deepest minus shallowest layer >= 0.05;
-* the ablation (variance/covariance coefficients 0) lowers semantic clustering: final semantic NCC
-  accuracy of the representation, full minus ablation >= 0.05.
+Background, measurements and caveats: docs/phenomena/ssl-clustering.md.
 """
 
 from __future__ import annotations
@@ -157,7 +131,11 @@ def vicreg_loss(
     cov_coeff: float = 1.0,
     eps: float = 1e-4,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The VICReg objective of the module docstring (Bardes et al. 2022, arXiv 2105.04906).
+    """The VICReg objective (Bardes, Ponce, LeCun 2022, arXiv 2105.04906) of embeddings ``z1, z2`` (``[n, d]``).
+
+    ``L = sim_coeff * 1/(n d) sum_i ||z1_i - z2_i||^2 + std_coeff * [v(z1) + v(z2)] / 2 + cov_coeff * [c(z1) + c(z2)]``
+    with ``v(Z) = 1/d sum_j max(0, 1 - sqrt(Var(Z_:j) + eps))`` and ``c(Z) = 1/d sum_{j != k} Cov(Z)_jk^2``
+    (the halving of the variance term follows the authors' code).
 
     Returns the total loss and its three unweighted terms (invariance, variance, covariance).
     """
