@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import CheckpointError, PhenomlabError, TrainingDiverged
+from .errors import PhenomlabError, TrainingDiverged
 
 STORE_EPILOG = "Run store: --store DIR, else $PHENOMLAB_HOME, else ./phenomlab-runs."
 
@@ -72,11 +72,12 @@ def _guard(fn: F) -> F:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning(warnings.showwarning)
                 return fn(*args, **kwargs)
-        except CheckpointError as exc:
-            hint = "" if "--force" in str(exc) else "; run again with --force to recompute the run"
-            raise _error(f"{exc}{hint}") from None
         except PhenomlabError as exc:
-            raise _error(str(exc)) from None
+            msg = str(exc)
+            # by name: the checkpoint error is defined by the train engine or in errors, depending on the version
+            if "Checkpoint" in type(exc).__name__ and "--force" not in msg:
+                msg += "; run again with --force to recompute the run"
+            raise _error(msg) from None
         except TrainingDiverged as exc:
             err.print(f"[bold red]run failed:[/] {escape(str(exc))} (stored as failed)", highlight=False)
             raise typer.Exit(1) from None

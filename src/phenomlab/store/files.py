@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -38,8 +39,28 @@ def check_sqlite_file(path: Path) -> None:
 
     Catches an empty file (SQLite would silently treat it as a new, empty database), an overwritten header,
     and a file shorter than the size its header records (a truncated copy). A non-empty write-ahead log
-    next to it may hold the missing pages, so the size check is skipped then.
+    next to it may hold the missing pages, so the size check is skipped then; a mismatch is looked at twice,
+    since another process may be folding its log into the file at that moment.
     """
+    problem = _sqlite_file_problem(path)
+    if problem is not None and problem[1]:  # could be a writer's checkpoint in progress: look again
+        time.sleep(0.1)
+        problem = _sqlite_file_problem(path)
+    if problem is not None:
+        raise StoreDamaged(damaged_message(path, problem[0]))
+
+
+def _sqlite_file_problem(path: Path) -> tuple[str, bool] | None:
+    """(what is wrong, whether a concurrent checkpoint could explain it), or None."""
+    wal = path.with_name(path.name + "-wal")
+
+    def wal_has_pages() -> bool:
+        try:
+            return wal.stat().st_size > 0
+        except OSError:
+            return False
+
+    busy = wal_has_pages()
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -47,20 +68,17 @@ def check_sqlite_file(path: Path) -> None:
     except OSError as exc:
         raise StoreError(f"cannot read the run store {path}: {exc.strerror or exc}") from None
     if size == 0:
-        raise StoreDamaged(damaged_message(path, "the file is empty (0 bytes)"))
+        return "the file is empty (0 bytes)", False
     if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
-        raise StoreDamaged(damaged_message(path, "it is not an SQLite database: its header is missing or overwritten"))
+        return "it is not an SQLite database: its header is missing or overwritten", False
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     n_pages = int.from_bytes(head[28:32], "big")
     # the in-header page count is valid only while the change counter equals "version-valid-for"
     header_size_valid = head[24:28] == head[92:96]
-    wal = path.with_name(path.name + "-wal")
-    wal_has_pages = wal.exists() and wal.stat().st_size > 0
-    if header_size_valid and n_pages and size < n_pages * page_size and not wal_has_pages:
-        raise StoreDamaged(
-            damaged_message(path, f"it is truncated: {size} bytes, its header records {n_pages * page_size}")
-        )
+    if header_size_valid and n_pages and size < n_pages * page_size and not busy and not wal_has_pages():
+        return f"it is truncated: {size} bytes, its header records {n_pages * page_size}", True
+    return None
 
 
 def damaged_message(path: Path, reason: str) -> str:

@@ -462,7 +462,10 @@ class RunStore:
         out = {}
         for r in self._query("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY name", (run_id,)):
             p = Path(r["path"])
-            out[r["name"]] = str(p if p.is_absolute() else folder / p)
+            if not p.is_absolute():
+                # stores written before paths were kept relative to the run folder hold cwd-relative ones
+                p = folder / p if (folder / p).exists() or not p.exists() else p
+            out[r["name"]] = str(p)
         return out
 
     # ---- sweeps -----------------------------------------------------------------------------
