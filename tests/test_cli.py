@@ -402,3 +402,16 @@ def test_kill_midway_then_resume(tmp_path):
     row = RunStore(tmp_path).get(row["run_id"])
     assert row["status"] == "finished" and row["attempts"] == 2
     assert out.returncode in (0, 1)
+
+
+def test_report_dir_and_the_old_report_out(tmp_path):
+    store = RunStore(tmp_path / "store")
+    store.start_run("abc1000000000000", "grokking", {"p": 11}, 0)
+    store.finish_run("abc1000000000000", True, {"passed": True, "summary": "ok", "checks": []}, {"x": 1.0}, 1.0)
+    r = runner.invoke(app, ["report", "abc", "--store", str(tmp_path / "store"), "--report-dir", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a" / "runs" / "abc1000000000000.html").exists()
+    r = runner.invoke(app, ["report", "abc", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "warning: `report --out` is deprecated; use --report-dir" in r.output
+    assert (tmp_path / "b" / "runs" / "abc1000000000000.html").exists()
+    assert not (tmp_path / "store" / "runs" / "abc1000000000000.html").exists()

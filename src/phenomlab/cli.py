@@ -99,9 +99,8 @@ def _show_warning(original: Callable[..., None]) -> Callable[..., None]:
     seen: set[str] = set()
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        from .phenomena.config import ConfigKeyDeprecated
-
-        if not issubclass(category, ConfigKeyDeprecated):
+        config = sys.modules.get("phenomlab.phenomena.config")  # loaded by whatever issued the warning
+        if config is None or not issubclass(category, config.ConfigKeyDeprecated):
             original(message, category, *args, **kwargs)
             return
         text = str(message)
@@ -291,7 +290,10 @@ def show(
         if row.get("error"):
             console.print(f"[red]error:[/] {escape(row['error'].splitlines()[0])}", highlight=False)
         if row.get("result") is not None:
-            console.print("its measurements are stored: `phenomlab show RUN --replot` judges and plots them")
+            console.print(
+                f"its measurements are stored: `phenomlab show {row['run_id']} --replot` judges and plots them",
+                markup=False,
+            )
     else:
         _print_result(result if replot else load_result(st, row))
     metrics = st.metrics(row["run_id"])
@@ -446,8 +448,7 @@ def report(
 @store_app.command("check", epilog=STORE_EPILOG)
 @_guard
 def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
-    """Check the store's database (SQLite integrity check) against the run folders; list the problems
-    (exit 0 if there are none, 1 if there are)."""
+    """Check the database (SQLite integrity check) against the run folders; exit 1 if there are problems."""
     from .store.repair import check
 
     rep = check(store)
@@ -463,8 +464,7 @@ def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
 @store_app.command("rebuild", epilog=STORE_EPILOG)
 @_guard
 def store_rebuild(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
-    """Move store.sqlite aside (store.sqlite.damaged-<time>) and re-index every run from its folder's
-    run.json: config, seed, status, verdict, measurements, metrics, figures, sweeps. Stop runs first."""
+    """Move store.sqlite aside and re-index every run from its folder's run.json (stop runs first)."""
     from .store.repair import rebuild
 
     rep = rebuild(store)

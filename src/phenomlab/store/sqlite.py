@@ -143,8 +143,13 @@ class RunStore:
                 con.executescript(SCHEMA)
             finally:
                 con.close()
-            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            try:
                 os.link(tmp, self.path)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+            except OSError:  # a file system without hard links: a rename, which a racing creator may replace
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot create the run store {self.path}: {exc}") from None
         finally:
