@@ -1,4 +1,6 @@
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -7,11 +9,37 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+import phenomlab
 from phenomlab.cli import app
+from phenomlab.errors import ConfigError, PhenomlabError
+from phenomlab.phenomena import grokking
 from phenomlab.store.sqlite import RunStore
 
 runner = CliRunner()
-SMALL = ["--set", "p=47", "--set", "embed_dim=32", "--set", "width=128", "--set", "lr=0.01", "--quiet"]
+
+# config key names before and after the catalogue-wide rename (max_steps -> steps, wd -> weight_decay)
+_FIELDS = set(grokking.Config.field_names())
+STEPS = "steps" if "steps" in _FIELDS else "max_steps"
+WD = "weight_decay" if "weight_decay" in _FIELDS else "wd"
+CONTROL_WD = "control_weight_decay" if "control_weight_decay" in _FIELDS else "control_wd"
+
+SMALL_NO_LR = ["--set", "p=47", "--set", "embed_dim=32", "--set", "width=128", "--quiet"]
+SMALL = [*SMALL_NO_LR, "--set", "lr=0.01"]
+# seconds per run: the verdict is "not reproduced" (too few steps), which is all these tests need
+TINY = {"p": "11", STEPS: "60", "eval_every": "20", "embed_dim": "8", "width": "16"}
+TINY_ARGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")] + ["--quiet"]
+
+
+def error_lines(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith("error:")]
+
+
+def assert_one_line_error(r, code: int = 2) -> str:
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output, r.output
+    lines = error_lines(r.output)
+    assert len(lines) == 1, r.output
+    return lines[0]
 
 
 def test_list():
@@ -25,91 +53,337 @@ def test_list():
     "args, msg",
     [
         (["run", "nope"], "unknown phenomenon"),
-        (["run", "grokking", "--set", "wd=-1"], "wd must be >= 0"),
+        (["run", "grokking", "--set", f"{WD}=-1"], f"{WD} must be >= 0"),
         (["run", "grokking", "--set", "wdd=1"], "unknown config key"),
         (["run", "grokking", "--set", "train_fraction=1.5"], "train_fraction must be < 1.0"),
         (["run", "grokking", "--set", "novalue"], "key=value"),
         (["run", "grokking", "--preset", "huge"], "unknown preset"),
         (["run", "grokking", "--device", "tpu9"], "device"),
+        (["run", "grokking", "--seed", "-1"], "seed must be a non-negative integer"),
+        (["run", "grokking", "--set", "p=31", "--set", "p=abc"], "'p' twice"),
+        (["run", "grokking", "--set", "p=31", "--set", "p=31"], "'p' twice"),
         (["show", "0000"], "no run"),
+        (["runs", "--status", "bogus"], "choose one of running, finished, failed, interrupted"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
-    r = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    RunStore(tmp_path)
+    r = runner.invoke(app, [*args, "--store", str(tmp_path)])
     assert r.exit_code == 2, r.output
     assert msg in r.output
     assert "Traceback" not in r.output
-    assert len(r.output.strip().splitlines()) == 1
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert RunStore(tmp_path).list_runs() == []  # bad input stores nothing
+
+
+def test_duplicate_key_through_its_old_name_is_refused(tmp_path, monkeypatch):
+    from phenomlab.phenomena import config
+
+    monkeypatch.setitem(config.DEPRECATED_KEYS, "old_p", "p")
+    r = runner.invoke(app, ["run", "grokking", "--set", "p=11", "--set", "old_p=13", "--store", str(tmp_path)])
+    assert "'p' twice" in assert_one_line_error(r)
+
+
+def test_deprecated_config_key_is_one_warning_line(tmp_path, monkeypatch):
+    from phenomlab.phenomena import config
+
+    monkeypatch.setitem(config.DEPRECATED_KEYS, "old_p", "p")
+    args = ["run", "grokking", "--set", "old_p=11", *TINY_ARGS[2:], "--store", str(tmp_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code in (0, 1), r.output
+    warn = [ln for ln in r.output.splitlines() if ln.startswith("warning")]
+    assert warn == ["warning: config key 'old_p' is deprecated; use 'p'"], r.output
+    assert "FutureWarning" not in r.output and "warnings.warn" not in r.output
+    assert RunStore(tmp_path).list_runs()[0]["config"]["p"] == 11
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["list"], ["run"], ["runs"], ["show"], ["sweep"], ["compare"], ["report"], ["store"], ["store", "check"]]
+    + [["store", "rebuild"]],
+)
+def test_help_names_the_store_and_phenomlab_home(command):
+    r = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "$PHENOMLAB_HOME" in r.output
+    assert not re.search(r"--out\b", r.output)  # the old name still works but is not advertised
+    if command and command[0] in ("run", "runs", "show", "sweep", "compare", "report"):
+        assert "--store" in r.output
+    if command == ["report"]:
+        assert "--report-dir" in r.output
+
+
+def test_out_is_a_hidden_alias_of_store(tmp_path):
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--out", str(tmp_path)])
+    assert r.exit_code in (0, 1), r.output
+    assert len(RunStore(tmp_path).list_runs()) == 1
+    r = runner.invoke(app, ["runs", "--out", str(tmp_path)])
+    assert r.exit_code == 0 and RunStore(tmp_path).list_runs()[0]["run_id"] in r.output
+    r = runner.invoke(app, ["runs", "--out", str(tmp_path), "--store", str(tmp_path / "other")])
+    assert "not both" in assert_one_line_error(r)
 
 
 def test_unwritable_out_dir(tmp_path):
     f = tmp_path / "file"
     f.write_text("")
-    r = runner.invoke(app, ["run", "grokking", "--out", str(f / "sub")])
-    assert r.exit_code == 2 and "not writable" in r.output
+    r = runner.invoke(app, ["run", "grokking", "--store", str(f / "sub")])
+    assert "not writable" in assert_one_line_error(r)
+
+
+def test_read_commands_never_create_a_store(tmp_path):
+    missing = tmp_path / "nothing-here"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where in (missing, empty):
+        for args in (["runs"], ["show", "abc"], ["compare", "abc"], ["report", "abc"], ["store", "check"]):
+            r = runner.invoke(app, [*args, "--store", str(where)])
+            assert r.exit_code in (1, 2), r.output
+            assert "Traceback" not in r.output
+            assert "no run store" in r.output or "missing" in r.output, r.output
+    assert not missing.exists()
+    assert list(empty.iterdir()) == []
 
 
 def test_run_passes_then_reads_store_then_show(tmp_path):
-    r = runner.invoke(app, ["run", "grokking", *SMALL, "--out", str(tmp_path)])
+    r = runner.invoke(app, ["run", "grokking", *SMALL, "--store", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "PASSED" in r.output and "T_fit=" in r.output and "control test acc" in r.output
+    assert "running grokking (preset quick, seed 0) as run" in r.output  # announced by the lifecycle
     t0 = time.perf_counter()
-    r2 = runner.invoke(app, ["run", "grokking", *SMALL, "--out", str(tmp_path)])
-    assert r2.exit_code == 0 and "read from the store" in r2.output
+    r2 = runner.invoke(app, ["run", "grokking", *SMALL, "--store", str(tmp_path)])
+    assert r2.exit_code == 0 and "read from the store" in r2.output and "running grokking" not in r2.output
     assert time.perf_counter() - t0 < 5
     rid = RunStore(tmp_path).list_runs()[0]["run_id"]
-    s = runner.invoke(app, ["show", rid[:6], "--out", str(tmp_path)])
+    s = runner.invoke(app, ["show", rid[:6], "--store", str(tmp_path)])
     assert s.exit_code == 0 and "PASSED" in s.output and "accuracy.png" in s.output and "main/test_acc" in s.output
-    lr = runner.invoke(app, ["runs", "--out", str(tmp_path)])
+    lr = runner.invoke(app, ["runs", "--store", str(tmp_path)])
     assert lr.exit_code == 0 and rid in lr.output
 
 
 def test_failing_verdict_exits_1(tmp_path):
     # too few steps to generalise: the verdict is honest and the exit code says so
-    r = runner.invoke(app, ["run", "grokking", *SMALL, "--set", "max_steps=100", "--out", str(tmp_path)])
+    r = runner.invoke(app, ["run", "grokking", *SMALL, "--set", f"{STEPS}=100", "--store", str(tmp_path)])
     assert r.exit_code == 1, r.output
     assert "NOT REPRODUCED" in r.output
 
 
 def test_diverging_run_is_stored_failed(tmp_path):
-    r = runner.invoke(
-        app,
-        [
-            "run",
-            "grokking",
-            *SMALL,
-            "--set",
-            "lr=1e30",
-            "--set",
-            "wd=0",
-            "--set",
-            "max_steps=50",
-            "--out",
-            str(tmp_path),
-        ],
-    )
-    assert r.exit_code == 1
+    args = ["--set", "lr=1e30", "--set", f"{WD}=0", "--set", f"{STEPS}=50"]
+    r = runner.invoke(app, ["run", "grokking", *SMALL_NO_LR, *args, "--store", str(tmp_path)])
+    assert r.exit_code == 1, r.output
     assert "diverged at step" in r.output
     assert RunStore(tmp_path).list_runs()[0]["status"] == "failed"
+
+
+def test_plot_bug_keeps_the_data_and_show_replot_finishes_the_run(tmp_path, monkeypatch):
+    def broken_plot(result, out_dir):
+        raise ValueError("a bug in plot")
+
+    monkeypatch.setattr(grokking, "plot", broken_plot)
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    assert r.exit_code != 0
+    row = RunStore(tmp_path).list_runs()[0]
+    rid = row["run_id"]
+    assert row["status"] == "failed" and "a bug in plot" in row["error"]
+    assert row["result"]["test_acc"]  # the measured data is stored
+    assert RunStore(tmp_path).metrics(rid)  # and so are its metrics
+    s = runner.invoke(app, ["show", rid, "--store", str(tmp_path)])
+    assert s.exit_code == 1 and "--replot" in s.output and "a bug in plot" in s.output
+
+    monkeypatch.undo()  # the fix
+    t0 = time.perf_counter()
+    s = runner.invoke(app, ["show", rid[:8], "--replot", "--store", str(tmp_path)])
+    assert s.exit_code in (0, 1), s.output
+    assert "judged and plotted again" in s.output and "accuracy.png" in s.output and "status finished" in s.output
+    assert time.perf_counter() - t0 < 10  # no training
+    row = RunStore(tmp_path).get(rid)
+    assert row["status"] == "finished" and row["verdict"]["checks"] and row["error"] is None
+    assert s.exit_code == (0 if row["passed"] else 1)
+    figs = RunStore(tmp_path).artifacts(rid)
+    assert figs and all(os.path.exists(p) for p in figs.values())
+    assert row["attempts"] == 1  # judged again, not trained again
+
+
+class CheckpointError(PhenomlabError):
+    """Stands for the train engine's error about a checkpoint it cannot load (found by its class name)."""
+
+
+def test_corrupt_checkpoint_error_suggests_force(tmp_path, monkeypatch):
+    def damaged(cfg, ctx):
+        raise CheckpointError(f"cannot read {ctx.run_dir / 'main.ckpt'} (UnpicklingError); it is damaged")
+
+    monkeypatch.setattr(grokking, "run", damaged)
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    line = assert_one_line_error(r)
+    assert "main.ckpt" in line and "--force" in line
+    assert RunStore(tmp_path).list_runs()[0]["status"] == "failed"
+
+
+def test_out_of_memory_is_one_line_and_the_run_is_failed(tmp_path, monkeypatch):
+    def huge(cfg, ctx):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: "
+            "you tried to allocate 4000000000000 bytes."
+        )
+
+    monkeypatch.setattr(grokking, "run", huge)
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    line = assert_one_line_error(r)
+    assert "needs more memory than this machine has" in line and "4000000000000 bytes" in line
+    row = RunStore(tmp_path).list_runs()[0]
+    assert row["status"] == "failed" and "more memory" in row["error"]
+
+
+def test_huge_width_with_a_memory_limit_is_one_line(tmp_path):
+    """A real allocation failure: width=1e9 in a process limited to 16 GB of address space."""
+    import resource
+
+    limit = 16 * 2**30
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")
+    tiny = {**TINY, "width": "1000000000"}
+    args = [exe, "run", "grokking", *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")], "--quiet"]
+    args += ["--store", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=cap, env=env)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = error_lines(p.stderr)
+    assert len(lines) == 1 and "needs more memory than this machine has" in lines[0], p.stderr
+    assert RunStore(tmp_path).list_runs()[0]["status"] == "failed"
+
+
+def test_python_api_refuses_bad_seeds(tmp_path):
+    for seed in ("x", 1.5, -1, True, None):
+        with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+            phenomlab.run("grokking", seed=seed, out=tmp_path, **TINY)
+    assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_force_keeps_the_run_in_its_sweeps(tmp_path):
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    assert r.exit_code in (0, 1)
+    store = RunStore(tmp_path)
+    rid = store.list_runs()[0]["run_id"]
+    store.add_sweep("s0123456789abcde", "grokking", {"grid": {}}, [rid])
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--force", "--store", str(tmp_path)])
+    assert r.exit_code in (0, 1) and "read from the store" not in r.output
+    row = store.get(rid)
+    assert row["status"] == "finished" and row["attempts"] == 2
+    assert store.sweep("s0123456789abcde")["run_ids"] == [rid]
+    c = runner.invoke(app, ["compare", "--sweep", "s0123", "--store", str(tmp_path)])
+    assert c.exit_code == 0 and "pass rate" in c.output
+
+
+def test_ambiguous_prefixes_list_the_candidates(tmp_path):
+    store = RunStore(tmp_path)
+    for rid in ("abc1000000000000", "abc2000000000000"):
+        store.start_run(rid, "grokking", {"p": 11}, 0)
+    store.add_sweep("s1110000000000000", "grokking", {}, ["abc1000000000000"])
+    store.add_sweep("s1120000000000000", "grokking", {}, ["abc2000000000000"])
+    for args in (["show", "abc"], ["compare", "abc"], ["report", "abc"]):
+        line = assert_one_line_error(runner.invoke(app, [*args, "--store", str(tmp_path)]))
+        assert "ambiguous" in line and "abc1000000000000" in line and "abc2000000000000" in line
+    for args in (["compare", "--sweep", "s11"], ["report", "s11"]):
+        line = assert_one_line_error(runner.invoke(app, [*args, "--store", str(tmp_path)]))
+        assert "ambiguous" in line and "s1110000000000000" in line and "s1120000000000000" in line
+    # % and _ are not wildcards
+    for ref in ("%", "abc_", "a%"):
+        assert "no run" in assert_one_line_error(runner.invoke(app, ["show", ref, "--store", str(tmp_path)]))
+
+
+def test_compare_csv_to_an_unwritable_path(tmp_path):
+    store = RunStore(tmp_path)
+    store.start_run("abc1000000000000", "grokking", {"p": 11}, 0)
+    store.finish_run("abc1000000000000", True, {"passed": True, "checks": []}, {"x": 1.0}, 1.0)
+    for bad in (tmp_path / "no-such-dir" / "c.csv", tmp_path / "runs"):
+        r = runner.invoke(app, ["compare", "abc", "--store", str(tmp_path), "--csv", str(bad)])
+        assert "cannot write the CSV file" in assert_one_line_error(r)
+
+
+@pytest.fixture
+def make_readonly():
+    """Make a folder read-only for this process: chmod for a normal user; root ignores modes, so a
+    read-only bind mount is used instead (skipped where mounting is not allowed)."""
+    undo = []
+
+    def make(d):
+        if os.geteuid() != 0:
+            for p in [d, *[q for q in d.rglob("*") if q.is_dir()]]:
+                p.chmod(0o555)
+                undo.append(lambda p=p: p.chmod(0o755))
+            return
+        r = subprocess.run(["mount", "--bind", "-o", "ro", str(d), str(d)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot make a read-only folder as root: {r.stderr.decode().strip()}")
+        undo.append(lambda: subprocess.run(["umount", str(d)], check=True))
+
+    yield make
+    for u in reversed(undo):
+        u()
+
+
+def test_read_only_store_dir(tmp_path, make_readonly):
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    assert r.exit_code in (0, 1)
+    make_readonly(tmp_path)
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seed", "1", "--store", str(tmp_path)])
+    assert "not writable" in assert_one_line_error(r)
+    r = runner.invoke(app, ["runs", "--store", str(tmp_path)])  # reading still works
+    assert r.exit_code == 0, r.output
+    rid = RunStore(tmp_path, readonly=True).list_runs()[0]["run_id"]
+    r = runner.invoke(app, ["show", rid, "--replot", "--store", str(tmp_path)])
+    assert "not writable" in assert_one_line_error(r)
+
+
+@pytest.mark.parametrize("where", ["record", "figure"])
+def test_full_disk_while_finishing_a_run(tmp_path, monkeypatch, where):
+    """The disk fills up after training: writing run.json (fsync) or a figure fails with ENOSPC."""
+    import matplotlib.figure
+
+    full = {"on": False}
+    real_run, real_fsync, real_savefig = grokking.run, os.fsync, matplotlib.figure.Figure.savefig
+
+    def run_then_fill(cfg, ctx):
+        out = real_run(cfg, ctx)
+        full["on"] = True
+        return out
+
+    def fsync(fd):
+        if full["on"] and where == "record" and os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    def savefig(self, fname, *a, **k):
+        if full["on"] and where == "figure":
+            with open(fname, "wb") as fh:
+                fh.write(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fname))
+        return real_savefig(self, fname, *a, **k)
+
+    monkeypatch.setattr(grokking, "run", run_then_fill)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
+    assert "No space left on device" in assert_one_line_error(r)
+    row = RunStore(tmp_path).list_runs()[0]
+    assert row["status"] == "failed" and row["result"] is not None  # not left "running"; data kept
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.tmp"))
+
+    full["on"] = False  # space freed
+    s = runner.invoke(app, ["show", row["run_id"], "--replot", "--store", str(tmp_path)])
+    assert s.exit_code in (0, 1), s.output
+    assert RunStore(tmp_path).get(row["run_id"])["status"] == "finished"
 
 
 def test_kill_midway_then_resume(tmp_path):
     """SIGKILL the real console script mid-run; the same command resumes from the checkpoint."""
     exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")
-    args = [
-        exe,
-        "run",
-        "grokking",
-        *SMALL,
-        "--set",
-        "max_steps=2000",
-        "--set",
-        "wd=0",
-        "--set",
-        "control_wd=0",
-        "--out",
-        str(tmp_path),
-    ]
+    args = [exe, "run", "grokking", *SMALL, "--set", f"{STEPS}=800", "--set", f"{WD}=0"]
+    args += ["--set", f"{CONTROL_WD}=0", "--store", str(tmp_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PHENOMLAB_CHECKPOINT_SECONDS": "0.5"}
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 60
@@ -123,8 +397,21 @@ def test_kill_midway_then_resume(tmp_path):
     p.wait(10)
     row = RunStore(tmp_path).list_runs()[0]
     assert row["status"] == "running"  # killed: nothing had the chance to mark it
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert "resuming run" in out.stderr
     row = RunStore(tmp_path).get(row["run_id"])
     assert row["status"] == "finished" and row["attempts"] == 2
     assert out.returncode in (0, 1)
+
+
+def test_report_dir_and_the_old_report_out(tmp_path):
+    store = RunStore(tmp_path / "store")
+    store.start_run("abc1000000000000", "grokking", {"p": 11}, 0)
+    store.finish_run("abc1000000000000", True, {"passed": True, "summary": "ok", "checks": []}, {"x": 1.0}, 1.0)
+    r = runner.invoke(app, ["report", "abc", "--store", str(tmp_path / "store"), "--report-dir", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a" / "runs" / "abc1000000000000.html").exists()
+    r = runner.invoke(app, ["report", "abc", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "warning: `report --out` is deprecated; use --report-dir" in r.output
+    assert (tmp_path / "b" / "runs" / "abc1000000000000.html").exists()
+    assert not (tmp_path / "store" / "runs" / "abc1000000000000.html").exists()

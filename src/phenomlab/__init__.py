@@ -34,7 +34,14 @@ def run(
     )
 
 
-# ``phenomlab.sweep`` is both the subpackage and a callable (see phenomlab/sweep/__init__.py)
-from . import sweep  # noqa: E402
+def __getattr__(name: str) -> Any:
+    # ``phenomlab.sweep`` is both the subpackage and a callable (see phenomlab/sweep/__init__.py). It is
+    # imported on first use, so ``import phenomlab.store`` or the CLI's startup do not pay for torch.
+    if name == "sweep":
+        import importlib
+
+        return importlib.import_module(".sweep", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["__version__", "run", "sweep"]

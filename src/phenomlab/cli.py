@@ -1,12 +1,16 @@
-"""The ``phenomlab`` command line: list, run, runs, show (and sweep/compare/report when installed).
+"""The ``phenomlab`` command line: list, run, runs, show, sweep, compare, report, store check|rebuild.
 
-Exit codes: 0 the verdict passed, 1 it did not (or the run failed), 2 bad input.
+Exit codes: 0 the verdict passed, 1 it did not (or the run failed), 2 bad input or an unusable store
+(one line on stderr, never a traceback). Every command that reads or writes runs takes ``--store DIR``
+(default ``$PHENOMLAB_HOME``, else ``./phenomlab-runs``); ``--out`` is kept as a hidden old name of it.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -14,35 +18,76 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import PhenomlabError, TrainingDiverged
+
+STORE_EPILOG = "Run store: --store DIR, else $PHENOMLAB_HOME, else ./phenomlab-runs."
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Reproduce, measure and sweep the phenomena of deep learning science.",
+    help="Reproduce, measure and sweep the phenomena of deep learning science. " + STORE_EPILOG,
 )
+store_app = typer.Typer(
+    no_args_is_help=True,
+    help="Check the run store, or rebuild its index from the run folders. " + STORE_EPILOG,
+)
+app.add_typer(store_app, name="store")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="run store directory (default: $PHENOMLAB_HOME, else ./phenomlab-runs)"),
+]
+LegacyOut = Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --store")]
+
+#: OSErrors about the machine (disk full, permissions, missing folders): one line, exit 2
+_USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+def _error(msg: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+    return typer.Exit(code)
+
 
 def _guard(fn: F) -> F:
-    """Turn user errors into one line on stderr and exit 2 instead of a traceback."""
+    """Turn user errors into one line on stderr and exit 2 instead of a traceback; print deprecated config
+    keys as one warning line each; merge the hidden ``--out`` into ``--store``."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        legacy = kwargs.get("legacy_out")
+        if legacy is not None:
+            target = "store" if "store" in kwargs else "out"
+            if kwargs.get(target) not in (None, legacy):
+                raise _error("give the run store once: --store (or its old name --out), not both")
+            kwargs[target], kwargs["legacy_out"] = legacy, None
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning(warnings.showwarning)
+                return fn(*args, **kwargs)
         except PhenomlabError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            msg = str(exc)
+            # by name: the checkpoint error is defined by the train engine or in errors, depending on the version
+            if "Checkpoint" in type(exc).__name__ and "--force" not in msg:
+                msg += "; run again with --force to recompute the run"
+            raise _error(msg) from None
         except TrainingDiverged as exc:
-            err.print(f"[bold red]run failed:[/] {exc} (stored as failed)", highlight=False)
+            err.print(f"[bold red]run failed:[/] {escape(str(exc))} (stored as failed)", highlight=False)
             raise typer.Exit(1) from None
+        except MemoryError:
+            raise _error("out of memory: the machine has not enough memory for this command") from None
+        except OSError as exc:
+            if exc.errno not in _USER_ERRNOS:
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            raise _error(f"{exc.strerror or exc}{where}") from None
         except KeyboardInterrupt:
             err.print("interrupted: finished work is stored; run the same command again to resume")
             raise typer.Exit(130) from None
@@ -50,9 +95,31 @@ def _guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _show_warning(original: Callable[..., None]) -> Callable[..., None]:
+    seen: set[str] = set()
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        config = sys.modules.get("phenomlab.phenomena.config")  # loaded by whatever issued the warning
+        if config is None or not issubclass(category, config.ConfigKeyDeprecated):
+            original(message, category, *args, **kwargs)
+            return
+        text = str(message)
+        if text not in seen:  # the config may be built more than once per command
+            seen.add(text)
+            err.print(f"warning: {text}", highlight=False, markup=False)
+
+    return show
+
+
 def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """``["a=1", "b=x,y"]`` -> ``{"a": "1", "b": "x,y"}``; values are parsed later by field type."""
+    """``["a=1", "b=x,y"]`` -> ``{"a": "1", "b": "x,y"}``; values are parsed later by field type.
+
+    A key given twice (also as its old, deprecated name) is refused rather than silently using one value.
+    """
+    from .phenomena.config import DEPRECATED_KEYS
+
     out: dict[str, str] = {}
+    given: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
             raise PhenomlabError(f"--set expects key=value, got {item!r}")
@@ -60,17 +127,30 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
         key = key.strip().replace("-", "_")
         if not key:
             raise PhenomlabError(f"--set expects key=value, got {item!r}")
+        canon = DEPRECATED_KEYS.get(key, key)
+        if canon in given:
+            raise PhenomlabError(f"--set gives {canon!r} twice ({given[canon]} and {item.strip()}); give it once")
+        given[canon] = item.strip()
         out[key] = value.strip()
     return out
 
 
-def _store(out: Path | None) -> Any:
+def open_store(path: Path | None, write: bool = False) -> Any:
+    """The run store at ``path``; reading never creates one (a missing store is a one-line error)."""
     from .store.sqlite import RunStore
 
-    return RunStore(out)
+    if not write:
+        return RunStore(path, readonly=True)
+    RunStore(path, readonly=True)  # exists and is whole; only then open it for writing
+    return RunStore(path)
 
 
-@app.command("list")
+def resolve_run(store: Any, ref: str) -> dict[str, Any]:
+    """The run whose id is ``ref`` or uniquely starts with it (a one-line error otherwise)."""
+    return store.resolve_run(ref)
+
+
+@app.command("list", epilog=STORE_EPILOG)
 @_guard
 def list_cmd(
     config: Annotated[str | None, typer.Option("--config", help="show the config fields of this phenomenon")] = None,
@@ -99,40 +179,32 @@ def list_cmd(
     console.print(t)
 
 
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def run(
     pid: Annotated[str, typer.Argument(metavar="ID", help="phenomenon id (see `phenomlab list`)")],
     preset: Annotated[str, typer.Option(help="quick (minutes on a laptop CPU) or paper")] = "quick",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value: key=value")] = None,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed (a non-negative integer)")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present)")] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "--store", help="run store directory (default ./phenomlab-runs)")
-    ] = None,
+    store: StoreOpt = None,
+    legacy_out: LegacyOut = None,
     force: Annotated[bool, typer.Option(help="recompute even if the run is stored")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not)."""
-    from .phenomena import registry
     from .phenomena.lifecycle import run_phenomenon
-    from .phenomena.registry import make_config
-    from .seeding import resolve_device
-    from .store.ids import run_id
 
-    registry.entry(pid)
-    resolve_device(device)
-    overrides = parse_sets(set_)
-    cfg = make_config(pid, preset, overrides)
-    store = _store(out)
-    rid = run_id(pid, cfg.to_dict(), seed)
-    row = store.get(rid)
-    if row is not None and row["status"] in ("running", "interrupted") and not force:
-        err.print(f"resuming run {rid} from its checkpoints")
-    elif not quiet and (row is None or row["status"] != "finished" or force):
-        err.print(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
     result = run_phenomenon(
-        pid, preset=preset, seed=seed, device=device, store=store, force=force, progress=not quiet, config=cfg
+        pid,
+        preset=preset,
+        overrides=parse_sets(set_),
+        seed=seed,
+        device=device,
+        out=store,
+        force=force,
+        progress=not quiet,
+        announce=lambda line: err.print(line, highlight=False, markup=False),
     )
     if result.cached:
         console.print(f"run {result.run_id}: read from the store (finished earlier; --force recomputes)")
@@ -147,24 +219,31 @@ def _print_result(result: Any) -> None:
         f"[bold]{result.phenomenon}[/] seed {result.seed}  run {result.run_id}"
         + (f"  ({result.duration:.1f} s)" if result.duration else "")
     )
-    console.print(f"[bold {colour}]{'PASSED' if v.passed else 'NOT REPRODUCED'}[/]: {v.summary}", highlight=False)
+    console.print(
+        f"[bold {colour}]{'PASSED' if v.passed else 'NOT REPRODUCED'}[/]: {escape(str(v.summary))}", highlight=False
+    )
     for c in v.checks:
-        console.print(f"  [{'green' if c.passed else 'red'}]{c}[/]", highlight=False)
+        console.print(f"  [{'green' if c.passed else 'red'}]{escape(str(c))}[/]", highlight=False)
     for f in result.figures:
-        console.print(f"figure: {f}", highlight=False)
+        console.print(f"figure: {f}", highlight=False, markup=False)
 
 
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def runs(
     phenomenon: Annotated[str | None, typer.Option(help="only this phenomenon")] = None,
     status: Annotated[str | None, typer.Option(help="running, finished, failed or interrupted")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
+    store: StoreOpt = None,
+    legacy_out: LegacyOut = None,
 ) -> None:
     """Table of the runs in the store."""
     import datetime
 
-    rows = _store(out).list_runs(phenomenon, status)
+    from .store.sqlite import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise PhenomlabError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+    rows = open_store(store).list_runs(phenomenon, status)
     t = Table(title=f"runs ({len(rows)})")
     t.add_column("run", no_wrap=True, min_width=16)
     t.add_column("phenomenon", no_wrap=True)
@@ -178,37 +257,46 @@ def runs(
     console.print(t)
 
 
-def resolve_run(store: Any, ref: str) -> dict[str, Any]:
-    matches = store.find(ref)
-    if not matches:
-        raise PhenomlabError(f"no run {ref!r} in {store.root} (see `phenomlab runs`)")
-    if len(matches) > 1:
-        raise PhenomlabError(f"run id prefix {ref!r} is ambiguous: {', '.join(m['run_id'] for m in matches[:5])}")
-    return matches[0]
-
-
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def show(
     ref: Annotated[str, typer.Argument(metavar="RUN", help="run id (a unique prefix is enough)")],
-    out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
+    replot: Annotated[
+        bool,
+        typer.Option(
+            "--replot",
+            help="judge and plot the run again from its stored measurements (e.g. after a fix to its plot)",
+        ),
+    ] = False,
+    store: StoreOpt = None,
+    legacy_out: LegacyOut = None,
 ) -> None:
-    """Verdict, metrics summary and figure paths of one stored run."""
+    """Verdict, metrics summary and figure paths of one stored run (exit 1 if it has not finished)."""
     from .phenomena.lifecycle import load_result
+    from .phenomena.lifecycle import replot as replot_run
 
-    store = _store(out)
-    row = resolve_run(store, ref)
+    st = open_store(store, write=replot)
+    row = resolve_run(st, ref)
+    if replot:
+        result = replot_run(st, row["run_id"])
+        row = st.get(row["run_id"])
+        console.print(f"run {row['run_id']}: judged and plotted again from its stored measurements")
     console.print(
         f"[bold]{row['phenomenon']}[/] run {row['run_id']}  seed {row['seed']}  preset {row['preset']}"
         f"  status {row['status']}"
     )
-    console.print(f"config: {row['config']}", highlight=False)
+    console.print(f"config: {row['config']}", highlight=False, markup=False)
     if row["status"] != "finished":
         if row.get("error"):
-            console.print(f"[red]error:[/] {row['error'].splitlines()[0]}", highlight=False)
+            console.print(f"[red]error:[/] {escape(row['error'].splitlines()[0])}", highlight=False)
+        if row.get("result") is not None:
+            console.print(
+                f"its measurements are stored: `phenomlab show {row['run_id']} --replot` judges and plots them",
+                markup=False,
+            )
     else:
-        _print_result(load_result(store, row))
-    metrics = store.metrics(row["run_id"])
+        _print_result(result if replot else load_result(st, row))
+    metrics = st.metrics(row["run_id"])
     if metrics:
         t = Table(title="metrics")
         for col in ("name", "points", "first", "last", "min", "max"):
@@ -223,9 +311,11 @@ def show(
         console.print(t)
     if row["status"] != "finished":
         raise typer.Exit(1)
+    if replot:
+        raise typer.Exit(0 if row["passed"] else 1)
 
 
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def sweep(
     pid: Annotated[str, typer.Argument(metavar="ID", help="phenomenon id")],
@@ -237,7 +327,8 @@ def sweep(
     address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto' joins a running one)")] = None,
     workers: Annotated[int, typer.Option(help="parallel local processes / CPUs of a local Ray")] = 1,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
+    out: StoreOpt = None,
+    legacy_out: LegacyOut = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,
 ) -> None:
     """Run a phenomenon over a grid x seeds; stored runs are skipped, failures do not stop the rest."""
@@ -299,25 +390,26 @@ def sweep(
     raise typer.Exit(1 if counts["failed"] else 0)
 
 
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def compare(
     refs: Annotated[list[str] | None, typer.Argument(metavar="RUN...", help="run ids (prefixes)")] = None,
-    sweep_ref: Annotated[str | None, typer.Option("--sweep", help="a sweep id")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "--store", help="run store directory")] = None,
+    sweep_ref: Annotated[str | None, typer.Option("--sweep", help="a sweep id (a unique prefix is enough)")] = None,
+    store: StoreOpt = None,
+    legacy_out: LegacyOut = None,
     csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
 ) -> None:
     """Aggregate runs across seeds: mean and 95% bootstrap CI per metric, verdict pass rate."""
-    from .sweep.compare import aggregate, to_frame
+    from .store.aggregate import aggregate, to_frame
 
-    store = _store(out)
+    st = open_store(store)
     if sweep_ref:
-        sw = store.sweep(sweep_ref)
+        sw = st.sweep(sweep_ref)
         if sw is None:
-            raise PhenomlabError(f"no sweep {sweep_ref!r} in {store.root}")
-        rows = [r for rid in sw["run_ids"] if (r := store.get(rid)) is not None]
+            raise PhenomlabError(f"no sweep {sweep_ref!r} in {st.root}")
+        rows = [r for rid in sw["run_ids"] if (r := st.get(rid)) is not None]
     elif refs:
-        rows = [resolve_run(store, ref) for ref in refs]
+        rows = [resolve_run(st, ref) for ref in refs]
     else:
         raise PhenomlabError("name runs to compare, or --sweep SWEEP")
     groups = aggregate(rows)
@@ -329,27 +421,67 @@ def compare(
         )
         for col in ("metric", "mean", "95% CI", "n"):
             t.add_column(col)
-        for name, st in g["metrics"].items():
-            t.add_row(name, f"{st['mean']:.4g}", f"[{st['lo']:.4g}, {st['hi']:.4g}]", str(st["n"]))
+        for name, st_ in g["metrics"].items():
+            t.add_row(name, f"{st_['mean']:.4g}", f"[{st_['lo']:.4g}, {st_['hi']:.4g}]", str(st_["n"]))
         console.print(t)
     if csv:
-        to_frame(groups).to_csv(csv, index=False)
-        console.print(f"wrote {csv}")
+        try:
+            to_frame(groups).to_csv(csv, index=False)
+        except OSError as exc:
+            raise PhenomlabError(f"cannot write the CSV file {csv}: {exc.strerror or exc}") from None
+        console.print(f"wrote {csv}", markup=False)
 
 
-@app.command()
+@app.command(epilog=STORE_EPILOG)
 @_guard
 def report(
     ref: Annotated[str | None, typer.Argument(metavar="[RUN|SWEEP]", help="run or sweep id")] = None,
-    out: Annotated[Path, typer.Option(help="directory for the HTML report")] = Path("phenomlab-report"),
+    report_dir: Annotated[Path, typer.Option("--report-dir", help="directory the HTML report is written to")] = Path(
+        "phenomlab-report"
+    ),
     all_: Annotated[bool, typer.Option("--all", help="the whole store as an index page")] = False,
-    store_dir: Annotated[Path | None, typer.Option("--store", help="run store directory")] = None,
+    store: StoreOpt = None,
+    report_out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --report-dir")] = None,
 ) -> None:
     """Write a static HTML report (figures embedded, verdict table, config, versions, timings)."""
     from .report.html import render
 
-    page = render(_store(store_dir), out, ref, everything=all_)
-    console.print(f"report: {page.resolve()}", highlight=False)
+    if report_out is not None:
+        err.print("warning: `report --out` is deprecated; use --report-dir (--store names the run store)")
+        report_dir = report_out
+    page = render(open_store(store), report_dir, ref, everything=all_)
+    console.print(f"report: {page.resolve()}", highlight=False, markup=False)
+
+
+@store_app.command("check", epilog=STORE_EPILOG)
+@_guard
+def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
+    """Check the database (SQLite integrity check) against the run folders; exit 1 if there are problems."""
+    from .store.repair import check
+
+    rep = check(store)
+    db = "database ok" if rep.database_ok else "database NOT ok"
+    console.print(f"store {rep.root}: {rep.runs} runs, {db}, {len(rep.problems)} problem(s)", markup=False)
+    for p in rep.problems:
+        console.print(f"[red]problem:[/] {escape(p)}", highlight=False)
+    for n in rep.notes:
+        console.print(f"note: {n}", highlight=False, markup=False)
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+@store_app.command("rebuild", epilog=STORE_EPILOG)
+@_guard
+def store_rebuild(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
+    """Move store.sqlite aside and re-index every run from its folder's run.json (stop runs first)."""
+    from .store.repair import rebuild
+
+    rep = rebuild(store)
+    if rep.moved_to is not None:
+        console.print(f"moved the old database to {rep.moved_to}", markup=False)
+    console.print(f"re-indexed {len(rep.indexed)} run(s) into {rep.root / 'store.sqlite'}", markup=False)
+    for s in rep.skipped:
+        console.print(f"[red]skipped:[/] {escape(s)}", highlight=False)
+    raise typer.Exit(1 if rep.skipped else 0)
 
 
 def main() -> None:

@@ -36,3 +36,16 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointError(PhenomlabError):
     """A checkpoint or cached partial result that cannot be loaded safely (damaged, or not plain data)."""
+
+
+class StoreDamaged(StoreError):
+    """The run store's database is unreadable (truncated, overwritten, empty); ``phenomlab store rebuild``
+    re-indexes the runs from their folders."""
+
+
+class AmbiguousId(PhenomlabError):
+    """A run or sweep id prefix that matches more than one entry (the message lists the candidates)."""
+
+
+class InsufficientMemory(PhenomlabError):
+    """A configuration whose tensors do not fit in this machine's memory (the run is stored as failed)."""

@@ -7,10 +7,14 @@ import pytest
 
 import phenomlab
 from phenomlab.errors import PhenomlabError
+from phenomlab.phenomena import grokking
 from phenomlab.report.html import render
 from phenomlab.store.sqlite import RunStore
 
-TINY = {"p": "23", "embed_dim": "16", "width": "32", "max_steps": "200", "eval_every": "20"}
+_FIELDS = set(grokking.Config.field_names())
+STEPS = "steps" if "steps" in _FIELDS else "max_steps"
+WD = "weight_decay" if "weight_decay" in _FIELDS else "wd"
+TINY = {"p": "11", "embed_dim": "8", "width": "16", STEPS: "60", "eval_every": "20"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--headless",
@@ -27,7 +31,7 @@ FLAGS = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    phenomlab.sweep("grokking", {"wd": ["0.5", "1"]}, "0-1", out=root, base=TINY)
+    phenomlab.sweep("grokking", {WD: ["0.5", "1"]}, "0-1", out=root, base=TINY)
     return RunStore(root)
 
 
@@ -81,3 +85,48 @@ def test_report_renders_figures_and_verdict_in_chromium(store, tmp_path):
     assert count((31, 119, 180)) > 200, "no figure lines on the screenshot"
     assert count((255, 127, 14)) > 200, "no figure lines on the screenshot"
     assert count((217, 242, 217)) + count((248, 215, 215)) > 500, "no verdict table cells on the screenshot"
+
+
+def _png(path):
+    from matplotlib.image import imsave
+
+    imsave(path, np.zeros((4, 4, 3)))
+    return path
+
+
+def test_only_files_inside_the_run_folder_are_embedded(tmp_path, monkeypatch):
+    """Figure paths in the database that leave the run's folder are skipped with a note and never read."""
+    import pathlib
+
+    s = RunStore(tmp_path / "store")
+    rid = "a" * 16
+    s.start_run(rid, "grokking", {"p": 11}, 0)
+    folder = s.run_dir(rid)
+    s.add_artifact(rid, "good", _png(folder / "good.png"))
+    secret = tmp_path / "secret.png"  # a real PNG outside the store: still not embedded
+    _png(secret)
+    (folder / "link.png").symlink_to(secret)
+    s.add_artifact(rid, "passwd", "/etc/passwd")
+    s.add_artifact(rid, "outside", secret)
+    s.add_artifact(rid, "link", folder / "link.png")
+    with s.transaction() as con:  # a crafted relative path, as someone editing the database could write
+        con.execute("INSERT INTO artifacts (run_id, name, path) VALUES (?, 'dots', '../../../secret.png')", (rid,))
+    (folder / "notes.txt").write_text("not a figure")
+    s.add_artifact(rid, "text", folder / "notes.txt")
+    s.finish_run(rid, True, {"passed": True, "summary": "ok", "checks": []}, {}, 1.0)
+
+    read = []
+    real = pathlib.Path.read_bytes
+
+    def spy(self):
+        read.append(str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", spy)
+    text = render(s, tmp_path / "report", rid).read_text()
+    assert text.count("data:image/png;base64,") == 1  # only good.png
+    for name in ("passwd", "outside", "link", "dots"):
+        assert f"figure {name} skipped" in text, name
+    assert "notes.txt skipped: not a PNG" in text
+    assert "/etc/passwd" not in read and str(secret) not in read
+    assert not any(p.endswith("secret.png") for p in read)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import versions
-from ..errors import ConfigError, PhenomlabError, TrainingDiverged
+from ..errors import ConfigError, InsufficientMemory, PhenomlabError, TrainingDiverged
 from ..seeding import resolve_device, seed_everything
 from ..store.ids import run_id as make_run_id
 from ..store.sqlite import RunStore
@@ -47,10 +47,16 @@ def check_seed(seed: Any) -> int:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Exclusive lock on one run folder across processes (released when the holder exits, even on kill -9)."""
+def run_lock(run_dir: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Exclusive lock on one run folder across processes (released when the holder exits, even on kill -9);
+    ``on_wait()`` is called once if another process holds it and this one has to wait."""
     with open(run_dir / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -63,7 +69,7 @@ def load_result(store: RunStore, row: Mapping[str, Any]) -> Result:
     arts = store.artifacts(row["run_id"])
     return Result(
         phenomenon=row["phenomenon"],
-        config=canonical_config(row["config"]),
+        config=_stored_config(row["phenomenon"], row["config"]),
         seed=row["seed"],
         data=row.get("result") or {},
         run_id=row["run_id"],
@@ -73,6 +79,17 @@ def load_result(store: RunStore, row: Mapping[str, Any]) -> Result:
         duration=row.get("duration"),
         run_dir=str(store.root / "runs" / row["run_id"]),
     )
+
+
+def _stored_config(pid: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config under the phenomenon's field names: old key names are renamed, unless the phenomenon
+    still declares them (then renaming would hide its own fields from ``signature`` and ``plot``)."""
+    renamed = canonical_config(config)
+    with contextlib.suppress(PhenomlabError):
+        names = set(registry.get(pid).Config.field_names())
+        if set(config) <= names and not set(renamed) <= names:
+            return dict(config)
+    return renamed
 
 
 def run_phenomenon(
@@ -105,7 +122,7 @@ def run_phenomenon(
     run_dir = store.run_dir(rid)
     say = announce or (lambda line: None)
 
-    with run_lock(run_dir):
+    with run_lock(run_dir, on_wait=lambda: say(f"waiting for another process running the same run {rid}")):
         row = store.get(rid)
         if row is not None and row["status"] == "finished" and not force:
             return _cached(store, row, sweep_id)
@@ -130,8 +147,7 @@ def run_phenomenon(
                 ctx = RunContext(seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress)
                 seed_everything(seed)
                 measured = mod.run(cfg, ctx)
-                store.save_result(rid, measured)
-                store.write_record(rid)
+                store.save_result(rid, measured)  # also writes runs/<id>/run.json
             result = Result(phenomenon=pid, config=cfg_dict, seed=seed, data=measured, run_id=rid, run_dir=str(run_dir))
             _judge(mod, result, store, time.perf_counter() - t0)
             return result
@@ -145,6 +161,10 @@ def run_phenomenon(
             _fail(store, rid, str(exc))
             raise
         except Exception as exc:
+            if _out_of_memory(exc):
+                msg = f"the config needs more memory than this machine has: {_oom_line(exc)}"
+                _fail(store, rid, msg)
+                raise InsufficientMemory(msg) from None
             _fail(store, rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
             raise
 
@@ -268,8 +288,23 @@ def _judge(mod: Any, result: Result, store: RunStore, duration: float) -> None:
     for p in result.figures:
         store.add_artifact(rid, Path(p).stem, p)
     result.duration = duration
-    store.finish_run(rid, result.verdict.passed, result.verdict.to_dict(), result.data, duration)
-    store.write_record(rid)
+    store.finish_run(rid, result.verdict.passed, result.verdict.to_dict(), result.data, duration)  # + run.json
+
+
+_OOM_MARKERS = ("not enough memory", "defaultcpuallocator", "out of memory", "can't allocate memory")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: MemoryError, or torch's RuntimeError from the CPU or CUDA allocator."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MARKERS)
+    )
+
+
+def _oom_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    hits = [ln for ln in lines if any(m in ln.lower() for m in _OOM_MARKERS)]
+    return (hits or lines or [type(exc).__name__])[0]
 
 
 def _cached(store: RunStore, row: Mapping[str, Any], sweep_id: str | None) -> Result:
@@ -280,9 +315,9 @@ def _cached(store: RunStore, row: Mapping[str, Any], sweep_id: str | None) -> Re
 
 
 def _fail(store: RunStore, rid: str, error: str, status: str = "failed") -> None:
-    store.fail_run(rid, error, status=status)
-    with contextlib.suppress(Exception):  # the record is a convenience copy; the failure is already stored
-        store.write_record(rid)
+    # the store itself may be what failed (a full disk): the original error must still reach the caller
+    with contextlib.suppress(Exception):
+        store.fail_run(rid, error, status=status)  # also rewrites run.json when it can
 
 
 def _clear(run_dir: Path) -> None:

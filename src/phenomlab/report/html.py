@@ -3,6 +3,10 @@
 Figures are embedded as base64 PNG so a page opens from disk in any browser, with no server and
 no other file. Each page marks ``<body data-images-ok>`` once every figure has decoded, which the
 tests read back from headless Chromium.
+
+Only PNG files inside the run's own folder are read: a figure path in the database that points elsewhere
+(``/etc/passwd``, ``../../secret``, a symbolic link out of the folder) is skipped with a note on the page, so
+a report built from a store someone else wrote cannot copy other files of this machine into the page.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PhenomlabError
+from ..store.aggregate import aggregate
+from ..store.files import inside
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -61,11 +67,23 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _img(path: str | Path, alt: str) -> str:
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _img(path: str | Path, alt: str, run_dir: Path) -> str:
+    """The figure as an embedded PNG, or a note when it is missing, not a PNG, or outside ``run_dir``."""
     p = Path(path)
-    if not p.exists():
+    if not inside(p, run_dir):
+        return f"<p class='muted'>figure {_e(alt)} skipped: {_e(p)} is outside the run's folder</p>"
+    if not p.is_file():
         return f"<p class='muted'>figure {_e(p.name)} missing</p>"
-    b64 = base64.b64encode(p.read_bytes()).decode()
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        return f"<p class='muted'>figure {_e(p.name)} unreadable ({_e(exc.strerror or exc)})</p>"
+    if not data.startswith(PNG_MAGIC):
+        return f"<p class='muted'>figure {_e(p.name)} skipped: not a PNG file</p>"
+    b64 = base64.b64encode(data).decode()
     return f"<img class='figure' alt='{_e(alt)}' src='data:image/png;base64,{b64}'>"
 
 
@@ -115,7 +133,8 @@ def run_page(store: Any, row: Mapping[str, Any]) -> str:
     else:
         parts.append(f"<p class='fail'>{_e((row.get('error') or row['status']).splitlines()[0])}</p>")
     parts.append("<h2>Figures</h2>")
-    parts += [_img(p, name) for name, p in arts.items()] or ["<p class='muted'>no figures</p>"]
+    run_dir = store.root / "runs" / rid
+    parts += [_img(p, name, run_dir) for name, p in arts.items()] or ["<p class='muted'>no figures</p>"]
     parts += ["<h2>Configuration</h2>", _kv(row["config"])]
     timing = {
         "created": _ts(row.get("created")),
@@ -134,8 +153,6 @@ def _ts(t: float | None) -> str | None:
 
 
 def sweep_page(store: Any, sweep: Mapping[str, Any], run_links: Mapping[str, str]) -> str:
-    from ..sweep.compare import aggregate
-
     rows = [r for rid in sweep["run_ids"] if (r := store.get(rid)) is not None]
     groups = aggregate(rows)
     parts = [
@@ -183,7 +200,7 @@ def sweep_page(store: Any, sweep: Mapping[str, Any], run_links: Mapping[str, str
     for g in groups:
         arts = store.artifacts(g["runs"][0])
         parts.append(f"<p><b>{_e(g['label'])}</b></p>")
-        parts += [_img(p, name) for name, p in arts.items()]
+        parts += [_img(p, name, store.root / "runs" / g["runs"][0]) for name, p in arts.items()]
     return _page(f"sweep {sweep['sweep_id']}", "".join(parts))
 
 
@@ -199,7 +216,7 @@ def render(store: Any, out_dir: str | Path, ref: str | None = None, everything: 
 
     def write_run(row: Mapping[str, Any]) -> str:
         rel = f"runs/{row['run_id']}.html"
-        (out / rel).write_text(run_page(store, row), encoding="utf-8")
+        _write(out / rel, run_page(store, row))
         return rel
 
     if everything:
@@ -209,7 +226,7 @@ def render(store: Any, out_dir: str | Path, ref: str | None = None, everything: 
         sweep_links = {}
         for s in sweeps:
             rel = f"sweep-{s['sweep_id']}.html"
-            (out / rel).write_text(sweep_page(store, s, {k: v for k, v in links.items()}), encoding="utf-8")
+            _write(out / rel, sweep_page(store, s, dict(links)))
             sweep_links[s["sweep_id"]] = rel
         return _write(out / "index.html", index_page(rows, links, sweeps, sweep_links))
     if ref is None:
@@ -218,17 +235,17 @@ def render(store: Any, out_dir: str | Path, ref: str | None = None, everything: 
     if sweep is not None:
         links = {rid: write_run(r) for rid in sweep["run_ids"] if (r := store.get(rid)) is not None}
         return _write(out / f"sweep-{sweep['sweep_id']}.html", sweep_page(store, sweep, links))
-    matches = store.find(ref)
-    if not matches:
-        raise PhenomlabError(f"no run or sweep {ref!r} in {store.root}")
-    if len(matches) > 1:
-        raise PhenomlabError(f"id prefix {ref!r} is ambiguous: {', '.join(m['run_id'] for m in matches[:5])}")
-    rel = write_run(matches[0])
+    if not store.find(ref):
+        raise PhenomlabError(f"no run or sweep {ref!r} in {store.root} (see `phenomlab runs`)")
+    rel = write_run(store.resolve_run(ref))
     return out / rel
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise PhenomlabError(f"cannot write the report page {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -3,20 +3,29 @@
 Crash safety: every write is one transaction; WAL lets readers and several writer processes share
 the file (writers wait on a busy timeout instead of failing). Metrics are keyed by
 (run, name, step), so re-logging a step after a resume replaces rather than duplicates.
+
+Recovery: each run's folder holds ``run.json``, a copy of its row, metrics, figures and sweeps written
+atomically at every change of state, so ``phenomlab store rebuild`` can rebuild the index from the folders
+when the database is lost. A damaged database is reported as :class:`~phenomlab.errors.StoreDamaged` (one
+line naming the file), never read as if it were empty. Read-only users (``RunStore(root, readonly=True)``)
+open the database read-only and never create a store. docs/RELIABILITY.md states what is promised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import AmbiguousId, PhenomlabError, StoreDamaged, StoreError
+from .files import check_sqlite_file, damaged_message, inside, write_atomic
 from .ids import canonical_json
 
 SCHEMA = """
@@ -67,7 +76,12 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
 CREATE INDEX IF NOT EXISTS runs_by_phenomenon ON runs (phenomenon, created);
 """
 
+TABLES = ("runs", "metrics", "artifacts", "sweeps", "sweep_runs")
 STATUSES = ("running", "finished", "failed", "interrupted")
+DB_NAME = "store.sqlite"
+RECORD_NAME = "run.json"
+RECORD_VERSION = 1
+LOCK_NAME = ".lock"
 
 
 def default_root() -> Path:
@@ -76,69 +90,177 @@ def default_root() -> Path:
 
 
 class RunStore:
-    """SQLite index + metrics under ``root/store.sqlite``; per-run files under ``root/runs/<run_id>/``."""
+    """SQLite index + metrics under ``root/store.sqlite``; per-run files under ``root/runs/<run_id>/``.
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    ``readonly=True`` (the read commands: show, runs, compare, report) requires an existing store, creates
+    nothing and opens the database read-only.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, readonly: bool = False) -> None:
         self.root = Path(root) if root is not None else default_root()
+        self.path = self.root / DB_NAME
+        self.readonly = readonly
+        if readonly:
+            if not self.path.exists():
+                where = "no such directory" if not self.root.is_dir() else f"no {DB_NAME} in it"
+                raise StoreError(
+                    f"no run store at {self.root} ({where}); give the store with --store or $PHENOMLAB_HOME"
+                )
+            check_sqlite_file(self.path)
+            self._ro_flags = "mode=ro"
+            try:
+                self._check_tables(create=False)
+            except StoreError as exc:
+                if "unable to open" not in str(exc) or os.access(self.root, os.W_OK):
+                    raise
+                # a WAL database on read-only media without its -shm file opens only as immutable
+                # (safe there: nothing can change the file while it cannot be written)
+                self._ro_flags = "mode=ro&immutable=1"
+                self._check_tables(create=False)
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / "runs").mkdir(exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
+            probe = self.root / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
             raise StoreError(f"output directory {self.root} is not writable: {exc.strerror or exc}") from None
-        self.path = self.root / "store.sqlite"
-        with self._connect() as con:
+        if not self.path.exists():
+            self._create()
+        check_sqlite_file(self.path)
+        self._check_tables(create=True)
+
+    # ---- opening ------------------------------------------------------------------------------
+    def _create(self) -> None:
+        """Create the database under a temporary name and link it into place, so no process ever sees a
+        half-made (e.g. zero-byte) store.sqlite, and two processes creating a store at once both succeed."""
+        tmp = self.root / f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses WAL
+                con.executescript(SCHEMA)
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:  # another process made it first: use theirs
+                pass
+            except OSError:  # a file system without hard links: a rename, which a racing creator may replace
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot create the run store {self.path}: {exc}") from None
+        finally:
+            for p in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                p.unlink(missing_ok=True)
+
+    def _check_tables(self, create: bool) -> None:
+        with self._db() as con:
+            have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if set(TABLES) <= have:
+            return
+        if not create:
+            raise StoreError(f"{self.path} is not a phenomlab run store (tables {sorted(set(TABLES) - have)} missing)")
+        with self._db() as con:
             con.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
+        if self.readonly:
+            con = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?{self._ro_flags}", uri=True, timeout=60.0, isolation_level=None
+            )
+        else:
+            con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            con.execute("PRAGMA synchronous=NORMAL")
         con.execute("PRAGMA busy_timeout=60000")
         con.row_factory = sqlite3.Row
         return con
 
     @contextmanager
-    def transaction(self) -> Any:
-        con = self._connect()
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection, closed afterwards; SQLite errors become one-line :class:`StoreError`s."""
         try:
+            con = self._connect()
+            try:
+                yield con
+            finally:
+                con.close()
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise  # IntegrityError, ProgrammingError, ...: a bug, not the state of the file
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        msg = str(exc)
+        low = msg.lower()
+        if "malformed" in low or "not a database" in low:
+            return StoreDamaged(damaged_message(self.path, msg))
+        if "readonly" in low or "read-only" in low:
+            return StoreError(f"the run store {self.root} is read-only ({msg}); give a writable one with --store")
+        if "full" in low:
+            return StoreError(f"no space left for the run store {self.path} ({msg})")
+        if "locked" in low or "busy" in low:
+            return StoreError(f"the run store {self.path} stayed locked by another process for 60 s ({msg})")
+        return StoreError(f"cannot use the run store {self.path}: {msg}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as con:
             # IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking
             con.execute("BEGIN IMMEDIATE")
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._db() as con:
+            return con.execute(sql, tuple(args)).fetchall()
+
+    def integrity_check(self, max_errors: int = 20) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` or up to ``max_errors`` descriptions of damage."""
+        return [r[0] for r in self._query(f"PRAGMA integrity_check({int(max_errors)})")]
 
     def run_dir(self, run_id: str) -> Path:
         d = self.root / "runs" / run_id
-        d.mkdir(parents=True, exist_ok=True)
+        if not self.readonly:
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     # ---- runs -------------------------------------------------------------------------------
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's row with JSON columns decoded, or None."""
-        con = self._connect()
-        try:
-            row = con.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        finally:
-            con.close()
-        return _decode(row) if row else None
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return self._decode(rows[0]) if rows else None
 
     def find(self, prefix: str) -> list[dict[str, Any]]:
-        """Runs whose id starts with ``prefix`` (so users can type a short id)."""
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT * FROM runs WHERE run_id LIKE ? ORDER BY created", (prefix + "%",)).fetchall()
-        finally:
-            con.close()
-        return [_decode(r) for r in rows]
+        """Runs whose id starts with ``prefix`` (so users can type a short id); ``%`` and ``_`` match themselves."""
+        rows = self._query(
+            "SELECT * FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY created", (_like_prefix(prefix),)
+        )
+        return [self._decode(r) for r in rows]
+
+    def resolve_run(self, ref: str) -> dict[str, Any]:
+        """The one run whose id is ``ref`` or starts with it; :class:`PhenomlabError` for none,
+        :class:`AmbiguousId` listing the candidates for several."""
+        exact = self.get(ref)
+        if exact is not None:
+            return exact
+        matches = self.find(ref)
+        if not matches:
+            raise PhenomlabError(f"no run {ref!r} in {self.root} (see `phenomlab runs`)")
+        if len(matches) > 1:
+            raise AmbiguousId(_ambiguous("run", ref, [m["run_id"] for m in matches]))
+        return matches[0]
 
     def list_runs(self, phenomenon: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        if status is not None and status not in STATUSES:
+            raise PhenomlabError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
         q, args = "SELECT * FROM runs", []
         conds = []
         if phenomenon:
@@ -149,12 +271,7 @@ class RunStore:
             args.append(status)
         if conds:
             q += " WHERE " + " AND ".join(conds)
-        con = self._connect()
-        try:
-            rows = con.execute(q + " ORDER BY created", args).fetchall()
-        finally:
-            con.close()
-        return [_decode(r) for r in rows]
+        return [self._decode(r) for r in self._query(q + " ORDER BY created", args)]
 
     def start_run(
         self,
@@ -188,6 +305,9 @@ class RunStore:
                     now,
                 ),
             )
+        # the record lets `store rebuild` restore the run with its config even if it never finishes;
+        # it is rewritten with the measurements later, so a failure to write it here is not fatal
+        self._try_write_record(run_id)
         return self.get(run_id)  # type: ignore[return-value]
 
     def finish_run(
@@ -198,6 +318,7 @@ class RunStore:
         result: Mapping[str, Any] | None,
         duration: float,
     ) -> None:
+        """Mark the run finished with its verdict and data; its record is rewritten (a full disk raises)."""
         with self.transaction() as con:
             con.execute(
                 "UPDATE runs SET status='finished', passed=?, verdict=?, result=?, finished=?, duration=?,"
@@ -211,6 +332,7 @@ class RunStore:
                     run_id,
                 ),
             )
+        self.write_record(run_id)
 
     def fail_run(self, run_id: str, error: str, status: str = "failed") -> None:
         if status not in STATUSES:
@@ -221,11 +343,16 @@ class RunStore:
                 "UPDATE runs SET status=?, error=?, finished=? WHERE run_id=? AND status != 'finished'",
                 (status, error, time.time(), run_id),
             )
+        self._try_write_record(run_id)
 
     def save_result(self, run_id: str, result: Mapping[str, Any]) -> None:
-        """Store a run's measured data before it is judged and plotted (a plotting bug loses nothing)."""
+        """Store a run's measured data before it is judged and plotted (a plotting bug loses nothing).
+
+        The record in the run folder is rewritten too: when it cannot be (a full disk), :class:`StoreError`
+        is raised so the run stops here instead of failing later with less said."""
         with self.transaction() as con:
             con.execute("UPDATE runs SET result=? WHERE run_id=?", (canonical_json(dict(result)), run_id))
+        self.write_record(run_id)
 
     def reset_run(self, run_id: str) -> None:
         """Forget a run's measurements, verdict and figures (for a forced re-run); its sweeps keep it."""
@@ -238,19 +365,44 @@ class RunStore:
                 (run_id,),
             )
 
-    def write_record(self, run_id: str) -> Path:
-        """Write the run's row and metrics to ``runs/<id>/run.json`` (atomically): the folder alone can
-        rebuild the run's index entry if the database is lost."""
+    def record(self, run_id: str) -> dict[str, Any]:
+        """What ``run.json`` holds: the run's row, metrics ``{name: [steps, values]}``, artifacts (paths
+        relative to the run folder) and the sweeps it belongs to."""
         row = self.get(run_id)
         if row is None:
             raise StoreError(f"no run {run_id!r} in {self.root}")
+        row["record_version"] = RECORD_VERSION
         row["metrics"] = {k: [s, v] for k, (s, v) in self.metrics(run_id).items()}
-        row["artifacts"] = self.artifacts(run_id)
-        path = self.run_dir(run_id) / "run.json"
-        tmp = path.with_name(f"run.json.{os.getpid()}.tmp")
-        tmp.write_text(canonical_json(row))
-        os.replace(tmp, path)
+        row["artifacts"] = {
+            r["name"]: r["path"]
+            for r in self._query("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY name", (run_id,))
+        }
+        row["sweeps"] = [
+            {
+                "sweep_id": s["sweep_id"],
+                "phenomenon": s["phenomenon"],
+                "spec": json.loads(s["spec"]),
+                "created": s["created"],
+            }
+            for s in self._query(
+                "SELECT s.* FROM sweeps s JOIN sweep_runs r ON r.sweep_id = s.sweep_id WHERE r.run_id=?"
+                " ORDER BY s.created",
+                (run_id,),
+            )
+        ]
+        return row
+
+    def write_record(self, run_id: str) -> Path:
+        """Write the run's record to ``runs/<id>/run.json`` (atomically): the folder alone can
+        rebuild the run's index entry if the database is lost. :class:`StoreError` if it cannot be written."""
+        text = canonical_json(self.record(run_id))
+        path = self.run_dir(run_id) / RECORD_NAME
+        write_atomic(path, text)
         return path
+
+    def _try_write_record(self, run_id: str) -> None:
+        with contextlib.suppress(StoreError, OSError):
+            self.write_record(run_id)
 
     def record_failed(
         self,
@@ -285,18 +437,13 @@ class RunStore:
 
     def metrics(self, run_id: str, name: str | None = None) -> dict[str, tuple[list[int], list[float]]]:
         """``{name: (steps, values)}`` for the run, ordered by step."""
-        con = self._connect()
-        try:
-            q = "SELECT name, step, value FROM metrics WHERE run_id=?"
-            args: list[Any] = [run_id]
-            if name:
-                q += " AND name=?"
-                args.append(name)
-            rows = con.execute(q + " ORDER BY name, step", args).fetchall()
-        finally:
-            con.close()
+        q = "SELECT name, step, value FROM metrics WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if name:
+            q += " AND name=?"
+            args.append(name)
         out: dict[str, tuple[list[int], list[float]]] = {}
-        for r in rows:
+        for r in self._query(q + " ORDER BY name, step", args):
             s, v = out.setdefault(r["name"], ([], []))
             s.append(r["step"])
             v.append(float("nan") if r["value"] is None else r["value"])
@@ -304,21 +451,31 @@ class RunStore:
 
     # ---- artifacts --------------------------------------------------------------------------
     def add_artifact(self, run_id: str, name: str, path: str | Path) -> None:
+        """Register a file of the run; a file inside the run folder is stored relative to it, so a store
+        keeps its figures when it is moved or read from another working directory."""
+        p = Path(path)
+        folder = self.root / "runs" / run_id
+        stored = os.path.relpath(p.resolve(), folder.resolve()) if inside(p, folder) else str(p)
         with self.transaction() as con:
             con.execute(
-                "INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?, ?, ?)", (run_id, name, str(path))
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path) VALUES (?, ?, ?)", (run_id, name, stored)
             )
 
     def artifacts(self, run_id: str) -> dict[str, str]:
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY name", (run_id,)).fetchall()
-        finally:
-            con.close()
-        return {r["name"]: r["path"] for r in rows}
+        """``{name: path}``; relative stored paths are resolved against the run folder."""
+        folder = self.root / "runs" / run_id
+        out = {}
+        for r in self._query("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY name", (run_id,)):
+            p = Path(r["path"])
+            if not p.is_absolute():
+                # stores written before paths were kept relative to the run folder hold cwd-relative ones
+                p = folder / p if (folder / p).exists() or not p.exists() else p
+            out[r["name"]] = str(p)
+        return out
 
     # ---- sweeps -----------------------------------------------------------------------------
     def add_sweep(self, sweep_id: str, phenomenon: str, spec: Mapping[str, Any], run_ids: Iterable[str]) -> None:
+        run_ids = list(run_ids)
         with self.transaction() as con:
             con.execute(
                 "INSERT OR IGNORE INTO sweeps (sweep_id, phenomenon, spec, created) VALUES (?, ?, ?, ?)",
@@ -327,19 +484,25 @@ class RunStore:
             con.executemany(
                 "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?, ?)", [(sweep_id, r) for r in run_ids]
             )
+        # runs that already have a record get their new sweep in it (so `store rebuild` restores sweeps)
+        for rid in run_ids:
+            if (self.root / "runs" / rid / RECORD_NAME).exists():
+                self._try_write_record(rid)
 
-    def sweep(self, sweep_id: str) -> dict[str, Any] | None:
-        con = self._connect()
-        try:
-            row = con.execute("SELECT * FROM sweeps WHERE sweep_id LIKE ?", (sweep_id + "%",)).fetchone()
-            if row is None:
-                return None
-            runs = [
-                r["run_id"]
-                for r in con.execute("SELECT run_id FROM sweep_runs WHERE sweep_id=?", (row["sweep_id"],)).fetchall()
-            ]
-        finally:
-            con.close()
+    def sweep(self, ref: str) -> dict[str, Any] | None:
+        """The sweep whose id is ``ref`` or uniquely starts with it (None if none; :class:`AmbiguousId`
+        listing the candidates if several)."""
+        rows = self._query("SELECT * FROM sweeps WHERE sweep_id = ?", (ref,))
+        if not rows:
+            rows = self._query(
+                "SELECT * FROM sweeps WHERE sweep_id LIKE ? ESCAPE '\\' ORDER BY created", (_like_prefix(ref),)
+            )
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise AmbiguousId(_ambiguous("sweep", ref, [r["sweep_id"] for r in rows]))
+        row = rows[0]
+        runs = [r["run_id"] for r in self._query("SELECT run_id FROM sweep_runs WHERE sweep_id=?", (row["sweep_id"],))]
         return {
             "sweep_id": row["sweep_id"],
             "phenomenon": row["phenomenon"],
@@ -349,24 +512,34 @@ class RunStore:
         }
 
     def list_sweeps(self) -> list[dict[str, Any]]:
-        con = self._connect()
-        try:
-            rows = con.execute("SELECT sweep_id FROM sweeps ORDER BY created").fetchall()
-        finally:
-            con.close()
+        rows = self._query("SELECT sweep_id FROM sweeps ORDER BY created")
         return [s for r in rows if (s := self.sweep(r["sweep_id"])) is not None]
+
+    def _decode(self, row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        for key in ("config", "verdict", "result", "versions"):
+            if d.get(key):
+                try:
+                    d[key] = json.loads(d[key])
+                except ValueError:
+                    raise StoreDamaged(
+                        damaged_message(self.path, f"the {key} of run {d.get('run_id')} is not valid JSON")
+                    ) from None
+        if d.get("passed") is not None:
+            d["passed"] = bool(d["passed"])
+        return d
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching ``prefix`` literally (its ``%``, ``_`` and ``\\`` are escaped) then anything."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _ambiguous(kind: str, ref: str, ids: list[str]) -> str:
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    return f"{kind} id prefix {ref!r} is ambiguous: it matches {len(ids)} {kind}s ({shown}); type more of the id"
 
 
 def _finite_or_none(v: Any) -> float | None:
     v = float(v)
     return v if v == v and v not in (float("inf"), float("-inf")) else None
-
-
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    d = dict(row)
-    for key in ("config", "verdict", "result", "versions"):
-        if d.get(key):
-            d[key] = json.loads(d[key])
-    if d.get("passed") is not None:
-        d["passed"] = bool(d["passed"])
-    return d
