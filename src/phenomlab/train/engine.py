@@ -141,10 +141,11 @@ class Records:
         return v  # how a stored value is returned (History: a float; EnsembleHistory: a list of M floats)
 
     def column(self, name: str, default: Any = _REQUIRED) -> list[Any]:
-        """``name`` at every record, in step order (``default`` where a record lacks it; without one, KeyError)."""
+        """``[r[name] for r in records]``, the values as stored (``default`` where a record lacks ``name``;
+        without one, KeyError)."""
         if default is _REQUIRED and (missing := [r["step"] for r in self.records if name not in r]):
             raise KeyError(f"{name!r} is missing from the records of steps {missing}")
-        return [self._value(r[name]) if name in r else default for r in self.records]
+        return [r.get(name, default) for r in self.records]
 
     def series(self, name: str) -> tuple[list[int], list[Any]]:
         """Steps and values of one metric, skipping records that lack it."""
