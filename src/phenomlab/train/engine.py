@@ -232,7 +232,7 @@ class Engine:
         cfg: TrainConfig,
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
-        history: R,
+        history: Records,
         *,
         seed: int = 0,
         checkpoint: str | Path | None = None,
