@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from phenomlab.models import MLP
+from phenomlab.models.ensemble import MLPEnsemble, per_member_loss
 from phenomlab.phenomena import RunContext, build_config
 from phenomlab.phenomena import double_descent as dd
 from phenomlab.train import TrainConfig, make_optimizer, train
-from phenomlab.train.ensemble import MLPEnsemble, per_member_loss, train_ensemble
+from phenomlab.train.ensemble import train_ensemble
 
 
 class Clock:

@@ -255,3 +255,89 @@ def test_bad_inputs():
         train_ensemble(MLPEnsemble(6, 4, [3]), task(), TrainConfig(steps=2), on_nan="ignore")
     with pytest.raises(ConfigError):
         train_ensemble(MLPEnsemble(6, 4, [3]), task(), TrainConfig(steps=2, optimizer="lbfgs"))
+
+
+# --- per-member learning rates and frozen diverged members ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opt, extra",
+    [
+        ("sgd", {}),
+        ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-2, "batch_size": 8}),
+        ("adamw", {"weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 3}),
+    ],
+)
+def test_lr_scale_equals_members_trained_alone_with_their_own_lr(opt, extra):
+    x, y = task()
+    base = 0.05 if opt == "sgd" else 1e-2
+    cfg = TrainConfig(steps=25, lr=base, optimizer=opt, eval_every=5, **extra)
+    widths, seeds, scales = [3, 8, 8, 20], [5, 6, 7, 8], [1.0, 0.5, 2.0, 0.1]
+    ens = MLPEnsemble(6, 4, widths, seeds=seeds, bucket_overhead=8.0)
+    h = train_ensemble(ens, (x, y), cfg, seed=3, lr_scale=scales)
+    for m, (w, s, c) in enumerate(zip(widths, seeds, scales, strict=True)):
+        ref = standalone(s, w)
+        hr = train(ref, (x, y), TrainConfig(**{**cfg.__dict__, "lr": base * c}), seed=3)
+        assert max_diff(ref, ens.member(m)) < 1e-5, m
+        assert h.last("train_loss")[m] == pytest.approx(hr.last("train_loss"), abs=1e-5)
+    # the multiplier really acts: the same member without it ends elsewhere
+    plain = MLPEnsemble(6, 4, widths, seeds=seeds, bucket_overhead=8.0)
+    train_ensemble(plain, (x, y), cfg, seed=3)
+    assert max_diff(plain.member(1), ens.member(1)) > 1e-3 and max_diff(plain.member(0), ens.member(0)) < 1e-6
+
+
+def test_lr_scale_zero_keeps_a_member_exactly_and_bad_scales_are_refused():
+    x, y = task()
+    ens = MLPEnsemble(6, 4, [3, 5], seeds=[0, 1])
+    start = ens.member(0)
+    train_ensemble(ens, (x, y), TrainConfig(steps=5, optimizer="adam", lr=0.1), lr_scale=[0.0, 1.0])
+    assert max_diff(start, ens.member(0)) == 0.0
+    for bad in ([1.0], [1.0, -1.0], [1.0, float("nan")]):
+        with pytest.raises(ConfigError, match="lr_scale"):
+            train_ensemble(ens, (x, y), TrainConfig(steps=2), lr_scale=bad)
+
+
+def test_diverged_member_is_frozen_and_the_others_train_on():
+    x, y = task()
+    cfg = TrainConfig(steps=12, lr=1e-2, optimizer="adam", eval_every=4, batch_size=16)
+    ens = MLPEnsemble(6, 4, [3, 5, 8], seeds=[0, 1, 2], buckets="single")
+    poison(ens, 1)
+    frozen = ens.member(1)
+    h = train_ensemble(ens, (x, y), cfg, on_nan="continue")
+    assert h.diverged == {1: 0}
+    after = ens.member(1)
+    for p, q in zip(frozen.parameters(), after.parameters(), strict=True):
+        assert torch.equal(p, q)  # not one NaN update: the member is exactly where it diverged
+    assert not any(torch.isnan(p).any() for p in ens.parameters())
+    clean = MLPEnsemble(6, 4, [3, 5, 8], seeds=[0, 1, 2], buckets="single")
+    train_ensemble(clean, (x, y), cfg)
+    for m in (0, 2):
+        assert max_diff(ens.member(m), clean.member(m)) == 0.0
+
+
+def test_member_diverging_mid_run_is_frozen_from_that_step():
+    x, y = task()
+    cfg = TrainConfig(steps=10, lr=0.5, optimizer="sgd", eval_every=5)
+    ens = MLPEnsemble(6, 4, [4, 4], seeds=[0, 1], buckets="single")
+    snapshots = []
+
+    def blow_up(state):  # at step 5 member 0 gets an infinite weight, as a runaway update would give it
+        if state.step == 5:
+            poison(state.ensemble, 0)
+            snapshots.append(state.ensemble.member(0))
+
+    h = train_ensemble(ens, (x, y), cfg, callbacks=[blow_up], on_nan="continue")
+    assert h.diverged == {0: 5}
+    assert all(torch.equal(p, q) for p, q in zip(snapshots[0].parameters(), ens.member(0).parameters(), strict=True))
+    assert all(torch.isfinite(p).all() for p in ens.member(1).parameters())
+
+
+def test_models_import_path_is_the_same_class():
+    from phenomlab.models import MLPEnsemble as FromModels
+    from phenomlab.models.ensemble import per_member_loss as pml
+    from phenomlab.train.ensemble import per_member_loss
+
+    assert FromModels is MLPEnsemble and pml is per_member_loss
+    ens = MLPEnsemble(6, 4, [9, 1, 4, 1], bucket_overhead=0.0)
+    v = torch.arange(4.0)
+    assert torch.equal(ens.gather(ens.split(v)), v)

@@ -1,4 +1,4 @@
-"""The one training loop every phenomenon uses.
+"""The one training loop every phenomenon uses: a step function on :class:`phenomlab.train.engine.Engine`.
 
 Features: SGD (momentum/Nesterov), Adam, AdamW; weight decay; full batch or minibatch; constant,
 cosine or linear schedules with warm-up; evaluation every ``eval_every`` steps on named sets;
@@ -12,11 +12,8 @@ any of these; see :func:`train` for its contract.
 from __future__ import annotations
 
 import functools
-import math
-import os
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,93 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, TrainingDiverged
-from ..seeding import derive_seed
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "linear")
-LOSSES = ("cross_entropy", "mse")
+from ..errors import ConfigError
+from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, check_finite, evaluate_sets
 
 
 @dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run.
-
-    ``batch_size=None`` (or >= the training set) means full-batch gradient descent.
-    ``eval_every`` counts optimiser steps; evaluation also runs at step 0 and at the last step.
-    ``weight_decay`` is L2 added to the gradient for SGD/Adam and decoupled for AdamW
-    (Loshchilov & Hutter 2019, arXiv 1711.05101).
-    """
-
-    steps: int = 1000
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int | None = None
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    eval_every: int = 100
-    loss: str = "cross_entropy"
-    grad_clip: float | None = None
-    eval_batch_size: int = 8192
-    # how often a resumable run writes its checkpoint; the env var lets tests and clusters tune it
-    checkpoint_seconds: float = field(
-        default_factory=lambda: float(os.environ.get("PHENOMLAB_CHECKPOINT_SECONDS", "10"))
-    )
-
-    def validate(self) -> None:
-        if self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.batch_size is not None and self.batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.eval_every <= 0:
-            raise ConfigError(f"eval_every must be positive, got {self.eval_every}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
-
-
-@dataclass
-class History:
+class History(Records):
     """Evaluation records: one dict per evaluation step, e.g. ``{"step": 100, "train_acc": 0.9, ...}``."""
 
-    records: list[dict[str, float]] = field(default_factory=list)
-    finished: bool = False
-    stopped_early: bool = False
-    wall_time: float = 0.0
+    def _value(self, v: Any) -> float:
+        return float(v)
 
-    def series(self, name: str) -> tuple[list[int], list[float]]:
-        """Steps and values of one metric, skipping records that lack it."""
-        steps, values = [], []
-        for r in self.records:
-            if name in r:
-                steps.append(int(r["step"]))
-                values.append(float(r[name]))
-        return steps, values
-
-    def last(self, name: str, default: float = float("nan")) -> float:
-        for r in reversed(self.records):
-            if name in r:
-                return float(r[name])
-        return default
+    def last(self, name: str, default: Any = float("nan")) -> float:
+        return super().last(name, default)
 
     def first_step(self, name: str, predicate: Callable[[float], bool]) -> int | None:
         """The first evaluated step where ``predicate(metric)`` holds, or None."""
@@ -118,18 +41,6 @@ class History:
             if name in r and predicate(float(r[name])):
                 return int(r["step"])
         return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> History:
-        return cls(
-            records=list(d["records"]),
-            finished=bool(d["finished"]),
-            stopped_early=bool(d.get("stopped_early", False)),
-            wall_time=float(d.get("wall_time", 0.0)),
-        )
 
 
 @dataclass
@@ -146,7 +57,6 @@ class TrainState:
 
 
 Callback = Callable[[TrainState], Mapping[str, float] | None]
-Logger = Callable[[int, Mapping[str, float]], None]
 #: ``objective(model, xb, yb, step)`` -> scalar loss, or (scalar loss, {part name: value}) to log parts
 Objective = Callable[
     [nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
@@ -163,22 +73,9 @@ def make_optimizer(
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
+    adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     kw = {"fused": True} if fused else {}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kw)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kw)
-
-
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate at ``step`` (linear warm-up, then the schedule)."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant" or cfg.steps <= cfg.warmup_steps:
-        return 1.0
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    if cfg.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * t))
-    return max(0.0, 1.0 - t)
+    return adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **kw)
 
 
 def loss_fn(name: str, n_outputs: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -215,21 +112,6 @@ def evaluate(model: nn.Module, data: Batch, loss: str = "cross_entropy", batch_s
     return res
 
 
-@functools.lru_cache(maxsize=8)
-def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    # one randperm per epoch, not per step: for tiny models the permutation cost more than the step
-    g = torch.Generator().manual_seed(derive_seed(seed, "batches", epoch))
-    return torch.randperm(n, generator=g)
-
-
-def _batch_indices(n: int, batch_size: int, step: int, seed: int, device: torch.device) -> torch.Tensor:
-    """Indices of the minibatch used at ``step``: epoch order is a pure function of (seed, epoch),
-    so a resumed run draws exactly the batches the uninterrupted run would."""
-    per_epoch = math.ceil(n / batch_size)
-    epoch, k = divmod(step, per_epoch)
-    return _epoch_order(n, seed, epoch)[k * batch_size : (k + 1) * batch_size].to(device)
-
-
 def _objective_value(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """Split what an objective returned into the scalar to minimise and its named parts."""
     parts: Mapping[str, Any] = {}
@@ -243,13 +125,6 @@ def _objective_value(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
     if "objective" in parts:
         raise ConfigError("an objective part may not be named 'objective' (train_objective is the total)")
     return out.reshape(()), {str(k): float(v) for k, v in parts.items()}
-
-
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    # write then rename: a kill mid-write never leaves a truncated checkpoint
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def train(
@@ -307,8 +182,7 @@ def train(
     """
     cfg.validate()
     x, y = train_data
-    n = len(y)
-    if n == 0:
+    if len(y) == 0:
         raise ConfigError("training set is empty")
     if objective is not None and eval_sets:
         raise ConfigError(
@@ -317,157 +191,45 @@ def train(
         )
     if objective is not None and loss is not None:
         raise ConfigError("give either loss or objective, not both: the objective replaces the loss")
-    device = next(model.parameters()).device
     lf = loss or loss_fn(cfg.loss)
-    order_seed = seed if batch_seed is None else batch_seed
     opt = optimizer or make_optimizer(model.parameters(), cfg)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    eval_sets = dict(eval_sets or {})
-    callbacks = list(callbacks)
-    full_batch = cfg.batch_size is None or cfg.batch_size >= n
-
-    history = History()
-    start = 0
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = History.from_dict(state["history"])
-        start = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        if history.finished:
-            return history
-
-    def save(step: int) -> None:
-        if ckpt_path is not None:
-            _save(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "history": history.to_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-            )
-
-    # running sums of the objective and its parts since the previous evaluation (see the docstring)
-    obj_sums: dict[str, float] = {}
+    sets = {"train": (x, y), **(eval_sets or {})}
+    order_seed = seed if batch_seed is None else batch_seed
+    engine = Engine(cfg, model, opt, History(), seed=order_seed, checkpoint=checkpoint, progress=progress)
+    obj_sums: dict[str, float] = {}  # the objective and its parts summed since the previous evaluation
     obj_count = 0
 
-    def do_eval(step: int) -> bool:
+    def step(t: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
         nonlocal obj_count
-        metrics: dict[str, float] = {}
+        opt.zero_grad(set_to_none=True)
         if objective is None:
-            for k, v in evaluate(model, (x, y), cfg.loss, cfg.eval_batch_size).items():
-                metrics[f"train_{k}"] = v
-            for name, data in eval_sets.items():
-                for k, v in evaluate(model, data, cfg.loss, cfg.eval_batch_size).items():
-                    metrics[f"{name}_{k}"] = v
-            if not math.isfinite(metrics["train_loss"]):
-                raise TrainingDiverged(step, "train loss", metrics["train_loss"])
-        elif obj_count:
-            metrics["train_objective"] = obj_sums.pop("objective") / obj_count
-            metrics.update({f"train_{k}": v / obj_count for k, v in obj_sums.items()})
+            batch_loss = lf(model(xb), yb)
+            check_finite(t, "loss", batch_loss)
+        else:
+            batch_loss, parts = _objective_value(objective(model, xb, yb, t))
+            for k, v in {"objective": check_finite(t, "objective", batch_loss), **parts}.items():
+                obj_sums[k] = obj_sums.get(k, 0.0) + v
+            obj_count += 1
+        batch_loss.backward()
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+
+    def measure(t: int) -> dict[str, float]:
+        nonlocal obj_count
+        if objective is not None:
+            means = {
+                ("train_objective" if k == "objective" else f"train_{k}"): v / obj_count for k, v in obj_sums.items()
+            }
             obj_sums.clear()
             obj_count = 0
-        ts = TrainState(step, model, opt, metrics, history, cfg)
-        for cb in callbacks:
-            extra = cb(ts)
-            if extra:
-                metrics.update({k: float(v) for k, v in extra.items()})
-        record = {"step": step, **metrics}
-        # a resumed run re-evaluates its checkpoint step; keep one record per step
-        if history.records and history.records[-1]["step"] == step:
-            history.records[-1] = record
-        else:
-            history.records.append(record)
-        if logger is not None:
-            logger(step, metrics)
-        return ts.stop
+            return means
+        metrics = evaluate_sets(sets, lambda d: evaluate(model, d, cfg.loss, cfg.eval_batch_size))
+        check_finite(t, "train loss", metrics["train_loss"])
+        return metrics
 
-    bar = _Progress(progress, cfg.steps, start)
-    t0 = time.perf_counter() - history.wall_time
-    last_save = time.perf_counter()
-    stopped = False
-    model.train()
-    try:
-        if start == 0 or not history.records or history.records[-1]["step"] != start:
-            stopped = do_eval(start)
-        step = start
-        while step < cfg.steps and not stopped:
-            f = lr_factor(step, cfg)
-            for g, base in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = base * f
-            if full_batch:
-                xb, yb = x, y
-            else:
-                idx = _batch_indices(n, cfg.batch_size, step, order_seed, x.device)  # type: ignore[arg-type]
-                xb, yb = x[idx], y[idx]
-            opt.zero_grad(set_to_none=True)
-            if objective is None:
-                batch_loss = lf(model(xb), yb)
-                if not torch.isfinite(batch_loss):
-                    raise TrainingDiverged(step, "loss", float(batch_loss.detach()))
-            else:
-                batch_loss, parts = _objective_value(objective(model, xb, yb, step))
-                value = float(batch_loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingDiverged(step, "objective", value)
-                obj_sums["objective"] = obj_sums.get("objective", 0.0) + value
-                for k, v in parts.items():
-                    obj_sums[k] = obj_sums.get(k, 0.0) + v
-                obj_count += 1
-            batch_loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            step += 1
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                stopped = do_eval(step)
-                bar.update(step, history.records[-1])
-                if time.perf_counter() - last_save > cfg.checkpoint_seconds:
-                    history.wall_time = time.perf_counter() - t0
-                    save(step)
-                    last_save = time.perf_counter()
-    finally:
-        bar.close()
-    history.finished = True
-    history.stopped_early = stopped
-    history.wall_time = time.perf_counter() - t0
-    save(step if not stopped else history.records[-1]["step"])
-    return history
-
-
-class _Progress:
-    """A rich progress bar that shows the latest train/test accuracy; silent when disabled."""
-
-    def __init__(self, enabled: bool | str, total: int, start: int) -> None:
-        self.p = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        label = enabled if isinstance(enabled, str) else "training"
-        self.p = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            transient=True,
-        )
-        self.p.start()
-        self.task = self.p.add_task(label, total=total, completed=start, info="")
-
-    def update(self, step: int, record: Mapping[str, float]) -> None:
-        if self.p is None:
-            return
-        info = " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.endswith("acc") or k == "train_objective")
-        self.p.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.p is not None:
-            self.p.stop()
+    state = functools.partial(TrainState, model=model, optimizer=opt, history=engine.history, config=cfg)
+    engine.on_eval(callback_hook(callbacks, state, float))
+    if logger is not None:
+        engine.on_eval(lambda t, m: logger(t, m))
+    return engine.run((x, y), step, measure)
