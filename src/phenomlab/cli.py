@@ -73,11 +73,7 @@ def _guard(fn: F) -> F:
                 warnings.showwarning = _show_warning(warnings.showwarning)
                 return fn(*args, **kwargs)
         except PhenomlabError as exc:
-            msg = str(exc)
-            # by name: the checkpoint error is defined by the train engine or in errors, depending on the version
-            if "Checkpoint" in type(exc).__name__ and "--force" not in msg:
-                msg += "; run again with --force to recompute the run"
-            raise _error(msg) from None
+            raise _error(str(exc)) from None
         except TrainingDiverged as exc:
             err.print(f"[bold red]run failed:[/] {escape(str(exc))} (stored as failed)", highlight=False)
             raise typer.Exit(1) from None

@@ -35,7 +35,13 @@ class TrainingDiverged(RuntimeError):
 
 
 class CheckpointError(PhenomlabError):
-    """A checkpoint or cached partial result that cannot be loaded safely (damaged, or not plain data)."""
+    """A checkpoint or cached partial result that cannot be loaded safely: corrupt, truncated, of another model,
+    or not plain data (a crafted pickle is refused, never executed)."""
+
+    @classmethod
+    def unreadable(cls, path: object, exc: Exception) -> CheckpointError:
+        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+        return cls(f"checkpoint {path} cannot be loaded ({why}); delete it or rerun with --force")
 
 
 class StoreDamaged(StoreError):

@@ -84,10 +84,7 @@ class RunContext:
                 # tensors and plain data only: a crafted file in a shared store must not run code on load
                 return torch.load(path, weights_only=True)
             except Exception as exc:
-                raise CheckpointError(
-                    f"cannot read {path} ({type(exc).__name__}); it is damaged or not a phenomlab file: "
-                    "re-run with --force to recompute"
-                ) from None
+                raise CheckpointError.unreadable(path, exc) from None
         value = compute()
         if path is not None:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

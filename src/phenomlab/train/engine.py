@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, PhenomlabError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..seeding import derive_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -168,14 +168,6 @@ class Records:
         return cls(records=list(d["records"]), finished=bool(d["finished"]), stopped_early=stopped, wall_time=wall)
 
 
-class CheckpointError(PhenomlabError):
-    """A checkpoint that cannot be read safely: corrupt, truncated, of another model, or not plain data."""
-
-    def __init__(self, path: Path, exc: Exception) -> None:
-        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
-        super().__init__(f"checkpoint {path} cannot be loaded ({why}); delete it or rerun with --force")
-
-
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically: to a temporary file of a name unique to this writer, then rename,
     so a kill mid-write never leaves a truncated checkpoint and two processes never share a temporary."""
@@ -255,7 +247,7 @@ class Engine:
                 self.start = int(state["step"])
                 torch.set_rng_state(state["torch_rng"].cpu())
             except Exception as exc:  # crafted, truncated, corrupt or another model's: refused alike
-                raise CheckpointError(self.path, exc) from exc
+                raise CheckpointError.unreadable(self.path, exc) from exc
 
     def on_step(self, fn: StepHook, every: int = 1) -> None:
         """Call ``fn(step)`` after the optimiser step that brings the step count to a multiple of ``every``."""
