@@ -110,7 +110,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "spearman": spearman(range(len(ncc)), ncc),
             "train_acc": hist.last("train_acc"),
             "test_acc": hist.last("test_acc"),
-            "steps": [int(r["step"]) for r in hist.records],
+            "steps": hist.column("step"),
             "ncc_history": [[r.get(f"ncc_{i}") for i in range(cfg.depth + 1)] for r in hist.records],
         }
     return out

@@ -114,12 +114,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         eval_sets={"test": ds.test()},
     )
     return {
-        "steps": [r["step"] for r in main.records],
-        "train_acc": [r["train_acc"] for r in main.records],
-        "test_acc": [r["test_acc"] for r in main.records],
-        "control_steps": [r["step"] for r in control.records],
-        "control_train_acc": [r["train_acc"] for r in control.records],
-        "control_test_acc": [r["test_acc"] for r in control.records],
+        "steps": main.column("step"),
+        "train_acc": main.column("train_acc"),
+        "test_acc": main.column("test_acc"),
+        "control_steps": control.column("step"),
+        "control_train_acc": control.column("train_acc"),
+        "control_test_acc": control.column("test_acc"),
         "t_fit": main.first_step("train_acc", lambda a: a >= FIT_ACC),
         "t_gen": t_gen,
         "max_steps": cfg.steps,

@@ -182,8 +182,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "test_acc": hist.last("test_acc"),
             "norm_ratio": norm_ratio,
             "collapsed": min(norm_ratio) < cfg.collapse_ratio,
-            "steps": [int(r["step"]) for r in hist.records],
-            "rank_trajectory": [r.get("mean_relative_rank") for r in hist.records],
+            "steps": hist.column("step"),
+            "rank_trajectory": hist.column("mean_relative_rank", None),
         }
         done[key] = rec
         return rec
