@@ -45,8 +45,8 @@ import torch
 from ..data import Dataset, class_split, gaussian_mixture
 from ..errors import ConfigError
 from ..models import MLP
+from ..probes.activations import features
 from ..probes.collapse import cdnv, few_shot_ncc_error
-from ..probes.features import features
 from ..train import TrainConfig, TrainState
 from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
 

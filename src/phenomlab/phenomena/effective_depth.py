@@ -15,7 +15,7 @@ momentum, weight decay and a cosine learning-rate schedule. For each layer ``i``
     NCC_i = mean_n 1[ argmin_c || h_i(x_n) - mu_{i,c} || = y_n ],   mu_{i,c} = mean_{n: y_n = c} h_i(x_n)
 
 on the training set with the labels the net was trained on (``phenomlab.probes.collapse.ncc_accuracy``
-on features from ``phenomlab.probes.features.features``), and::
+on features from ``phenomlab.probes.features``), and::
 
     L* = min { i in 1..L : NCC_i >= 0.99 }.
 
@@ -93,8 +93,8 @@ def _model(cfg: Config, seed: int) -> nn.Module:
 
 def layer_ncc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, depth: int) -> list[float]:
     """NCC train accuracy of the input (index 0) and of each hidden layer's features ``act_1..act_L``."""
+    from ..probes.activations import features
     from ..probes.collapse import ncc_accuracy
-    from ..probes.features import features
 
     feats = features(model, x, [f"act{i}" for i in range(1, depth + 1)])
     return [ncc_accuracy(x.flatten(1), y)] + [ncc_accuracy(feats[f"act{i}"], y) for i in range(1, depth + 1)]

@@ -23,7 +23,7 @@ training loop's per-epoch permutations; the two views of each signal are drawn p
 generator seeded by (seed, step), so a resumed run is bit-exact). At 9 checkpoints, for each
 encoder layer (act1, act2, act_fc, out), NCC accuracy with class centres from the training
 features and accuracy measured on held-out test points (so that the random-label control sits at
-chance; ``phenomlab.probes.collapse.ncc_accuracy``, ``phenomlab.probes.features.features``), both
+chance; ``phenomlab.probes.collapse.ncc_accuracy``, ``phenomlab.probes.features``), both
 w.r.t. the semantic labels and w.r.t. random labels. The ablation repeats the run (same init, same
 batches, same views) with the variance and covariance coefficients set to 0.
 
@@ -54,8 +54,8 @@ from ..data import Dataset, mnist1d
 from ..data.augment import Augment1D
 from ..errors import ConfigError
 from ..models import SmallCNN
+from ..probes.activations import features
 from ..probes.collapse import ncc_accuracy
-from ..probes.features import features
 from ..seeding import derive_seed
 from ..train import Objective, TrainConfig, TrainState
 from .base import PhenomenonConfig, Result, RunContext, Verdict, check, param
