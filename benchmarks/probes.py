@@ -1,6 +1,6 @@
 """phenomlab.probes against the libraries people use today, on the same model and data, in one run.
 
-Run:  /work/main/.bench-venv/bin/python benchmarks/probes.py [--repeats 5] [--threads both|default|single]
+Run:  /work/main/.bench-venv/bin/python benchmarks/probes.py [--repeats 5] [--threads both|default|single|managed]
 
 Part B (this file): Hessian curvature vs PyHessian (Yao et al. 2020, arXiv 1912.07145), on an MLP
 40-100-100-10 trained briefly on 4000 mnist1d samples (Greydanus 2020; generated locally):
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from phenomlab.probes import threads as probes_threads
 from phenomlab.probes.curvature import (
     hessian_eigenvalues,
     hessian_trace,
@@ -68,6 +69,10 @@ def _load() -> float:
 def _threads(mode: str) -> Iterator[None]:
     if mode == "default":
         yield
+        return
+    if mode == "managed":  # the caller opts in to the probes' own thread policy
+        with probes_threads():
+            yield
         return
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -355,7 +360,12 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", choices=["both", "default", "single"], default="both")
+    ap.add_argument(
+        "--threads",
+        choices=["both", "default", "single", "managed"],
+        default="both",
+        help="both = default and single; managed = phenomlab inside probes.threads() (adaptive), others as default",
+    )
     ap.add_argument("--skip-a", action="store_true", help="do not run benchmarks/probes_a.py")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {_load()}")

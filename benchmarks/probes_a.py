@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from phenomlab.probes import threads as probes_threads
+from phenomlab.probes.activations import features
 from phenomlab.probes.collapse import cdnv, collapse_metrics, nc1, nc2, nc3, nc4
-from phenomlab.probes.features import features
 from phenomlab.probes.similarity import cka_matrix
 from phenomlab.probes.spectra import layer_spectra
 
@@ -64,9 +65,14 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 @contextlib.contextmanager
 def _threads(mode: str) -> Iterator[None]:
-    """``default``: leave thread settings alone; ``single``: torch and BLAS pools pinned to 1 thread."""
+    """``default``: leave thread settings alone; ``single``: torch and BLAS pools pinned to 1 thread;
+    ``managed``: as default, with phenomlab's probes inside ``probes.threads()`` (their adaptive policy)."""
     if mode == "default":
         yield
+        return
+    if mode == "managed":
+        with probes_threads():
+            yield
         return
     old = torch.get_num_threads()
     torch.set_num_threads(1)

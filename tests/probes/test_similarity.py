@@ -4,6 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phenomlab.errors import PhenomlabError
 from phenomlab.probes.similarity import (
     MinibatchCKA,
     cca,
@@ -254,3 +255,52 @@ def test_bad_inputs():
         cca(np.ones((10, 2)), y[:10])
     with pytest.raises(ValueError, match="keep"):
         svcca(x, y, keep=1.5)
+
+
+PAIR_FNS = {
+    "linear_cka": linear_cka,
+    "linear_cka_unbiased": lambda x, y: linear_cka(x, y, unbiased=True),
+    "rbf_cka": rbf_cka,
+    "hsic1": hsic1,
+    "minibatch_cka": lambda x, y: minibatch_cka(x, y, batch_size=4),
+    "cca": cca,
+    "svcca": svcca,
+    "pwcca": pwcca,
+    "cka_matrix": lambda x, y: cka_matrix({"a": x}, {"b": y}),
+    "cka_matrix_minibatch": lambda x, y: cka_matrix({"a": x}, {"b": y}, batch_size=4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_FNS))
+@pytest.mark.parametrize("shape", [(0, 5), (0, 3, 4), (6, 0)])
+def test_empty_inputs_raise_one_line_error(name, shape):
+    empty = torch.empty(shape)
+    with pytest.raises(PhenomlabError, match="empty") as err:
+        PAIR_FNS[name](empty, empty)
+    assert "\n" not in str(err.value)
+
+
+CKA_FNS = {
+    "linear": linear_cka,
+    "linear_unbiased": lambda x, y: linear_cka(x, y, unbiased=True),
+    "rbf": rbf_cka,
+    "rbf_unbiased": lambda x, y: rbf_cka(x, y, unbiased=True),
+    "minibatch": lambda x, y: minibatch_cka(x, y, batch_size=6),
+    "matrix_linear": lambda x, y: float(cka_matrix({"a": x}, {"b": y})[0, 0]),
+    "matrix_unbiased": lambda x, y: float(cka_matrix({"a": x}, {"b": y}, unbiased=True)[0, 0]),
+    "matrix_rbf": lambda x, y: float(cka_matrix({"a": x}, {"b": y}, kernel="rbf")[0, 0]),
+    "matrix_minibatch": lambda x, y: float(cka_matrix({"a": x}, {"b": y}, batch_size=6)[0, 0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CKA_FNS))
+@pytest.mark.parametrize("value", [0.0, 0.1, 3.7])
+def test_cka_of_a_constant_representation_is_nan_with_warning(name, value):
+    # Zero variance makes every CKA 0/0: undefined, so NaN (0.0 would read as "unrelated").
+    x, y = related(n=24)
+    const = np.full((24, 5), value)
+    for args in ((const, y), (x, const)):
+        with pytest.warns(RuntimeWarning, match="undefined"):
+            assert np.isnan(CKA_FNS[name](*args))
+    # A barely varying representation is still defined.
+    assert np.isfinite(CKA_FNS[name](const + 1e-3 * x[:, :5], y))

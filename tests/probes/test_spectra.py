@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from phenomlab.errors import PhenomlabError
 from phenomlab.probes.spectra import (
     PowerLawFit,
     effective_rank,
@@ -142,10 +143,22 @@ def test_power_law_coarse_to_fine_close_to_exhaustive():
 def test_power_law_fixed_xmin_and_errors():
     x = pareto(1000, 2.5, seed=3)
     fit = power_law_alpha(torch.tensor(x), xmin=2.0)
-    tail = x[x >= 2.0]
-    assert fit.n_tail == len(tail)
-    # WeightWatcher/Clauset MLE with xmin = the smallest tail point at or above the requested xmin.
-    assert fit.alpha == pytest.approx(1 + len(tail) / np.log(tail / tail.min()).sum(), rel=1e-10)
+    tail = sorted(v for v in x.tolist() if v >= 2.0)
+    assert fit.n_tail == len(tail) and fit.xmin == 2.0
+    # Clauset, Shalizi, Newman (2009): alpha = 1 + n / sum_i ln(x_i / xmin), xmin the given value itself
+    # (not the smallest sample above it), and D = max_k |F(x_(k)) - k/n| with F(x) = 1 - (x / xmin)^(1 - alpha).
+    n = len(tail)
+    alpha = 1 + n / math.fsum(math.log(v / 2.0) for v in tail)
+    assert tail[0] > 2.0  # the requested xmin is not a sample, so the two rules give different alphas
+    assert fit.alpha == pytest.approx(alpha, rel=1e-12)
+    ks = max(abs(1 - (v / 2.0) ** (1 - alpha) - k / n) for k, v in enumerate(tail))
+    assert fit.ks_distance == pytest.approx(ks, rel=1e-9)
+    assert fit.sigma == pytest.approx((alpha - 1) / math.sqrt(n), rel=1e-12)
+    # At a sample value the fixed-xmin fit is the scan's fit of that candidate.
+    at = power_law_alpha(torch.tensor(x), xmin=tail[0])
+    assert at.alpha == pytest.approx(1 + n / math.fsum(math.log(v / tail[0]) for v in tail), rel=1e-12)
+    with pytest.raises(PhenomlabError, match="positive"):
+        power_law_alpha(torch.tensor(x), xmin=-1.0)
     with pytest.raises(ValueError, match="at least 2"):
         power_law_alpha(torch.tensor([1.0]))
     with pytest.raises(ValueError, match="NaN"):
@@ -210,3 +223,22 @@ def test_small_sample_fit_matches_weightwatcher_rule():
     assert fit.n_tail == best[2]
     plain = power_law_alpha(torch.tensor(x), small_sample=False)
     assert plain.alpha != pytest.approx(fit.alpha, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fn", [singular_values, numerical_rank, stable_rank, effective_rank, spectral_norm, frobenius_norm, esd]
+)
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 3, 4), (0,)])
+def test_empty_inputs_raise_one_line_error(fn, shape):
+    if shape == (0,) and fn in (singular_values, esd):
+        match = "dimensions"  # these take weights only: a 1-D input is the wrong kind, not just empty
+    else:
+        match = "empty"
+    with pytest.raises(PhenomlabError, match=match) as err:
+        fn(torch.empty(shape))
+    assert "\n" not in str(err.value)
+
+
+def test_power_law_empty_input():
+    with pytest.raises(PhenomlabError, match="empty"):
+        power_law_alpha(torch.empty(0))

@@ -24,8 +24,8 @@ import torch
 from ..data import Dataset, class_split, gaussian_mixture
 from ..errors import ConfigError
 from ..models import MLP
+from ..probes.activations import features
 from ..probes.collapse import cdnv, few_shot_ncc_error
-from ..probes.features import features
 from ..train import TrainState
 from ._stats import spearman
 from .config import PhenomenonConfig, param, training

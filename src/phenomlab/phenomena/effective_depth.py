@@ -76,8 +76,8 @@ def _model(cfg: Config, seed: int) -> nn.Module:
 
 def layer_ncc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, depth: int) -> list[float]:
     """NCC train accuracy of the input (index 0) and of each hidden layer's features ``act_1..act_L``."""
+    from ..probes.activations import features
     from ..probes.collapse import ncc_accuracy
-    from ..probes.features import features
 
     feats = features(model, x, [f"act{i}" for i in range(1, depth + 1)])
     return [ncc_accuracy(x.flatten(1), y)] + [ncc_accuracy(feats[f"act{i}"], y) for i in range(1, depth + 1)]

@@ -28,6 +28,7 @@ from typing import Any
 
 from .._version import versions
 from ..errors import ConfigError, InsufficientMemory, PhenomlabError, TrainingDiverged
+from ..probes import threads
 from ..seeding import resolve_device, seed_everything
 from ..store.ids import run_id as make_run_id
 from ..store.sqlite import RunStore
@@ -146,7 +147,9 @@ def run_phenomenon(
             if measured is None:
                 ctx = RunContext(seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress)
                 seed_everything(seed)
-                measured = mod.run(cfg, ctx)
+                # a reproduction owns its process: its probes may run small kernels on one thread (probes.threads)
+                with threads():
+                    measured = mod.run(cfg, ctx)
                 store.save_result(rid, measured)  # also writes runs/<id>/run.json
             result = Result(phenomenon=pid, config=cfg_dict, seed=seed, data=measured, run_id=rid, run_dir=str(run_dir))
             _judge(mod, result, store, time.perf_counter() - t0)

@@ -28,8 +28,8 @@ from ..data import Dataset, mnist1d
 from ..data.augment import Augment1D
 from ..errors import ConfigError
 from ..models import SmallCNN
+from ..probes.activations import features
 from ..probes.collapse import ncc_accuracy
-from ..probes.features import features
 from ..seeding import derive_seed
 from ..train import Objective, TrainState
 from ._stats import spearman

@@ -3,6 +3,7 @@
 Each probe is a pure function on tensors (tested against an exact or brute-force reference), plus
 model helpers that collect features by module name with forward hooks. Submodules:
 
+- ``activations``: ``features`` of named modules by forward hooks
 - ``collapse``: NC1-NC4, CDNV, NCC accuracy, few-shot NCC error (Papyan et al. 2020; Galanti et al. 2022)
 - ``spectra``: singular values, numerical/stable/effective rank, ESD power-law alpha (Martin & Mahoney 2021)
 - ``curvature``: Hessian-vector products, Lanczos top-k, Hutchinson trace, SLQ density, Gauss-Newton
@@ -13,101 +14,80 @@ model helpers that collect features by module name with forward hooks. Submodule
 - ``landscape``: loss slices, interpolation barriers, permutation matching (Ainsworth et al. 2023)
 - ``generative``: FID and class-conditional FID/IS (Heusel et al. 2017; Benny et al. 2020)
 
-Names are imported lazily, so ``from phenomlab import probes`` stays cheap:
-``probes.neural_collapse(model, (x, y), layer="act2")``.
+``probes.X`` is every name of every submodule's ``__all__`` (plus :func:`threads`, the opt-in thread
+control), resolved lazily: importing this package imports no submodule, and ``probes.linear_cka``
+imports only ``similarity``. Example: ``probes.neural_collapse(model, (x, y), layer="act2")``.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import pkgutil
+import re
 from typing import Any
 
-_EXPORTS: dict[str, tuple[str, ...]] = {
-    "features": ("features", "module_names"),
-    "collapse": (
-        "class_means",
-        "within_between_covariance",
-        "nc1",
-        "nc2",
-        "nc3",
-        "nc4",
-        "cdnv",
-        "ncc_accuracy",
-        "ncc_predict",
-        "few_shot_ncc_error",
-        "collapse_metrics",
-        "neural_collapse",
-        "NeuralCollapse",
-    ),
-    "spectra": (
-        "weight_matrix",
-        "singular_values",
-        "numerical_rank",
-        "stable_rank",
-        "effective_rank",
-        "spectral_norm",
-        "frobenius_norm",
-        "esd",
-        "power_law_alpha",
-        "PowerLawFit",
-        "layer_spectra",
-    ),
-    "similarity": (
-        "linear_cka",
-        "rbf_cka",
-        "minibatch_cka",
-        "MinibatchCKA",
-        "cka_matrix",
-        "hsic1",
-        "cca",
-        "svcca",
-        "pwcca",
-    ),
-    "information": ("binned_mutual_information", "entropy_of_rows", "discretize"),
-    "curvature": (
-        "model_hvp",
-        "hessian_eigenvalues",
-        "top_hessian_eigenvalue",
-        "hessian_trace",
-        "hessian_spectral_density",
-        "ggn_vp",
-        "gauss_newton_eigenvalues",
-        "full_hessian",
-    ),
-    "kernels": ("empirical_ntk", "kernel_change", "kernel_distance", "kernel_alignment"),
-    "stability": (
-        "lyapunov_exponent",
-        "lyapunov_spectrum",
-        "scalar_lyapunov",
-        "scalar_moment_rate",
-        "moment_growth_rate",
-        "sgd_linear_jacobians",
-        "sgd_lyapunov",
-    ),
-    "landscape": (
-        "random_direction",
-        "loss_slice_1d",
-        "loss_slice_2d",
-        "interpolate_state",
-        "interpolation_curve",
-        "interpolation_barrier",
-        "permutation_match_mlp",
-    ),
-    "generative": ("frechet_distance", "fid", "inception_score", "conditional_scores", "conditional_fid"),
-}
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
+# Private modules whose ``__all__`` is public as well.
+_PUBLIC_PRIVATE = ("_threads",)
+_INDEX: dict[str, str] = {}
+_ALL_RE = re.compile(r"^__all__(?:\s*:[^=\n]*)?\s*=\s*(\[[^\]]*\]|\([^)]*\))", re.MULTILINE)
+
+
+def _submodules() -> list[str]:
+    public = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return public + list(_PUBLIC_PRIVATE)
+
+
+def _declared_all(module: str) -> list[str]:
+    """``module.__all__`` read from the module's source, so that nothing is imported."""
+    spec = importlib.util.find_spec(f"{__name__}.{module}")
+    get_source = getattr(spec.loader, "get_source", None) if spec is not None else None
+    source = get_source(spec.name) if get_source is not None and spec is not None else None
+    if source is None:  # bytecode only: importing is the one way to read it
+        return list(importlib.import_module(f".{module}", __name__).__all__)
+    # Parsing just the assignment is ~50x cheaper than the whole module; the full parse is the fallback.
+    found = _ALL_RE.search(source)
+    if found is not None:
+        try:
+            return list(ast.literal_eval(found.group(1)))
+        except (ValueError, SyntaxError):
+            pass
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            return list(ast.literal_eval(value))
+    return []
+
+
+def _index() -> dict[str, str]:
+    """``{public name: submodule}`` over all submodules, built once on first use."""
+    if not _INDEX:
+        for module in _submodules():
+            for name in _declared_all(module):
+                if name in _INDEX:
+                    raise ImportError(f"phenomlab.probes: {name!r} is exported by both {_INDEX[name]} and {module}")
+                _INDEX[name] = module
+    return _INDEX
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
+    if name == "__all__":
+        return sorted(_index())
+    where = _index().get(name)
+    if where is not None:
+        value = getattr(importlib.import_module(f".{where}", __name__), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    if name in _submodules():
         return importlib.import_module(f".{name}", __name__)
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'phenomlab.probes' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*_EXPORTS, *_WHERE})
-
-
-__all__ = sorted(_WHERE)
+    return sorted({*_index(), *_submodules(), *globals()})

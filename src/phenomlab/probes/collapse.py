@@ -27,14 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from phenomlab.probes._checks import (
-    as_float_tensor,
-    caller_threads,
-    check_features_labels,
-    check_same_length,
-    single_threaded,
-)
-from phenomlab.probes.features import collect
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor, check_features_labels, check_same_length
+from phenomlab.probes._threads import caller_threads, single_threaded
+from phenomlab.probes.activations import collect
 
 __all__ = [
     "class_means",
@@ -196,13 +192,13 @@ def _classifier_rows(weight: Any, s: _Stats) -> Tensor:
     w = as_float_tensor(weight, "weight").to(device=s.x.device, dtype=s.x.dtype)
     c, d = s.means.shape
     if w.ndim != 2 or w.shape[1] != d:
-        raise ValueError(f"weight must be [K, D] with D = {d} (nn.Linear layout), got shape {tuple(w.shape)}")
+        raise PhenomlabError(f"weight must be [K, D] with D = {d} (nn.Linear layout), got shape {tuple(w.shape)}")
     if w.shape[0] == c:
         return w
     if w.shape[0] > int(s.classes.max()):
         # Rows are indexed by label value: keep the rows of the classes present.
         return w.index_select(0, s.classes)
-    raise ValueError(f"weight has {w.shape[0]} rows but labels have {c} classes (max label {int(s.classes.max())})")
+    raise PhenomlabError(f"weight has {w.shape[0]} rows but labels have {c} classes (max label {int(s.classes.max())})")
 
 
 def _nc3_from(s: _Stats, weight: Any) -> float:
@@ -239,7 +235,9 @@ def ncc_predict(features: Any, means: Any, classes: Any | None = None) -> Tensor
     x = as_float_tensor(features, "features")
     mu = as_float_tensor(means, "means").to(device=x.device, dtype=x.dtype)
     if x.ndim != 2 or mu.ndim != 2 or x.shape[1] != mu.shape[1]:
-        raise ValueError(f"features [N, D] and means [C, D] must share D, got {tuple(x.shape)} and {tuple(mu.shape)}")
+        raise PhenomlabError(
+            f"features [N, D] and means [C, D] must share D, got {tuple(x.shape)} and {tuple(mu.shape)}"
+        )
     pred = _ncc_scores(x, mu, mu.mean(0)).argmax(1)
     if classes is not None:
         pred = torch.as_tensor(classes, device=pred.device)[pred]
@@ -249,9 +247,9 @@ def ncc_predict(features: Any, means: Any, classes: Any | None = None) -> Tensor
 def _logit_predictions(logits: Any, n: int, device: torch.device) -> Tensor:
     lg = as_float_tensor(logits, "logits")
     if lg.ndim != 2:
-        raise ValueError(f"logits must be [N, K], got shape {tuple(lg.shape)}")
+        raise PhenomlabError(f"logits must be [N, K], got shape {tuple(lg.shape)}")
     if lg.shape[0] != n:
-        raise ValueError(f"features and logits have different lengths: {n} != {lg.shape[0]}")
+        raise PhenomlabError(f"features and logits have different lengths: {n} != {lg.shape[0]}")
     return lg.argmax(1).to(device)
 
 
@@ -310,18 +308,13 @@ def cdnv(features: Any, labels: Any, reduce: str = "mean") -> float | Tensor:
     ``[C, C]`` matrix (zero diagonal, where it is undefined). Coinciding means give ``inf``.
     """
     if reduce not in ("mean", "none"):
-        raise ValueError(f"reduce must be 'mean' or 'none', got {reduce!r}")
+        raise PhenomlabError(f"reduce must be 'mean' or 'none', got {reduce!r}")
     s = _stats(features, labels)
     return _cdnv_from(s, _residuals(s), reduce)
 
 
 @single_threaded
-def ncc_accuracy(
-    features: Any,
-    labels: Any,
-    test_features: Any | None = None,
-    test_labels: Any | None = None,
-) -> float:
+def ncc_accuracy(features: Any, labels: Any, test_features: Any | None = None, test_labels: Any | None = None) -> float:
     """Accuracy of the nearest-class-centre classifier ``argmin_c ||x - mu_c||``.
 
     Centres are the class means of ``(features, labels)``; accuracy is measured on
@@ -330,13 +323,13 @@ def ncc_accuracy(
     """
     s = _stats(features, labels, min_classes=1)
     if (test_features is None) != (test_labels is None):
-        raise ValueError("give both test_features and test_labels, or neither")
+        raise PhenomlabError("give both test_features and test_labels, or neither")
     if test_features is None:
         pred = _ncc_scores(s.x, s.means, s.mu_g).argmax(1)
         return float((pred == s.y).to(s.x.dtype).mean())
     xt, yt = check_features_labels(test_features, test_labels, min_classes=1)
     if xt.shape[1] != s.x.shape[1]:
-        raise ValueError(f"test_features have dimension {xt.shape[1]}, features have {s.x.shape[1]}")
+        raise PhenomlabError(f"test_features have dimension {xt.shape[1]}, features have {s.x.shape[1]}")
     xt = xt.to(device=s.x.device, dtype=s.x.dtype)
     pred = s.classes[_ncc_scores(xt, s.means, s.mu_g).argmax(1)]
     return float((pred == yt.to(pred.device)).to(s.x.dtype).mean())
@@ -361,11 +354,11 @@ def few_shot_ncc_error(
     weighs its queries equally). Deterministic given ``seed``.
     """
     if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
+        raise PhenomlabError(f"shots must be >= 1, got {shots}")
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise PhenomlabError(f"episodes must be >= 1, got {episodes}")
     if queries is not None and queries < 1:
-        raise ValueError(f"queries must be >= 1 or None, got {queries}")
+        raise PhenomlabError(f"queries must be >= 1 or None, got {queries}")
     s = _stats(features, labels)
     x, y = s.x, s.y
     n, c = x.shape[0], s.counts.numel()
@@ -374,9 +367,9 @@ def few_shot_ncc_error(
     if ways is None:
         ways = max(eligible.numel(), 2)
     if ways < 2:
-        raise ValueError(f"ways must be >= 2, got {ways}")
+        raise PhenomlabError(f"ways must be >= 2, got {ways}")
     if eligible.numel() < ways:
-        raise ValueError(f"only {eligible.numel()} classes have >= {need} samples; cannot draw {ways} ways")
+        raise PhenomlabError(f"only {eligible.numel()} classes have >= {need} samples; cannot draw {ways} ways")
     gen = torch.Generator().manual_seed(seed)
     counts_long = s.counts.long().cpu()
     starts = torch.cumsum(counts_long, 0) - counts_long
@@ -420,10 +413,7 @@ def few_shot_ncc_error(
 
 @single_threaded
 def collapse_metrics(
-    features: Any,
-    labels: Any,
-    weight: Any | None = None,
-    logits: Any | None = None,
+    features: Any, labels: Any, weight: Any | None = None, logits: Any | None = None
 ) -> dict[str, Any]:
     """NC1, NC2, CDNV, NCC accuracy and (when given ``weight`` / ``logits``) NC3 / NC4 in one pass.
 
@@ -488,7 +478,7 @@ def neural_collapse(
     NC3 is ``None`` if no classifier is found.
     """
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("data must be a tuple (inputs, labels)")
+        raise PhenomlabError("data must be a tuple (inputs, labels)")
     inputs, labels = data
     check_same_length(inputs, labels, ("inputs", "labels"))
     feats, out = collect(model, inputs, [layer], batch_size=batch_size, return_output=True)
@@ -502,19 +492,10 @@ def neural_collapse(
     elif isinstance(classifier, str):
         mods = dict(model.named_modules())
         if classifier not in mods or not isinstance(getattr(mods[classifier], "weight", None), Tensor):
-            raise ValueError(f"classifier {classifier!r} is not a module with a weight; modules: {list(mods)[1:]}")
+            raise PhenomlabError(f"classifier {classifier!r} is not a module with a weight; modules: {list(mods)[1:]}")
         weight = mods[classifier].weight
     else:
         weight = classifier
     if weight is not None:
         weight = weight.detach()
-    res = collapse_metrics(x, labels, weight=weight, logits=logits)
-    return NeuralCollapse(
-        layer=layer,
-        nc1=res["nc1"],
-        nc2=res["nc2"],
-        nc3=res["nc3"],
-        nc4=res["nc4"],
-        cdnv=res["cdnv"],
-        ncc_accuracy=res["ncc_accuracy"],
-    )
+    return NeuralCollapse(layer=layer, **collapse_metrics(x, labels, weight=weight, logits=logits))

@@ -17,7 +17,8 @@ References
 Conventions
 -----------
 ``data`` is one batch ``(inputs, targets)`` or a sequence / iterable of such batches (a DataLoader
-works). ``loss_fn(model(inputs), targets)`` must return a scalar *mean* over its batch; the loss
+works); ``inputs`` is a tensor or a mapping of tensors passed as keyword arguments, ``model(**inputs)``.
+``loss_fn(model(inputs), targets)`` must return a scalar *mean* over its batch; the loss
 over several batches is the sample-weighted mean ``L = sum_b (n_b / N) L_b``, so every curvature
 quantity here is that of the full-data mean loss. Vectors live in the space of the model's
 *trainable* parameters (``requires_grad``), flattened in ``named_parameters()`` order; their length
@@ -29,17 +30,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from phenomlab.probes._checks import caller_threads, intra_op_threads
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._params import ParamSpace, as_batches, call_model, eval_mode, rng_vector, scalar_loss
+from phenomlab.probes._threads import model_pass_threads, one_thread
 
 __all__ = [
     "hvp",
@@ -59,167 +61,19 @@ __all__ = [
 ]
 
 Matvec = Callable[[Tensor], Tensor]
+LossFn = Callable[[Any, Any], Tensor]
 _WHICH = ("LA", "SA", "LM")
-
-
-# ----------------------------------------------------------------------------------------------
-# plumbing: parameters, batches, eval mode
-# ----------------------------------------------------------------------------------------------
-
-
-class _ParamSpace:
-    """The trainable parameters of a model and the map to and from one flat vector."""
-
-    def __init__(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
-        self.shapes = [p.shape for p in self.params]
-        self.numels = [p.numel() for p in self.params]
-        self.n = int(sum(self.numels))
-        self.dtype = self.params[0].dtype
-        self.device = self.params[0].device
-
-    def flatten(self, tensors: Sequence[Tensor | None]) -> Tensor:
-        parts = [
-            torch.zeros(k, dtype=self.dtype, device=self.device) if t is None else t.reshape(-1)
-            for t, k in zip(tensors, self.numels, strict=True)
-        ]
-        return torch.cat(parts)
-
-    def unflatten(self, flat: Tensor) -> list[Tensor]:
-        return [c.view(s) for c, s in zip(flat.split(self.numels), self.shapes, strict=True)]
-
-    def check_vector(self, v: Any, name: str = "v") -> Tensor:
-        if not isinstance(v, Tensor):
-            v = torch.as_tensor(v)
-        if v.shape != (self.n,):
-            raise ValueError(f"{name} must be a flat vector of shape ({self.n},), got {tuple(v.shape)}")
-        if not v.is_floating_point():
-            v = v.to(self.dtype)
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"{name} contains NaN/inf")
-        return v.to(device=self.device, dtype=self.dtype)
 
 
 def n_params(model: nn.Module) -> int:
     """Number of trainable parameters: the dimension of every curvature vector of ``model``."""
-    return _ParamSpace(model).n
+    return ParamSpace(model).n
 
 
 def flat_params(model: nn.Module) -> Tensor:
     """The trainable parameters of ``model`` as one detached flat vector (``named_parameters`` order)."""
-    space = _ParamSpace(model)
+    space = ParamSpace(model)
     return space.flatten([p.detach() for p in space.params])
-
-
-def _batch_len(x: Any, y: Any) -> int:
-    if isinstance(x, Tensor) and x.ndim > 0:
-        return int(x.shape[0])
-    try:
-        return len(y)
-    except TypeError as exc:
-        raise ValueError("cannot tell the batch size: inputs must be a tensor or targets sized") from exc
-
-
-def _to(t: Any, device: torch.device) -> Any:
-    if isinstance(t, Tensor):
-        return t.to(device)
-    if isinstance(t, (tuple, list)):
-        return type(t)(_to(u, device) for u in t)
-    return t
-
-
-def _check_batch(x: Any, y: Any, i: int) -> None:
-    for name, t in (("inputs", x), ("targets", y)):
-        if isinstance(t, Tensor) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"batch {i}: {name} contain NaN/inf")
-    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.ndim > 0 and y.ndim > 0 and len(x) != len(y):
-        raise ValueError(f"batch {i}: inputs and targets have different lengths: {len(x)} != {len(y)}")
-
-
-class _Batches(list):
-    """``[(x, y, weight)]`` with weights ``n_b / N`` summing to one; ``total`` is ``N``."""
-
-    total: int = 0
-
-
-def _as_batches(data: Any, device: torch.device) -> _Batches:
-    """``[(x, y, weight)]`` with weights ``n_b / N`` summing to one, moved to ``device``."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        raw: Iterable[Any] = [tuple(data)]
-    elif isinstance(data, Tensor):
-        raise ValueError("data must be an (inputs, targets) pair or a sequence of such batches, got one tensor")
-    else:
-        raw = data
-    batches: list[tuple[Any, Any, int]] = []
-    for i, b in enumerate(raw):
-        if not isinstance(b, (tuple, list)) or len(b) < 2:
-            raise ValueError(f"batch {i} must be an (inputs, targets) pair, got {type(b).__name__}")
-        x, y = b[0], b[1]
-        _check_batch(x, y, i)
-        nb = _batch_len(x, y)
-        if nb > 0:
-            batches.append((_to(x, device), _to(y, device), nb))
-    if not batches:
-        raise ValueError("data holds no samples")
-    total = sum(nb for _, _, nb in batches)
-    out = _Batches((x, y, nb / total) for x, y, nb in batches)
-    out.total = total
-    return out
-
-
-# Below about this many multiply-adds per pass (parameters x samples) a product is dominated by
-# per-op overhead, and OpenMP threads only add barrier waits: on the loaded 2-core dev machines an HVP
-# of a 51-parameter net took 0.2 ms of CPU on one thread and 4-13 ms with two.
-_SMALL_WORK = 1 << 24
-
-
-def _threads(space: _ParamSpace, batches: _Batches) -> AbstractContextManager[None]:
-    if space.device.type != "cpu":
-        return nullcontext()
-    if space.n * batches.total < _SMALL_WORK:
-        return intra_op_threads(None, 1)
-    # The iterative loops below run their vector work on one thread; big passes get the caller's threads.
-    return caller_threads()
-
-
-@contextmanager
-def _eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    # Restore each submodule's own flag: a model may keep e.g. a frozen BatchNorm in eval on purpose.
-    if not enabled:
-        yield
-        return
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
-
-
-def _scalar_loss(loss: Any, require_finite: bool = True) -> Tensor:
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(f"loss_fn must return a scalar tensor (use reduction='mean'), got {shape}")
-    if require_finite and not bool(torch.isfinite(loss.detach())):
-        raise ValueError("the loss is NaN/inf at the current parameters")
-    return loss.reshape(())
-
-
-def _rng_vector(n: int, seed: int, dtype: torch.dtype, device: torch.device, kind: str = "gauss") -> Tensor:
-    # Draw on the CPU so the same seed gives the same vector on every device.
-    g = torch.Generator().manual_seed(int(seed))
-    if kind == "rademacher":
-        v = torch.randint(0, 2, (n,), generator=g, dtype=torch.int8).to(torch.float64) * 2 - 1
-    else:
-        v = torch.randn(n, generator=g, dtype=torch.float64)
-    return v.to(device=device, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,54 +85,71 @@ def hvp(loss_fn_of_params: Callable[[Any], Tensor], params: Any, v: Any) -> Any:
     """Hessian-vector product ``H v`` of a scalar function of a pytree of tensors (Pearlmutter 1994).
 
     ``H = d^2 f / d params^2`` at ``params``; ``v`` has the structure of ``params`` (a tensor, a tuple
-    or a dict of tensors) and so does the result.
-
-    Computed reverse-over-reverse, ``vjp(grad(f), params)(v)`` (valid because ``H`` is symmetric).
-    Measured on CPU (torch 2.13, one thread, idle machine, MLP 40-100-100-10 with cross-entropy on 4000
-    samples, min of 15): reverse-over-reverse 0.014 s per product, forward-over-reverse
-    ``jvp(grad(f))`` 0.017 s; keeping the gradient graph and paying only the second backward, as
-    :func:`model_hvp` does, 0.009 s. (Ratios were the same or larger for widths 32 and 256.)
+    or a dict of tensors) and so does the result. Computed reverse-over-reverse,
+    ``vjp(grad(f), params)(v)``, valid because ``H`` is symmetric (timings: docs/PROBES.md).
     """
     from torch.utils._pytree import tree_flatten
 
     p_leaves, p_spec = tree_flatten(params)
     v_leaves, v_spec = tree_flatten(v)
     if p_spec != v_spec or len(p_leaves) != len(v_leaves):
-        raise ValueError("v must have the same structure as params")
+        raise PhenomlabError("v must have the same structure as params")
     for i, (p, u) in enumerate(zip(p_leaves, v_leaves, strict=True)):
         if not isinstance(p, Tensor) or not isinstance(u, Tensor) or p.shape != u.shape:
-            raise ValueError(f"v leaf {i} must be a tensor shaped like params leaf {i}")
+            raise PhenomlabError(f"v leaf {i} must be a tensor shaped like params leaf {i}")
         if not bool(torch.isfinite(u).all()):
-            raise ValueError("v contains NaN/inf")
+            raise PhenomlabError("v contains NaN/inf")
     _, vjp_fn = torch.func.vjp(torch.func.grad(loss_fn_of_params), params)
     return vjp_fn(v)[0]
 
 
-def _batch_hvp_graph(model: nn.Module, loss_fn: Callable, space: _ParamSpace, x: Any, y: Any):
-    loss = _scalar_loss(loss_fn(model(x), y))
-    grads = torch.autograd.grad(loss, space.params, create_graph=True, allow_unused=True)
-    # A parameter whose gradient does not depend on the parameters (loss linear in it, or unused)
-    # contributes a zero block: only the others enter the second backward.
-    idx = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-    return [grads[i] for i in idx], idx
-
-
-def _second_backward(space: _ParamSpace, g: list[Tensor], idx: list[int], v: Tensor, retain: bool) -> Tensor:
-    if not idx:
-        return torch.zeros(space.n, dtype=space.dtype, device=space.device)
-    vs = space.unflatten(v)
-    hv = torch.autograd.grad(g, space.params, grad_outputs=[vs[i] for i in idx], retain_graph=retain, allow_unused=True)
-    return space.flatten(hv)
-
-
-def model_hvp(
+def _operator(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
     data: Any,
-    *,
-    cache: bool = True,
-    eval_mode: bool = True,
+    build: Callable[[ParamSpace, Any, Any], tuple[Any, ...]],
+    apply: Callable[[ParamSpace, tuple[Any, ...], Tensor, bool], Tensor],
+    cache: bool,
+    eval_on: bool,
 ) -> Matvec:
+    """``v -> sum_b (n_b / N) apply(build(x_b, y_b), v)`` over the batches of ``data``.
+
+    With ``cache`` each batch's graph is built once and kept (``apply`` then retains it).
+    """
+    space = ParamSpace(model)
+    batches = as_batches(data, space.device)
+
+    def work() -> AbstractContextManager[None]:
+        return model_pass_threads(space.n, batches.total, space.device)
+
+    graphs: list[tuple[tuple[Any, ...], float]] = []
+    if cache:
+        with eval_mode(model, eval_on), work():
+            graphs = [(build(space, x, y), w) for x, y, w in batches]
+
+    def matvec(v: Tensor) -> Tensor:
+        v = space.check_vector(v)
+        out = torch.zeros(space.n, dtype=space.dtype, device=space.device)
+        if cache:
+            with work():
+                for parts, w in graphs:
+                    out.add_(apply(space, parts, v, True), alpha=w)
+            return out
+        with eval_mode(model, eval_on), work():
+            for x, y, w in batches:
+                out.add_(apply(space, build(space, x, y), v, False), alpha=w)
+        return out
+
+    matvec.n = space.n  # type: ignore[attr-defined]
+    matvec.dtype = space.dtype  # type: ignore[attr-defined]
+    matvec.device = space.device  # type: ignore[attr-defined]
+    return matvec
+
+
+def _zero(space: ParamSpace) -> Tensor:
+    return torch.zeros(space.n, dtype=space.dtype, device=space.device)
+
+
+def model_hvp(model: nn.Module, loss_fn: LossFn, data: Any, *, cache: bool = True, eval_mode: bool = True) -> Matvec:
     """Closure ``v -> H v`` for the Hessian of the data-mean loss w.r.t. the flat trainable parameters.
 
     ``H v = sum_b (n_b / N) d/dtheta [grad L_b(theta) . v]`` (Pearlmutter 1994, by double backward).
@@ -288,43 +159,29 @@ def model_hvp(
     the cost per product. The closure accepts and returns vectors of shape ``[n_params(model)]`` on
     the model's device and dtype; it has attributes ``n``, ``dtype`` and ``device``.
     """
-    space = _ParamSpace(model)
-    batches = _as_batches(data, space.device)
-    graphs: list[tuple[list[Tensor], list[int], float]] = []
-    if cache:
-        with _eval_mode(model, eval_mode), _threads(space, batches):
-            for x, y, w in batches:
-                g, idx = _batch_hvp_graph(model, loss_fn, space, x, y)
-                graphs.append((g, idx, w))
 
-    def matvec(v: Tensor) -> Tensor:
-        v = space.check_vector(v)
-        out = torch.zeros(space.n, dtype=space.dtype, device=space.device)
-        if cache:
-            with _threads(space, batches):
-                for g, idx, w in graphs:
-                    out.add_(_second_backward(space, g, idx, v, retain=True), alpha=w)
-            return out
-        with _eval_mode(model, eval_mode), _threads(space, batches):
-            for x, y, w in batches:
-                g, idx = _batch_hvp_graph(model, loss_fn, space, x, y)
-                out.add_(_second_backward(space, g, idx, v, retain=False), alpha=w)
-        return out
+    def build(space: ParamSpace, x: Any, y: Any) -> tuple[Any, ...]:
+        loss = scalar_loss(loss_fn(call_model(model, x), y))
+        grads = torch.autograd.grad(loss, space.params, create_graph=True, allow_unused=True)
+        # A parameter whose gradient does not depend on the parameters (loss linear in it, or unused)
+        # contributes a zero block: only the others enter the second backward.
+        idx = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        return [grads[i] for i in idx], idx
 
-    matvec.n = space.n  # type: ignore[attr-defined]
-    matvec.dtype = space.dtype  # type: ignore[attr-defined]
-    matvec.device = space.device  # type: ignore[attr-defined]
-    return matvec
+    def apply(space: ParamSpace, parts: tuple[Any, ...], v: Tensor, retain: bool) -> Tensor:
+        g, idx = parts
+        if not idx:
+            return _zero(space)
+        vs = space.unflatten(v)
+        hv = torch.autograd.grad(
+            g, space.params, grad_outputs=[vs[i] for i in idx], retain_graph=retain, allow_unused=True
+        )
+        return space.flatten(hv)
+
+    return _operator(model, data, build, apply, cache, eval_mode)
 
 
-def ggn_vp(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    *,
-    cache: bool = True,
-    eval_mode: bool = True,
-) -> Matvec:
+def ggn_vp(model: nn.Module, loss_fn: LossFn, data: Any, *, cache: bool = True, eval_mode: bool = True) -> Matvec:
     """Closure ``v -> G v`` for the generalised Gauss-Newton matrix (Schraudolph 2002).
 
     ``G = sum_b (n_b / N) J_b^T H_out,b J_b`` with ``J_b = d model(x_b) / d theta`` and
@@ -334,55 +191,32 @@ def ggn_vp(
     trick (differentiate the linear map ``u -> J^T u`` w.r.t. ``u``), ``H_out (J v)`` by a double
     backward through the loss alone, then ``J^T (.)``.
     """
-    space = _ParamSpace(model)
-    batches = _as_batches(data, space.device)
 
-    def build(x: Any, y: Any):
-        out = model(x)
+    def build(space: ParamSpace, x: Any, y: Any) -> tuple[Any, ...]:
+        out = call_model(model, x)
         if not isinstance(out, Tensor):
-            raise ValueError(f"ggn_vp needs a model that returns one tensor, got {type(out).__name__}")
+            raise PhenomlabError(f"ggn_vp needs a model that returns one tensor, got {type(out).__name__}")
         out_d = out.detach().requires_grad_(True)
-        loss = _scalar_loss(loss_fn(out_d, y))
+        loss = scalar_loss(loss_fn(out_d, y))
         (gl,) = torch.autograd.grad(loss, out_d, create_graph=True)
         u = torch.zeros_like(out, requires_grad=True)
         jtu = torch.autograd.grad(out, space.params, grad_outputs=u, create_graph=True, allow_unused=True)
         idx = [i for i, t in enumerate(jtu) if t is not None]
         return out, out_d, gl, u, [jtu[i] for i in idx], idx
 
-    graphs: list[tuple[Any, ...]] = []
-    if cache:
-        with _eval_mode(model, eval_mode), _threads(space, batches):
-            graphs = [(build(x, y), w) for x, y, w in batches]
-
-    def one(parts: tuple[Any, ...], v: Tensor, retain: bool) -> Tensor:
+    def apply(space: ParamSpace, parts: tuple[Any, ...], v: Tensor, retain: bool) -> Tensor:
         out, out_d, gl, u, jtu, idx = parts
         if not idx:
-            return torch.zeros(space.n, dtype=space.dtype, device=space.device)
+            return _zero(space)
         vs = space.unflatten(v)
         (jv,) = torch.autograd.grad(jtu, u, grad_outputs=[vs[i] for i in idx], retain_graph=True)
         if not gl.requires_grad:  # loss linear in the outputs: H_out = 0
-            return torch.zeros(space.n, dtype=space.dtype, device=space.device)
+            return _zero(space)
         (hjv,) = torch.autograd.grad(gl, out_d, grad_outputs=jv, retain_graph=retain)
         g = torch.autograd.grad(out, space.params, grad_outputs=hjv, retain_graph=retain, allow_unused=True)
         return space.flatten(g)
 
-    def matvec(v: Tensor) -> Tensor:
-        v = space.check_vector(v)
-        res = torch.zeros(space.n, dtype=space.dtype, device=space.device)
-        if cache:
-            with _threads(space, batches):
-                for parts, w in graphs:
-                    res.add_(one(parts, v, retain=True), alpha=w)
-            return res
-        with _eval_mode(model, eval_mode), _threads(space, batches):
-            for x, y, w in batches:
-                res.add_(one(build(x, y), v, retain=False), alpha=w)
-        return res
-
-    matvec.n = space.n  # type: ignore[attr-defined]
-    matvec.dtype = space.dtype  # type: ignore[attr-defined]
-    matvec.device = space.device  # type: ignore[attr-defined]
-    return matvec
+    return _operator(model, data, build, apply, cache, eval_mode)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,25 +233,19 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
 
 
 def _lanczos(
-    matvec: Matvec,
-    v0: Tensor,
-    m: int,
-    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+    matvec: Matvec, v0: Tensor, m: int, stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None
 ) -> tuple[np.ndarray, np.ndarray, Tensor]:
     """``m`` steps of Lanczos with full reorthogonalisation from ``v0``.
 
     Returns the diagonal ``alpha`` [j], off-diagonal ``beta`` [j-1] of the tridiagonal ``T_j`` and the
     Lanczos basis ``Q`` [j, n]; ``stop(alpha, beta, beta_next)`` is asked after every step.
     """
-    with intra_op_threads(v0, 1):
+    with one_thread(v0):
         return _lanczos_loop(matvec, v0, m, stop)
 
 
 def _lanczos_loop(
-    matvec: Matvec,
-    v0: Tensor,
-    m: int,
-    stop: Callable[[np.ndarray, np.ndarray, float], bool] | None,
+    matvec: Matvec, v0: Tensor, m: int, stop: Callable[[np.ndarray, np.ndarray, float], bool] | None
 ) -> tuple[np.ndarray, np.ndarray, Tensor]:
     n = v0.numel()
     Q = torch.empty((m, n), dtype=v0.dtype, device=v0.device)
@@ -429,7 +257,7 @@ def _lanczos_loop(
         Q[j] = q
         w = matvec(q)
         if w.shape != (n,):
-            raise ValueError(f"matvec returned shape {tuple(w.shape)}, expected ({n},)")
+            raise PhenomlabError(f"matvec returned shape {tuple(w.shape)}, expected ({n},)")
         w = w.to(dtype=Q.dtype, device=Q.device)
         alpha = float(torch.dot(q, w))
         # Classical Gram-Schmidt against the whole basis, twice ("twice is enough", Giraud et al. 2005):
@@ -480,22 +308,22 @@ def lanczos_eigenvalues(
     in ``dtype`` on ``device``). ``v0`` warm-starts the iteration (e.g. the previous top eigenvector).
     """
     if which not in _WHICH:
-        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
+        raise PhenomlabError(f"which must be one of {_WHICH}, got {which!r}")
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+        raise PhenomlabError(f"n must be a positive int, got {n!r}")
     if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, n={n}], got {k}")
+        raise PhenomlabError(f"k must be in [1, n={n}], got {k}")
     if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+        raise PhenomlabError(f"iters must be >= 1, got {iters}")
     if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
+        raise PhenomlabError(f"tol must be > 0, got {tol}")
     if v0 is None:
-        v0 = _rng_vector(n, seed, dtype, torch.device(device) if device is not None else torch.device("cpu"))
+        v0 = rng_vector(n, seed, dtype, torch.device(device) if device is not None else torch.device("cpu"))
     else:
         if not isinstance(v0, Tensor) or v0.shape != (n,):
-            raise ValueError(f"v0 must be a tensor of shape ({n},)")
+            raise PhenomlabError(f"v0 must be a tensor of shape ({n},)")
         if not bool(torch.isfinite(v0).all()) or float(torch.linalg.vector_norm(v0)) == 0.0:
-            raise ValueError("v0 must be finite and non-zero")
+            raise PhenomlabError("v0 must be finite and non-zero")
         v0 = v0.to(dtype=dtype, device=device if device is not None else v0.device)
     m = min(max(iters, k), n)
 
@@ -522,7 +350,7 @@ def lanczos_eigenvalues(
     theta, s = _tridiag_eig(a, b)
     sel = _order(theta, which)[:k]
     if sel.size < k:  # invariant subspace smaller than k: the start vector missed part of the spectrum
-        raise ValueError(f"the Krylov space from this start vector has dimension {sel.size} < k={k}")
+        raise PhenomlabError(f"the Krylov space from this start vector has dimension {sel.size} < k={k}")
     vals = torch.from_numpy(np.ascontiguousarray(theta[sel])).to(torch.float64)
     if not return_vectors:
         return vals
@@ -532,17 +360,13 @@ def lanczos_eigenvalues(
     return vals, vecs
 
 
+def _operator_eigenvalues(mv: Matvec, k: int, which: str, options: dict[str, Any]) -> Tensor | tuple[Tensor, Tensor]:
+    n, dtype, device = mv.n, mv.dtype, mv.device  # type: ignore[attr-defined]
+    return lanczos_eigenvalues(mv, n, k=k, which=which, dtype=dtype, device=device, **options)
+
+
 def hessian_eigenvalues(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    k: int = 1,
-    which: str = "LA",
-    iters: int = 100,
-    tol: float = 1e-6,
-    seed: int = 0,
-    v0: Tensor | None = None,
-    return_vectors: bool = False,
+    model: nn.Module, loss_fn: LossFn, data: Any, k: int = 1, which: str = "LA", **lanczos: Any
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``k`` extreme eigenvalues of the loss Hessian by Lanczos with full reorthogonalisation.
 
@@ -550,34 +374,15 @@ def hessian_eigenvalues(
     :func:`model_hvp` (Pearlmutter 1994), eigenvalues as in :func:`lanczos_eigenvalues` (Lanczos
     needs far fewer products than the power iteration of PyHessian, Yao et al. 2020, arXiv 1912.07145,
     because its error falls like a Chebyshev polynomial in the gap instead of ``(lambda_2/lambda_1)^t``).
-    ``tol`` bounds the relative Ritz residual. Returns a float64 CPU tensor ``[k]`` (largest first for
-    ``"LA"``); with ``return_vectors`` also the eigenvectors ``[n_params, k]``.
+    ``lanczos``: ``iters`` (100), ``tol`` (1e-6, the relative Ritz residual), ``seed``, ``v0`` and
+    ``return_vectors`` of :func:`lanczos_eigenvalues`. Returns a float64 CPU tensor ``[k]`` (largest
+    first for ``"LA"``); with ``return_vectors`` also the eigenvectors ``[n_params, k]``.
     """
-    mv = model_hvp(model, loss_fn, data)
-    return lanczos_eigenvalues(
-        mv,
-        mv.n,
-        k=k,
-        which=which,
-        iters=iters,
-        tol=tol,
-        seed=seed,
-        v0=v0,  # type: ignore[attr-defined]
-        dtype=mv.dtype,
-        device=mv.device,
-        return_vectors=return_vectors,  # type: ignore[attr-defined]
-    )
+    return _operator_eigenvalues(model_hvp(model, loss_fn, data), k, which, lanczos)
 
 
 def top_hessian_eigenvalue(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    iters: int = 100,
-    tol: float = 1e-4,
-    seed: int = 0,
-    v0: Tensor | None = None,
-    return_vector: bool = False,
+    model: nn.Module, loss_fn: LossFn, data: Any, *, tol: float = 1e-4, return_vector: bool = False, **lanczos: Any
 ) -> float | tuple[float, Tensor]:
     """Sharpness ``lambda_max(H)`` of the loss (the edge-of-stability quantity of Cohen et al. 2021).
 
@@ -585,11 +390,9 @@ def top_hessian_eigenvalue(
     tracking during training pass the previous call's eigenvector as ``v0`` (``return_vector=True``
     returns it): the top direction moves slowly between steps, so a warm start converges in a few
     products. ``tol`` is the relative residual; the eigenvalue itself is then accurate to about
-    ``tol^2 / relative gap`` and never worse than ``tol``.
+    ``tol^2 / relative gap`` and never worse than ``tol``. ``lanczos``: ``iters``, ``seed``, ``v0``.
     """
-    out = hessian_eigenvalues(
-        model, loss_fn, data, k=1, which="LA", iters=iters, tol=tol, seed=seed, v0=v0, return_vectors=return_vector
-    )
+    out = hessian_eigenvalues(model, loss_fn, data, k=1, which="LA", tol=tol, return_vectors=return_vector, **lanczos)
     if return_vector:
         vals, vecs = out  # type: ignore[misc]
         return float(vals[0]), vecs[:, 0]
@@ -597,35 +400,14 @@ def top_hessian_eigenvalue(
 
 
 def gauss_newton_eigenvalues(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    k: int = 1,
-    iters: int = 100,
-    tol: float = 1e-6,
-    seed: int = 0,
-    v0: Tensor | None = None,
-    return_vectors: bool = False,
+    model: nn.Module, loss_fn: LossFn, data: Any, k: int = 1, **lanczos: Any
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``k`` largest eigenvalues of the generalised Gauss-Newton matrix ``J^T H_out J`` (Schraudolph 2002).
 
-    Lanczos (full reorthogonalisation) on :func:`ggn_vp`; the same stopping rule as
-    :func:`lanczos_eigenvalues`. Returns a float64 CPU tensor ``[k]``, largest first.
+    Lanczos (full reorthogonalisation) on :func:`ggn_vp`; ``lanczos`` and the stopping rule as in
+    :func:`hessian_eigenvalues`. Returns a float64 CPU tensor ``[k]``, largest first.
     """
-    mv = ggn_vp(model, loss_fn, data)
-    return lanczos_eigenvalues(
-        mv,
-        mv.n,
-        k=k,
-        which="LA",
-        iters=iters,
-        tol=tol,
-        seed=seed,
-        v0=v0,  # type: ignore[attr-defined]
-        dtype=mv.dtype,
-        device=mv.device,
-        return_vectors=return_vectors,  # type: ignore[attr-defined]
-    )
+    return _operator_eigenvalues(ggn_vp(model, loss_fn, data), k, "LA", lanczos)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -634,12 +416,7 @@ def gauss_newton_eigenvalues(
 
 
 def hessian_trace(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    samples: int = 100,
-    seed: int = 0,
-    return_std: bool = False,
+    model: nn.Module, loss_fn: LossFn, data: Any, samples: int = 100, seed: int = 0, return_std: bool = False
 ) -> float | tuple[float, float]:
     """Hutchinson (1989) estimate of ``tr(H) = E_z[z^T H z]``, ``z`` Rademacher (entries +-1).
 
@@ -648,12 +425,12 @@ def hessian_trace(
     mean (sample std / sqrt(samples)).
     """
     if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+        raise PhenomlabError(f"samples must be >= 1, got {samples}")
     mv = model_hvp(model, loss_fn, data)
     vals = []
-    with intra_op_threads(None, 1):
+    with one_thread():
         for s in range(samples):
-            z = _rng_vector(mv.n, seed * 1_000_003 + s, mv.dtype, mv.device, "rademacher")  # type: ignore[attr-defined]
+            z = rng_vector(mv.n, seed * 1_000_003 + s, mv.dtype, mv.device, "rademacher")  # type: ignore[attr-defined]
             vals.append(float(torch.dot(z, mv(z))))
     est = float(np.mean(vals))
     if not return_std:
@@ -681,11 +458,11 @@ def slq_nodes(
     contributes fewer nodes).
     """
     if runs < 1 or iters < 1:
-        raise ValueError(f"runs and iters must be >= 1, got runs={runs}, iters={iters}")
+        raise PhenomlabError(f"runs and iters must be >= 1, got runs={runs}, iters={iters}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     nodes, weights = [], []
     for r in range(runs):
-        v0 = _rng_vector(n, seed * 1_000_003 + r, dtype, dev, "rademacher")
+        v0 = rng_vector(n, seed * 1_000_003 + r, dtype, dev, "rademacher")
         a, b, _ = _lanczos(matvec, v0, min(iters, n))
         theta, s = _tridiag_eig(a, b)
         nodes.append(theta)
@@ -704,18 +481,18 @@ def density_from_nodes(
     nodes = nodes.to(torch.float64).cpu()
     weights = weights.to(torch.float64).cpu()
     if nodes.shape != weights.shape or nodes.ndim != 1:
-        raise ValueError("nodes and weights must be 1-D tensors of the same length")
+        raise PhenomlabError("nodes and weights must be 1-D tensors of the same length")
     lo, hi = float(nodes.min()), float(nodes.max())
     if sigma is None:
         sigma = 0.01 * (hi - lo) if hi > lo else 1e-3
     if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise PhenomlabError(f"sigma must be > 0, got {sigma}")
     if grid is None:
         grid = torch.linspace(lo - 6 * sigma, hi + 6 * sigma, grid_size, dtype=torch.float64)
     else:
         grid = torch.as_tensor(grid, dtype=torch.float64).cpu()
         if grid.ndim != 1 or grid.numel() < 2:
-            raise ValueError("grid must be a 1-D tensor with at least two points")
+            raise PhenomlabError("grid must be a 1-D tensor with at least two points")
     z = (grid[:, None] - nodes[None, :]) / sigma
     dens = (torch.exp(-0.5 * z**2) * weights[None, :]).sum(1) / (sigma * math.sqrt(2 * math.pi))
     return grid, dens
@@ -723,7 +500,7 @@ def density_from_nodes(
 
 def hessian_spectral_density(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
+    loss_fn: LossFn,
     data: Any,
     iters: int = 80,
     runs: int = 1,
@@ -748,28 +525,25 @@ def hessian_spectral_density(
 # ----------------------------------------------------------------------------------------------
 
 
-def full_hessian(model: nn.Module, loss_fn: Callable[[Tensor, Any], Tensor], data: Any) -> Tensor:
+def full_hessian(model: nn.Module, loss_fn: LossFn, data: Any) -> Tensor:
     """Dense Hessian ``[n_params, n_params]`` of the data-mean loss (``torch.autograd.functional.hessian``).
 
     Costs ``n_params`` backward passes and ``n_params^2`` memory: for tiny nets and for tests.
     """
-    space = _ParamSpace(model)
+    space = ParamSpace(model)
     if space.n > 20_000:
-        raise ValueError(f"full_hessian of {space.n} parameters would need {space.n**2 * 8 / 1e9:.1f} GB; use hvp")
-    batches = _as_batches(data, space.device)
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
+        raise PhenomlabError(f"full_hessian of {space.n} parameters would need {space.n**2 * 8 / 1e9:.1f} GB; use hvp")
+    batches = as_batches(data, space.device)
+    frozen = space.frozen()
     theta = space.flatten([p.detach() for p in space.params])
 
     def f(flat: Tensor) -> Tensor:
         state = dict(zip(space.names, space.unflatten(flat), strict=True))
         state.update(frozen)
-        state.update(buffers)
         total = flat.new_zeros(())
         for x, y, w in batches:
-            total = total + w * _scalar_loss(loss_fn(functional_call(model, state, (x,)), y))
+            total = total + w * scalar_loss(loss_fn(call_model(model, x, state), y))
         return total
 
-    with _eval_mode(model), _threads(space, batches):
-        H = torch.autograd.functional.hessian(f, theta)
-    return H
+    with eval_mode(model), model_pass_threads(space.n, batches.total, space.device):
+        return torch.autograd.functional.hessian(f, theta)

@@ -34,7 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from phenomlab.probes._checks import as_float_tensor, as_label_tensor, check_2d, check_same_length, intra_op_threads
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor, as_label_tensor, check_2d, check_same_length
+from phenomlab.probes._threads import one_thread
 
 __all__ = ["frechet_distance", "fid", "inception_score", "conditional_scores", "conditional_fid", "gaussian_stats"]
 
@@ -47,10 +49,10 @@ def _sqrt_psd(S: Tensor) -> Tensor:
 def _check_cov(S: Any, name: str, d: int) -> Tensor:
     t = as_float_tensor(S, name).to(torch.float64)
     if t.shape != (d, d):
-        raise ValueError(f"{name} must be [{d}, {d}] to match the mean, got shape {tuple(t.shape)}")
+        raise PhenomlabError(f"{name} must be [{d}, {d}] to match the mean, got shape {tuple(t.shape)}")
     scale = float(t.abs().max()) if t.numel() else 0.0
     if not torch.allclose(t, t.T, rtol=0, atol=1e-8 * max(scale, 1e-300)):
-        raise ValueError(f"{name} must be symmetric")
+        raise PhenomlabError(f"{name} must be symmetric")
     return (t + t.T) / 2
 
 
@@ -66,14 +68,14 @@ def frechet_distance(mu1: Tensor, S1: Tensor, mu2: Tensor, S2: Tensor) -> float:
     m1 = as_float_tensor(mu1, "mu1").to(torch.float64).reshape(-1)
     m2 = as_float_tensor(mu2, "mu2").to(torch.float64).reshape(-1)
     if m1.shape != m2.shape:
-        raise ValueError(f"mu1 and mu2 have different dimensions: {m1.numel()} != {m2.numel()}")
+        raise PhenomlabError(f"mu1 and mu2 have different dimensions: {m1.numel()} != {m2.numel()}")
     d = m1.numel()
     if d == 0:
-        raise ValueError("mu1 is empty")
+        raise PhenomlabError("mu1 is empty")
     A = _check_cov(S1, "S1", d)
     B = _check_cov(S2, "S2", d).to(A.device)
     m2 = m2.to(m1.device)
-    with intra_op_threads(A):
+    with one_thread(A):
         A_h = _sqrt_psd(A)
         M = A_h @ B @ A_h
         ev = torch.linalg.eigvalsh((M + M.T) / 2)
@@ -87,7 +89,7 @@ def gaussian_stats(feats: Tensor, name: str = "features") -> tuple[Tensor, Tenso
     """Mean and unbiased covariance (``N - 1``) of ``[N, D]`` features, in float64."""
     x = check_2d(feats, name).to(torch.float64)
     if x.shape[0] < 2:
-        raise ValueError(f"{name} needs at least 2 samples for a covariance, got {x.shape[0]}")
+        raise PhenomlabError(f"{name} needs at least 2 samples for a covariance, got {x.shape[0]}")
     mu = x.mean(0)
     xc = x - mu
     return mu, xc.T @ xc / (x.shape[0] - 1)
@@ -103,17 +105,19 @@ def fid(feats1: Tensor, feats2: Tensor) -> float:
     mu1, S1 = gaussian_stats(feats1, "feats1")
     mu2, S2 = gaussian_stats(feats2, "feats2")
     if mu1.numel() != mu2.numel():
-        raise ValueError(f"feats1 and feats2 have different dimensions: {mu1.numel()} != {mu2.numel()}")
+        raise PhenomlabError(f"feats1 and feats2 have different dimensions: {mu1.numel()} != {mu2.numel()}")
     return frechet_distance(mu1, S1, mu2, S2)
 
 
 def _check_probs(probs: Any) -> Tensor:
     p = check_2d(probs, "probs").to(torch.float64)
     if bool((p < 0).any()):
-        raise ValueError("probs must be non-negative class probabilities")
+        raise PhenomlabError("probs must be non-negative class probabilities")
     sums = p.sum(1)
     if not torch.allclose(sums, torch.ones_like(sums), rtol=0, atol=1e-4):
-        raise ValueError(f"probs rows must sum to 1 (got sums in [{float(sums.min()):.4g}, {float(sums.max()):.4g}])")
+        raise PhenomlabError(
+            f"probs rows must sum to 1 (got sums in [{float(sums.min()):.4g}, {float(sums.max()):.4g}])"
+        )
     return p / sums[:, None]
 
 
@@ -161,7 +165,7 @@ def _class_stats(x: Tensor, y: Tensor, classes: Tensor, name: str) -> tuple[Tens
     for c in classes.tolist():
         xc = x[y == c]
         if xc.shape[0] < 2:
-            raise ValueError(f"{name}: class {c} has {xc.shape[0]} sample(s); each class needs at least 2")
+            raise PhenomlabError(f"{name}: class {c} has {xc.shape[0]} sample(s); each class needs at least 2")
         mu, S = gaussian_stats(xc, name)
         means.append(mu)
         covs.append(S)
@@ -181,7 +185,7 @@ def conditional_fid(feats_real: Tensor, labels_real: Tensor, feats_fake: Tensor,
     xr = check_2d(feats_real, "feats_real").to(torch.float64)
     xf = check_2d(feats_fake, "feats_fake").to(torch.float64)
     if xr.shape[1] != xf.shape[1]:
-        raise ValueError(f"feats_real and feats_fake have different dimensions: {xr.shape[1]} != {xf.shape[1]}")
+        raise PhenomlabError(f"feats_real and feats_fake have different dimensions: {xr.shape[1]} != {xf.shape[1]}")
     yr = as_label_tensor(labels_real, "labels_real", device=xr.device)
     yf = as_label_tensor(labels_fake, "labels_fake", device=xf.device)
     check_same_length(xr, yr, ("feats_real", "labels_real"))
@@ -189,9 +193,9 @@ def conditional_fid(feats_real: Tensor, labels_real: Tensor, feats_fake: Tensor,
     classes, counts = torch.unique(yr, return_counts=True)
     missing = sorted(set(classes.tolist()) - set(torch.unique(yf).tolist()))
     if missing:
-        raise ValueError(f"labels_fake lacks real classes {missing}")
+        raise PhenomlabError(f"labels_fake lacks real classes {missing}")
     if classes.numel() < 2:
-        raise ValueError("labels_real have a single class; BCFID needs at least 2 classes")
+        raise PhenomlabError("labels_real have a single class; BCFID needs at least 2 classes")
     pc = counts.to(torch.float64) / counts.sum()
     fake_counts = torch.stack([(yf == c).sum() for c in classes]).to(torch.float64)
     pc_fake = fake_counts / fake_counts.sum()
@@ -211,5 +215,5 @@ def conditional_fid(feats_real: Tensor, labels_real: Tensor, feats_fake: Tensor,
     wcfid = float(sum(float(pc[i]) * per_class[int(c)] for i, c in enumerate(classes.tolist())))
     total = fid(xr, xf)
     if not math.isfinite(bcfid) or not math.isfinite(wcfid):
-        raise ValueError("conditional FID is not finite; check the features")
+        raise PhenomlabError("conditional FID is not finite; check the features")
     return {"BCFID": bcfid, "WCFID": wcfid, "FID": total, "per_class": per_class}

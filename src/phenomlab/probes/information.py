@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from phenomlab.probes._checks import as_float_tensor, as_label_tensor, check_same_length, single_threaded
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor, as_label_tensor, check_same_length
+from phenomlab.probes._threads import single_threaded
 
 __all__ = ["entropy_of_rows", "discretize", "binned_mutual_information"]
 
@@ -51,7 +53,7 @@ def entropy_of_rows(t: Any) -> float:
     """
     x = torch.as_tensor(t) if not isinstance(t, Tensor) else t
     if x.numel() == 0:
-        raise ValueError("cannot take the entropy of an empty tensor")
+        raise PhenomlabError("cannot take the entropy of an empty tensor")
     inv, k = _row_symbols(x.detach())
     return _entropy_from_inverse(inv, k)
 
@@ -63,17 +65,17 @@ def discretize(activations: Any, n_bins: int = 30, bounds: tuple[float, float] |
     One common grid for all units of the layer, as in Shwartz-Ziv & Tishby's code.
     """
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise PhenomlabError(f"n_bins must be >= 1, got {n_bins}")
     a = as_float_tensor(activations, "activations")
     if a.ndim < 1:
-        raise ValueError("activations must be at least 1-D [N, ...]")
+        raise PhenomlabError("activations must be at least 1-D [N, ...]")
     a = a.reshape(a.shape[0], -1)
     if bounds is None:
         lo, hi = float(a.min()), float(a.max())
     else:
         lo, hi = float(bounds[0]), float(bounds[1])
         if not hi > lo:
-            raise ValueError(f"bounds must satisfy low < high, got {bounds}")
+            raise PhenomlabError(f"bounds must satisfy low < high, got {bounds}")
     if hi == lo:
         return torch.zeros_like(a, dtype=torch.long)
     width = (hi - lo) / n_bins
@@ -82,11 +84,7 @@ def discretize(activations: Any, n_bins: int = 30, bounds: tuple[float, float] |
 
 @single_threaded
 def binned_mutual_information(
-    activations: Any,
-    x_ids: Any | None,
-    y: Any,
-    n_bins: int = 30,
-    bounds: tuple[float, float] | None = None,
+    activations: Any, x_ids: Any | None, y: Any, n_bins: int = 30, bounds: tuple[float, float] | None = None
 ) -> tuple[float, float]:
     """``(I(X;T), I(T;Y))`` in bits for a layer ``T`` binned into ``n_bins`` per unit (Shwartz-Ziv & Tishby 2017).
 
@@ -101,7 +99,7 @@ def binned_mutual_information(
     """
     a = as_float_tensor(activations, "activations")
     if a.ndim < 1 or a.shape[0] == 0:
-        raise ValueError("activations must be a non-empty [N, ...] tensor")
+        raise PhenomlabError("activations must be a non-empty [N, ...] tensor")
     a = a.reshape(a.shape[0], -1)
     labels = as_label_tensor(y, "y", device=a.device)
     check_same_length(a, labels, ("activations", "y"))

@@ -21,7 +21,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from phenomlab.probes._checks import as_float_tensor, caller_threads, check_same_length, intra_op_threads
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor, check_same_length
+from phenomlab.probes._params import ParamSpace, eval_mode
+from phenomlab.probes._threads import caller_threads, one_thread
 
 __all__ = ["empirical_ntk", "kernel_change", "kernel_alignment", "kernel_distance"]
 
@@ -36,7 +39,7 @@ def _jacobian_blocks(
     def f(p: dict[str, Tensor], xi: Tensor) -> Tensor:
         out = functional_call(model, {**p, **fixed}, (xi.unsqueeze(0),))
         if not isinstance(out, Tensor):
-            raise ValueError(f"empirical_ntk needs a model that returns one tensor, got {type(out).__name__}")
+            raise PhenomlabError(f"empirical_ntk needs a model that returns one tensor, got {type(out).__name__}")
         return out.reshape(-1)
 
     jac = vmap(jacrev(f), in_dims=(None, 0))
@@ -49,11 +52,7 @@ def _jacobian_blocks(
 
 
 def empirical_ntk(
-    model: nn.Module,
-    x1: Tensor,
-    x2: Tensor | None = None,
-    mode: str = "trace",
-    chunk_size: int | None = None,
+    model: nn.Module, x1: Tensor, x2: Tensor | None = None, mode: str = "trace", chunk_size: int | None = None
 ) -> Tensor:
     """Empirical NTK ``Theta(x, x') = J(x) J(x')^T``, ``J = d f(x) / d theta`` (Jacot et al. 2018, arXiv 1806.07572).
 
@@ -63,88 +62,54 @@ def empirical_ntk(
     means ``x2 = x1`` (computed once). The model runs in eval mode on single samples (so BatchNorm uses
     its running statistics); each submodule's train/eval flag is restored.
 
-    Implementation, chosen by measurement (CPU, one thread, MLP 40-100-100-10 with 15k parameters,
-    200 samples, 10 outputs, idle machine): ``"trace"`` and ``"diagonal"`` use per-sample Jacobians by
-    ``vmap(jacrev)`` and one GEMM per block, ``N1 N2 O P`` multiply-adds (0.19 s). ``"full"`` would need
-    ``N1 N2 O^2 P`` that way (1.21 s), so it uses implicit kernel-vector products instead: for each
-    column ``(j, o')`` a vjp gives ``v = J(x2)^T e_{jo'}`` and a jvp gives ``J(x1) v``, about
-    ``N1 N2 O P`` times a small constant (0.70 s), vmapped over ``chunk_size`` columns at a time.
-    Memory: the Jacobian route holds ``(N1 + N2) O P`` numbers (``N1 O P`` when ``x2`` is None);
-    ``chunk_size`` (samples for the Jacobian route, columns for the implicit one) bounds the temporaries.
+    ``"trace"`` and ``"diagonal"`` use per-sample Jacobians (``vmap(jacrev)``, ``(N1 + N2) O P`` numbers
+    held) and one GEMM per block; ``"full"`` uses implicit kernel-vector products, a vjp on ``x2`` and
+    a jvp on ``x1`` per kernel column, vmapped over ``chunk_size`` columns (choice measured:
+    docs/PROBES.md). ``chunk_size`` (samples for the Jacobian route, columns for the implicit one)
+    bounds the temporaries.
     """
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        raise ValueError("model has no trainable parameters")
-    fixed = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    fixed.update(dict(model.named_buffers()))
-    names = list(params)
-    first = next(iter(params.values()))
-    n_par = sum(p.numel() for p in params.values())
+        raise PhenomlabError(f"mode must be one of {_MODES}, got {mode!r}")
+    space = ParamSpace(model)
+    params = space.detached()
+    fixed = space.frozen()
 
     def prep(x: Any, name: str) -> Tensor:
         t = as_float_tensor(x, name) if not (isinstance(x, Tensor) and not x.is_floating_point()) else x
         if t.ndim < 1 or t.shape[0] == 0:
-            raise ValueError(f"{name} must be a batch [N, ...] with N >= 1, got shape {tuple(t.shape)}")
-        return t.to(first.device)
+            raise PhenomlabError(f"{name} must be a batch [N, ...] with N >= 1, got shape {tuple(t.shape)}")
+        return t.to(space.device)
 
     a = prep(x1, "x1")
     b = None if x2 is None else prep(x2, "x2")
     if b is not None and b.shape[1:] != a.shape[1:]:
-        raise ValueError(f"x1 and x2 have different sample shapes: {tuple(a.shape[1:])} != {tuple(b.shape[1:])}")
-
-    # Small per-sample passes are overhead-bound and OpenMP barriers only slow them down (measured on the
-    # loaded 2-core dev machines: a 6-sample full kernel of a 150-parameter net took 0.12 s on two
-    # threads, 2 ms on one); big Jacobian blocks and GEMMs get the caller's threads back.
-    with intra_op_threads(first, 1):
-        return _ntk(model, a, b, mode, chunk_size, names, fixed, params, n_par)
-
-
-def _ntk(
-    model: nn.Module,
-    a: Tensor,
-    b: Tensor | None,
-    mode: str,
-    chunk_size: int | None,
-    names: list[str],
-    fixed: dict[str, Tensor],
-    params: dict[str, Tensor],
-    n_par: int,
-) -> Tensor:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+        raise PhenomlabError(f"x1 and x2 have different sample shapes: {tuple(a.shape[1:])} != {tuple(b.shape[1:])}")
+    if chunk_size is not None and chunk_size < 1:
+        raise PhenomlabError(f"chunk_size must be >= 1, got {chunk_size}")
+    # Per-sample passes are overhead-bound: one thread, big Jacobian blocks and GEMMs get the caller's.
+    with one_thread(a), eval_mode(model):
         with torch.no_grad():
             out = model(a[:1])
         if not isinstance(out, Tensor):
-            raise ValueError(f"empirical_ntk needs a model that returns one tensor, got {type(out).__name__}")
+            raise PhenomlabError(f"empirical_ntk needs a model that returns one tensor, got {type(out).__name__}")
         n_out = out.numel()
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if mode == "full":
-            return _ntk_full_implicit(model, a, a if b is None else b, n_out, n_par, chunk_size, fixed, params)
+            return _ntk_full_implicit(model, a, a if b is None else b, n_out, space.n, chunk_size, fixed, params)
         if chunk_size is None:
-            chunk_size = max(1, (1 << 25) // max(1, n_out * n_par))
-        blocks_a = list(_jacobian_blocks(model, a, chunk_size, names, fixed, params))
-        blocks_b = blocks_a if b is None else list(_jacobian_blocks(model, b, chunk_size, names, fixed, params))
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
-
-    rows = []
-    for Ja in blocks_a:
-        cols = []
-        for Jb in blocks_b:
-            with caller_threads(flops=2.0 * Ja.shape[0] * Jb.shape[0] * n_out * n_out * n_par):
-                cols.append(_block(Ja, Jb, mode, n_out, n_par))
-        rows.append(torch.cat(cols, dim=1))
-    return torch.cat(rows, dim=0)
+            chunk_size = max(1, (1 << 25) // max(1, n_out * space.n))
+        blocks_a = list(_jacobian_blocks(model, a, chunk_size, space.names, fixed, params))
+        blocks_b = blocks_a if b is None else list(_jacobian_blocks(model, b, chunk_size, space.names, fixed, params))
+        rows = []
+        for Ja in blocks_a:
+            cols = []
+            for Jb in blocks_b:
+                with caller_threads(flops=2.0 * Ja.shape[0] * Jb.shape[0] * n_out * n_out * space.n):
+                    cols.append(_block(Ja, Jb, mode))
+            rows.append(torch.cat(cols, dim=1))
+        return torch.cat(rows, dim=0)
 
 
-def _block(Ja: Tensor, Jb: Tensor, mode: str, n_out: int, n_par: int) -> Tensor:
+def _block(Ja: Tensor, Jb: Tensor, mode: str) -> Tensor:
     if mode == "trace":
         return Ja.reshape(Ja.shape[0], -1) @ Jb.reshape(Jb.shape[0], -1).T
     return torch.einsum("aop,bop->abo", Ja, Jb)
@@ -169,7 +134,7 @@ def _ntk_full_implicit(
 
     out_b, vjp_b = vjp(lambda p: f(p, b), params)
     if out_b.shape != (n2, n_out):
-        raise ValueError("the model's output must have one row per sample for the NTK")
+        raise PhenomlabError("the model's output must have one row per sample for the NTK")
 
     def column(cot: Tensor) -> Tensor:
         (v,) = vjp_b(cot)
@@ -192,9 +157,9 @@ def _pair(K0: Any, K1: Any, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
     a = as_float_tensor(K0, names[0])
     b = as_float_tensor(K1, names[1])
     if a.shape != b.shape:
-        raise ValueError(f"{names[0]} and {names[1]} have different shapes: {tuple(a.shape)} != {tuple(b.shape)}")
+        raise PhenomlabError(f"{names[0]} and {names[1]} have different shapes: {tuple(a.shape)} != {tuple(b.shape)}")
     if a.numel() == 0:
-        raise ValueError(f"{names[0]} is empty")
+        raise PhenomlabError(f"{names[0]} is empty")
     dt = torch.promote_types(a.dtype, b.dtype)
     return a.to(dt), b.to(device=a.device, dtype=dt)
 
@@ -204,7 +169,7 @@ def kernel_change(K0: Tensor, K1: Tensor) -> float:
     a, b = _pair(K0, K1, ("K0", "K1"))
     n0 = torch.linalg.vector_norm(a)
     if float(n0) == 0.0:
-        raise ValueError("K0 is zero: the relative change is undefined")
+        raise PhenomlabError("K0 is zero: the relative change is undefined")
     return float(torch.linalg.vector_norm(b - a) / n0)
 
 
@@ -217,7 +182,7 @@ def kernel_distance(K0: Tensor, K1: Tensor) -> float:
     a, b = _pair(K0, K1, ("K0", "K1"))
     na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
     if float(na) == 0.0 or float(nb) == 0.0:
-        raise ValueError("kernel_distance of a zero kernel is undefined")
+        raise PhenomlabError("kernel_distance of a zero kernel is undefined")
     return float(1.0 - (a * b).sum() / (na * nb))
 
 
@@ -231,23 +196,23 @@ def kernel_alignment(K: Tensor, y: Tensor, center: bool = False) -> float:
     """
     k = as_float_tensor(K, "K")
     if k.ndim != 2 or k.shape[0] != k.shape[1]:
-        raise ValueError(f"K must be a square [N, N] kernel matrix, got shape {tuple(k.shape)}")
+        raise PhenomlabError(f"K must be a square [N, N] kernel matrix, got shape {tuple(k.shape)}")
     if isinstance(y, Tensor):
         yt = y.detach()
     else:
         yt = torch.as_tensor(y)
     if yt.ndim == 1 and not yt.is_floating_point():
         if yt.dtype == torch.bool:
-            raise ValueError("y must be integer labels or real targets, got bool")
+            raise PhenomlabError("y must be integer labels or real targets, got bool")
         if yt.numel() and int(yt.min()) < 0:
-            raise ValueError("integer labels y must be non-negative")
+            raise PhenomlabError("integer labels y must be non-negative")
         Y = torch.nn.functional.one_hot(yt.long()).to(k.dtype)
     elif yt.ndim in (1, 2):
         Y = as_float_tensor(yt, "y").to(k.dtype)
         if Y.ndim == 1:
             Y = Y[:, None]
     else:
-        raise ValueError(f"y must be [N] or [N, C], got shape {tuple(yt.shape)}")
+        raise PhenomlabError(f"y must be [N] or [N, C], got shape {tuple(yt.shape)}")
     check_same_length(k, Y, ("K", "y"))
     Y = Y.to(k.device)
     T = Y @ Y.T
@@ -256,5 +221,5 @@ def kernel_alignment(K: Tensor, y: Tensor, center: bool = False) -> float:
         T = T - T.mean(0, keepdim=True) - T.mean(1, keepdim=True) + T.mean()
     nk, nt = torch.linalg.vector_norm(k), torch.linalg.vector_norm(T)
     if float(nk) == 0.0 or float(nt) == 0.0:
-        raise ValueError("alignment with a zero kernel or zero targets is undefined")
+        raise PhenomlabError("alignment with a zero kernel or zero targets is undefined")
     return float((k * T).sum() / (nk * nt))

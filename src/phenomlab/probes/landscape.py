@@ -10,8 +10,9 @@ References
   symmetries", ICLR, arXiv 2209.04836 (weight matching by coordinate descent over layer-wise
   linear assignment problems).
 
-``data`` is one ``(inputs, targets)`` batch or a sequence of batches, as in :mod:`.curvature`; losses
-are sample-weighted means over all batches, evaluated in eval mode under ``torch.no_grad``.
+``data`` is one ``(inputs, targets)`` batch or a sequence of batches, as in :mod:`.curvature` (``inputs``
+a tensor or a mapping of keyword tensors); losses are sample-weighted means over all batches, evaluated
+in eval mode under ``torch.no_grad``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from phenomlab.probes.curvature import _as_batches, _eval_mode, _ParamSpace, _scalar_loss
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._params import ParamSpace, as_batches, call_model, eval_mode, scalar_loss
 
 __all__ = [
     "random_direction",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 Direction = dict[str, Tensor]
+LossFn = Callable[[Any, Any], Tensor]
+Metric = Callable[[Any, Any], float | Tensor]
 
 
 def random_direction(
@@ -53,7 +56,7 @@ def random_direction(
     direction when ``ignore_1d`` (the paper's choice), else are normalised as whole vectors.
     Drawn on the CPU from ``seed``, so the direction is the same on every device.
     """
-    space = _ParamSpace(model)
+    space = ParamSpace(model)
     g = torch.Generator().manual_seed(int(seed))
     out: Direction = {}
     for name, p in zip(space.names, space.params, strict=True):
@@ -74,18 +77,20 @@ def random_direction(
 
 
 def _check_direction(model: nn.Module, direction: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
-    space = _ParamSpace(model)
+    space = ParamSpace(model)
     missing = [n for n in space.names if n not in direction]
     extra = [n for n in direction if n not in space.names]
     if missing or extra:
-        raise ValueError(f"{what} does not match the model's trainable parameters: missing {missing}, unknown {extra}")
+        raise PhenomlabError(
+            f"{what} does not match the model's trainable parameters: missing {missing}, unknown {extra}"
+        )
     out = {}
     for n, p in zip(space.names, space.params, strict=True):
         d = direction[n]
         if not isinstance(d, Tensor) or d.shape != p.shape:
-            raise ValueError(f"{what}[{n!r}] must be a tensor of shape {tuple(p.shape)}")
+            raise PhenomlabError(f"{what}[{n!r}] must be a tensor of shape {tuple(p.shape)}")
         if not bool(torch.isfinite(d).all()):
-            raise ValueError(f"{what}[{n!r}] contains NaN/inf")
+            raise PhenomlabError(f"{what}[{n!r}] contains NaN/inf")
         out[n] = d.to(dtype=p.dtype, device=p.device)
     return out
 
@@ -93,23 +98,43 @@ def _check_direction(model: nn.Module, direction: Mapping[str, Tensor], what: st
 def _mean_loss(model: nn.Module, state: Mapping[str, Tensor] | None, batches: list, fn: Callable) -> float:
     total = 0.0
     for x, y, w in batches:
-        out = model(x) if state is None else functional_call(model, dict(state), (x,))
-        val = fn(out, y)
+        val = fn(call_model(model, x, state), y)
         # Far along a slice the loss may overflow; report inf/nan there rather than fail the whole scan.
-        total += w * float(_scalar_loss(val, require_finite=False) if isinstance(val, Tensor) else val)
+        total += w * float(scalar_loss(val, require_finite=False) if isinstance(val, Tensor) else val)
     return total
 
 
-def _alphas(alphas: Any, name: str) -> Tensor:
-    a = torch.as_tensor(alphas, dtype=torch.float64).reshape(-1)
+def _alphas(alphas: Any, name: str, default: int) -> Tensor:
+    a = torch.as_tensor(np.linspace(-1.0, 1.0, default) if alphas is None else alphas, dtype=torch.float64)
+    a = a.reshape(-1)
     if a.numel() == 0 or not bool(torch.isfinite(a).all()):
-        raise ValueError(f"{name} must be a non-empty finite sequence")
+        raise PhenomlabError(f"{name} must be a non-empty finite sequence")
     return a
+
+
+def _losses_at(
+    model: nn.Module, loss_fn: LossFn, data: Any, dirs: list[Direction], coords: list[list[float]]
+) -> Tensor:
+    """``L(theta + sum_k c_k d_k)`` for each coefficient list ``c`` of ``coords``, as a float64 tensor."""
+    space = ParamSpace(model)
+    batches = as_batches(data, space.device)
+    base = space.detached()
+    losses = []
+    with eval_mode(model), torch.no_grad():
+        for c in coords:
+            state = {}
+            for n in space.names:
+                p = base[n]
+                for ck, d in zip(c, dirs, strict=True):
+                    p = p + ck * d[n]
+                state[n] = p
+            losses.append(_mean_loss(model, state, batches, loss_fn))
+    return torch.tensor(losses, dtype=torch.float64)
 
 
 def loss_slice_1d(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
+    loss_fn: LossFn,
     data: Any,
     direction: Mapping[str, Tensor] | None = None,
     alphas: Sequence[float] | Tensor | None = None,
@@ -121,22 +146,14 @@ def loss_slice_1d(
     points evenly spaced in ``[-1, 1]``. Returns
     ``(alphas, losses)`` as float64 tensors. The model is not modified (``torch.func.functional_call``).
     """
-    space = _ParamSpace(model)
     d = _check_direction(model, direction if direction is not None else random_direction(model, seed=seed), "direction")
-    a = _alphas(np.linspace(-1.0, 1.0, 21) if alphas is None else alphas, "alphas")
-    batches = _as_batches(data, space.device)
-    base = {n: p.detach() for n, p in zip(space.names, space.params, strict=True)}
-    losses = []
-    with _eval_mode(model), torch.no_grad():
-        for alpha in a.tolist():
-            state = {n: base[n] + alpha * d[n] for n in space.names}
-            losses.append(_mean_loss(model, state, batches, loss_fn))
-    return a, torch.tensor(losses, dtype=torch.float64)
+    a = _alphas(alphas, "alphas", 21)
+    return a, _losses_at(model, loss_fn, data, [d], [[al] for al in a.tolist()])
 
 
 def loss_slice_2d(
     model: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
+    loss_fn: LossFn,
     data: Any,
     directions: tuple[Mapping[str, Tensor], Mapping[str, Tensor]] | None = None,
     alphas: Sequence[float] | Tensor | None = None,
@@ -149,24 +166,16 @@ def loss_slice_2d(
     ``alphas`` default to 11 points evenly spaced in ``[-1, 1]``, ``betas`` to ``alphas``. Returns
     ``(alphas, betas, losses)`` with ``losses[i, j]`` at ``(alphas[i], betas[j])``.
     """
-    space = _ParamSpace(model)
     if directions is None:
         directions = (random_direction(model, seed=seed), random_direction(model, seed=seed + 1))
     if len(directions) != 2:
-        raise ValueError("directions must be a pair (d1, d2)")
+        raise PhenomlabError("directions must be a pair (d1, d2)")
     d1 = _check_direction(model, directions[0], "directions[0]")
     d2 = _check_direction(model, directions[1], "directions[1]")
-    a = _alphas(np.linspace(-1.0, 1.0, 11) if alphas is None else alphas, "alphas")
-    b = a.clone() if betas is None else _alphas(betas, "betas")
-    batches = _as_batches(data, space.device)
-    base = {n: p.detach() for n, p in zip(space.names, space.params, strict=True)}
-    losses = torch.empty(a.numel(), b.numel(), dtype=torch.float64)
-    with _eval_mode(model), torch.no_grad():
-        for i, al in enumerate(a.tolist()):
-            for j, be in enumerate(b.tolist()):
-                state = {n: base[n] + al * d1[n] + be * d2[n] for n in space.names}
-                losses[i, j] = _mean_loss(model, state, batches, loss_fn)
-    return a, b, losses
+    a = _alphas(alphas, "alphas", 11)
+    b = a.clone() if betas is None else _alphas(betas, "betas", 11)
+    coords = [[al, be] for al in a.tolist() for be in b.tolist()]
+    return a, b, _losses_at(model, loss_fn, data, [d1, d2], coords).reshape(a.numel(), b.numel())
 
 
 def interpolate_state(sd_a: Mapping[str, Tensor], sd_b: Mapping[str, Tensor], t: float) -> dict[str, Tensor]:
@@ -177,14 +186,14 @@ def interpolate_state(sd_a: Mapping[str, Tensor], sd_b: Mapping[str, Tensor], t:
     them on data if the model has BatchNorm.
     """
     if set(sd_a) != set(sd_b):
-        raise ValueError(f"state dicts have different keys: {sorted(set(sd_a) ^ set(sd_b))}")
+        raise PhenomlabError(f"state dicts have different keys: {sorted(set(sd_a) ^ set(sd_b))}")
     if not np.isfinite(t):
-        raise ValueError(f"t must be finite, got {t}")
+        raise PhenomlabError(f"t must be finite, got {t}")
     out: dict[str, Tensor] = {}
     for k, va in sd_a.items():
         vb = sd_b[k]
         if va.shape != vb.shape:
-            raise ValueError(f"state entry {k!r} has shapes {tuple(va.shape)} and {tuple(vb.shape)}")
+            raise PhenomlabError(f"state entry {k!r} has shapes {tuple(va.shape)} and {tuple(vb.shape)}")
         if va.is_floating_point():
             out[k] = torch.lerp(va.detach(), vb.detach().to(va.device, va.dtype), float(t))
         else:
@@ -193,12 +202,7 @@ def interpolate_state(sd_a: Mapping[str, Tensor], sd_b: Mapping[str, Tensor], t:
 
 
 def interpolation_curve(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    n_points: int = 11,
-    metric: Callable[[Tensor, Any], float | Tensor] | None = None,
+    model_a: nn.Module, model_b: nn.Module, loss_fn: LossFn, data: Any, n_points: int = 11, metric: Metric | None = None
 ) -> tuple[Tensor, Tensor]:
     """Loss (or ``metric(outputs, targets)``, e.g. an error rate) along ``theta_t = (1 - t) theta_a + t theta_b``.
 
@@ -206,15 +210,15 @@ def interpolation_curve(
     ``[0, 1]``; both models need the same architecture. Returns ``(ts, values)`` float64 tensors.
     """
     if n_points < 2:
-        raise ValueError(f"n_points must be >= 2, got {n_points}")
+        raise PhenomlabError(f"n_points must be >= 2, got {n_points}")
     fn = metric if metric is not None else loss_fn
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     probe = copy.deepcopy(model_a)
-    device = _ParamSpace(probe).device
-    batches = _as_batches(data, device)
+    device = ParamSpace(probe).device
+    batches = as_batches(data, device)
     ts = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64)
     vals = []
-    with _eval_mode(probe), torch.no_grad():
+    with eval_mode(probe), torch.no_grad():
         for t in ts.tolist():
             probe.load_state_dict(interpolate_state(sd_a, sd_b, t))
             vals.append(_mean_loss(probe, None, batches, fn))
@@ -222,12 +226,7 @@ def interpolation_curve(
 
 
 def interpolation_barrier(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    loss_fn: Callable[[Tensor, Any], Tensor],
-    data: Any,
-    n_points: int = 11,
-    metric: Callable[[Tensor, Any], float | Tensor] | None = None,
+    model_a: nn.Module, model_b: nn.Module, loss_fn: LossFn, data: Any, n_points: int = 11, metric: Metric | None = None
 ) -> float:
     """Barrier ``max_t [L(theta_t) - ((1 - t) L(theta_a) + t L(theta_b))]`` on the linear path.
 
@@ -243,10 +242,10 @@ def interpolation_barrier(
 def _linear_chain(model: nn.Module) -> list[nn.Linear]:
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if len(layers) < 2:
-        raise ValueError("permutation matching needs an MLP with at least two nn.Linear layers")
+        raise PhenomlabError("permutation matching needs an MLP with at least two nn.Linear layers")
     for i in range(len(layers) - 1):
         if layers[i].out_features != layers[i + 1].in_features:
-            raise ValueError(
+            raise PhenomlabError(
                 f"Linear layers {i} and {i + 1} do not chain "
                 f"({layers[i].out_features} -> {layers[i + 1].in_features}); "
                 "permutation_match_mlp supports Linear layers applied in registration order"
@@ -255,11 +254,7 @@ def _linear_chain(model: nn.Module) -> list[nn.Linear]:
 
 
 def permutation_match_mlp(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    max_iter: int = 100,
-    seed: int = 0,
-    check_inputs: Tensor | None = None,
+    model_a: nn.Module, model_b: nn.Module, max_iter: int = 100, seed: int = 0, check_inputs: Tensor | None = None
 ) -> nn.Module:
     """A copy of ``model_b`` with its hidden units permuted to best match ``model_a`` (Git Re-Basin weight matching).
 
@@ -280,9 +275,9 @@ def permutation_match_mlp(
     if len(la) != len(lb) or any(
         a.weight.shape != b.weight.shape or (a.bias is None) != (b.bias is None) for a, b in zip(la, lb, strict=True)
     ):
-        raise ValueError("model_a and model_b must have the same Linear layer shapes")
+        raise PhenomlabError("model_a and model_b must have the same Linear layer shapes")
     if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        raise PhenomlabError(f"max_iter must be >= 1, got {max_iter}")
     Wa = [m.weight.detach().to(torch.float64).cpu() for m in la]
     Wb = [m.weight.detach().to(torch.float64).cpu() for m in lb]
     Ba = [None if m.bias is None else m.bias.detach().to(torch.float64).cpu() for m in la]
@@ -337,10 +332,10 @@ def _check_same_function(orig: nn.Module, perm: nn.Module, x: Tensor | None, d_i
     if x is None:
         g = torch.Generator().manual_seed(int(seed))
         x = torch.randn(16, d_in, generator=g, dtype=torch.float64).to(dtype=p.dtype, device=p.device)
-    with _eval_mode(orig), _eval_mode(perm), torch.no_grad():
+    with eval_mode(orig), eval_mode(perm), torch.no_grad():
         y0, y1 = orig(x), perm(x)
     if not isinstance(y0, Tensor) or not torch.allclose(y0, y1, rtol=1e-4, atol=1e-5 * (1 + float(y0.abs().max()))):
-        raise ValueError(
+        raise PhenomlabError(
             "the permuted model does not compute the same function: the model is not a chain of Linear layers "
             "with elementwise operations between them (e.g. it has LayerNorm, residual connections or reshapes)"
         )

@@ -23,13 +23,17 @@ and ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from phenomlab.probes._checks import as_float_tensor, caller_threads, check_same_length, single_threaded
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor, check_same_length
+from phenomlab.probes._threads import caller_threads, single_threaded
 
 __all__ = [
     "linear_cka",
@@ -47,10 +51,12 @@ __all__ = [
 def _rep(x: Any, name: str, min_rows: int = 2) -> Tensor:
     t = as_float_tensor(x, name)
     if t.ndim < 2:
-        raise ValueError(f"{name} must be [N, D] (examples x features), got shape {tuple(t.shape)}")
+        raise PhenomlabError(f"{name} must be [N, D] (examples x features), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise PhenomlabError(f"{name} is empty (shape {tuple(t.shape)})")
     t = t.reshape(t.shape[0], -1)
     if t.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} examples, got {t.shape[0]}")
+        raise PhenomlabError(f"{name} needs at least {min_rows} examples, got {t.shape[0]}")
     return t
 
 
@@ -63,10 +69,22 @@ def _pair(x: Any, y: Any, min_rows: int = 2) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def _safe_ratio(num: Tensor, den: Tensor) -> float:
-    # A constant representation has zero self-similarity; CKA is undefined there and reported as 0.
-    if float(den) <= 0.0:
-        return 0.0
+def _center(t: Tensor) -> Tensor:
+    """Column-centred ``t``; exactly zero for a constant column (a plain ``t - mean`` leaves rounding there)."""
+    d = t - t[:1]
+    return d - d.mean(0)
+
+
+def _undefined(n: int = 1) -> None:
+    msg = f"CKA is undefined (0/0) for {n} pair(s): a representation has zero variance; returning NaN"
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _ratio(num: Tensor, den: Tensor) -> float:
+    # A constant representation has zero self-similarity: CKA is 0/0 there, reported as NaN.
+    if not float(den) > 0.0:
+        _undefined()
+        return math.nan
     return float(num / den)
 
 
@@ -84,7 +102,7 @@ class _HsicStats:
         n, d = x.shape
         # HSIC_1 is invariant to translating x (its U-statistic kills row/column-additive terms of K);
         # centring only improves the conditioning of the sums below.
-        x = x - x.mean(0)
+        x = _center(x)
         if use_gram is None:
             use_gram = n <= d
         self.n = n
@@ -159,16 +177,17 @@ def linear_cka(x: Any, y: Any, unbiased: bool = False) -> float:
     else ``<HKH, HLH> / (||HKH|| ||HLH||)`` from the Grams. ``unbiased=True`` uses ``HSIC_1`` (Song et al.
     2012; Nguyen et al. 2021), needs N >= 4, and is also evaluated in feature form when D < N.
     Invariant to orthogonal transforms and isotropic scaling of either argument; CKA(X, X) = 1.
+    For a constant representation (zero variance: every row equal) CKA is 0/0, undefined: the result
+    is NaN with a ``RuntimeWarning`` (also for every other CKA variant here).
     """
     a, b = _pair(x, y, min_rows=4 if unbiased else 2)
     if unbiased:
         sa, sb = _HsicStats(a), _HsicStats(b)
         num = _hsic1_from(sa, sb)
         den = (_hsic1_from(sa, sa) * _hsic1_from(sb, sb)).clamp_min(0.0).sqrt()
-        return _safe_ratio(num, den)
+        return _ratio(num, den)
     n, dx, dy = a.shape[0], a.shape[1], b.shape[1]
-    a = a - a.mean(0)
-    b = b - b.mean(0)
+    a, b = _center(a), _center(b)
     with caller_threads(2.0 * n * min(dx * dy + dx * dx + dy * dy, n * (dx + dy))):
         if dx * dy + dx * dx + dy * dy <= n * (dx + dy):
             num = (b.T @ a).square().sum()
@@ -177,7 +196,7 @@ def linear_cka(x: Any, y: Any, unbiased: bool = False) -> float:
             k, lm = a @ a.T, b @ b.T
             num = (k * lm).sum()
             den = torch.linalg.matrix_norm(k) * torch.linalg.matrix_norm(lm)
-    return _safe_ratio(num, den)
+    return _ratio(num, den)
 
 
 def _rbf_gram(x: Tensor, sigma_frac: float) -> Tensor:
@@ -204,20 +223,24 @@ def rbf_cka(x: Any, y: Any, sigma_frac: float = 0.5, unbiased: bool = False) -> 
 
     ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` with ``sigma = sigma_frac * median pairwise distance``
     (median over all N^2 entries of the distance matrix, as in the authors' reference code).
-    Biased HSIC by default; ``unbiased=True`` uses ``HSIC_1`` (N >= 4). O(N^2) memory.
+    Biased HSIC by default; ``unbiased=True`` uses ``HSIC_1`` (N >= 4). O(N^2) memory. NaN (with a
+    ``RuntimeWarning``) when a representation is constant, as :func:`linear_cka`.
     """
     if sigma_frac <= 0:
-        raise ValueError(f"sigma_frac must be > 0, got {sigma_frac}")
+        raise PhenomlabError(f"sigma_frac must be > 0, got {sigma_frac}")
     a, b = _pair(x, y, min_rows=4 if unbiased else 2)
+    if bool((a == a[:1]).all()) or bool((b == b[:1]).all()):
+        _undefined()
+        return math.nan
     k, lm = _rbf_gram(a, sigma_frac), _rbf_gram(b, sigma_frac)
     if unbiased:
         num = _hsic1_gram(k, lm)
         den = (_hsic1_gram(k, k) * _hsic1_gram(lm, lm)).clamp_min(0.0).sqrt()
-        return _safe_ratio(num, den)
+        return _ratio(num, den)
     kc, lc = _center_gram(k), _center_gram(lm)
     num = (kc * lc).sum()
     den = torch.linalg.matrix_norm(kc) * torch.linalg.matrix_norm(lc)
-    return _safe_ratio(num, den)
+    return _ratio(num, den)
 
 
 # ---------------------------------------------------------------------------------- minibatch CKA
@@ -246,14 +269,14 @@ class MinibatchCKA:
         xs = {k: _rep(v, f"feats_a[{k!r}]", 1) for k, v in feats_a.items()}
         ys = {k: _rep(v, f"feats_b[{k!r}]", 1) for k, v in feats_b.items()}
         if not xs or not ys:
-            raise ValueError("feats_a and feats_b must each hold at least one layer")
+            raise PhenomlabError("feats_a and feats_b must each hold at least one layer")
         if self.names_a is None:
             self.names_a, self.names_b = list(xs), list(ys)
         elif list(xs) != self.names_a or list(ys) != self.names_b:
-            raise ValueError("every update must pass the same layer names in the same order")
+            raise PhenomlabError("every update must pass the same layer names in the same order")
         n = {t.shape[0] for t in (*xs.values(), *ys.values())}
         if len(n) != 1:
-            raise ValueError(f"all layers of a batch must have the same number of examples, got {sorted(n)}")
+            raise PhenomlabError(f"all layers of a batch must have the same number of examples, got {sorted(n)}")
         if n.pop() < 4:
             self.skipped += 1
             return
@@ -287,22 +310,18 @@ class MinibatchCKA:
         self.batches += 1
 
     def compute(self) -> Tensor:
-        """``[len(feats_a), len(feats_b)]`` CKA matrix; rows/columns in the order of the first update."""
+        """``[len(feats_a), len(feats_b)]`` CKA matrix; rows/columns in the order of the first update.
+
+        An entry whose accumulated self-HSIC is zero (a layer constant within every batch) is NaN, with a
+        ``RuntimeWarning``.
+        """
         if self.cross is None or self.self_a is None or self.self_b is None:
-            raise ValueError("no batch with >= 4 examples was added")
+            raise PhenomlabError("no batch with >= 4 examples was added")
         den = (self.self_a[:, None] * self.self_b[None, :]).clamp_min(0.0).sqrt()
-        return torch.where(den > 0, self.cross / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(den))
-
-
-def _batches(x: Any, y: Any, batch_size: int | None) -> Iterable[tuple[Any, Any]]:
-    if y is None:
-        return x  # an iterable of (X_b, Y_b) pairs
-    a, b = _pair(x, y, min_rows=1)
-    if batch_size is None:
-        raise ValueError("batch_size is required when X and Y are given as tensors")
-    if batch_size < 4:
-        raise ValueError(f"batch_size must be >= 4 (HSIC_1 needs 4 examples), got {batch_size}")
-    return zip(a.split(batch_size), b.split(batch_size), strict=True)
+        ok = den > 0
+        if not bool(ok.all()):
+            _undefined(int((~ok).sum()))
+        return torch.where(ok, self.cross / den.clamp_min(torch.finfo(den.dtype).tiny), torch.full_like(den, math.nan))
 
 
 def minibatch_cka(x: Any, y: Any | None = None, batch_size: int | None = None) -> float:
@@ -312,10 +331,25 @@ def minibatch_cka(x: Any, y: Any | None = None, batch_size: int | None = None) -
     ``minibatch_cka(X, Y, batch_size)`` which splits the rows in order. A final batch with fewer than 4
     rows is skipped. With a single batch this equals ``linear_cka(X, Y, unbiased=True)``.
     """
+    if y is not None:
+        if batch_size is None:
+            raise PhenomlabError("batch_size is required when X and Y are given as tensors")
+        return float(cka_matrix({"X": x}, {"Y": y}, batch_size=batch_size)[0, 0])
     acc = MinibatchCKA()
-    for xb, yb in _batches(x, y, batch_size):
+    for xb, yb in x:
         acc.update({"x": xb}, {"y": yb})
     return float(acc.compute()[0, 0])
+
+
+def _layers(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any]) -> tuple[list[Tensor], list[Tensor], int]:
+    if not feats_a or not feats_b:
+        raise PhenomlabError("feats_a and feats_b must each hold at least one layer")
+    xs = [_rep(v, f"feats_a[{k!r}]") for k, v in feats_a.items()]
+    ys = [_rep(v, f"feats_b[{k!r}]") for k, v in feats_b.items()]
+    n = {t.shape[0] for t in (*xs, *ys)}
+    if len(n) != 1:
+        raise PhenomlabError(f"all layers must have the same number of examples, got {sorted(n)}")
+    return xs, ys, n.pop()
 
 
 def cka_matrix(
@@ -329,26 +363,22 @@ def cka_matrix(
     """CKA between every layer of ``feats_a`` (rows) and every layer of ``feats_b`` (columns).
 
     ``feats_*`` map layer names to ``[N, ...]`` features of the same N examples (e.g. the output of
-    :func:`phenomlab.probes.features.features`). ``kernel`` is ``"linear"`` or ``"rbf"``; with
+    :func:`phenomlab.probes.features`). ``kernel`` is ``"linear"`` or ``"rbf"``; with
     ``batch_size`` the linear minibatch estimator (unbiased HSIC, :class:`MinibatchCKA`) is used instead.
     """
-    if not feats_a or not feats_b:
-        raise ValueError("feats_a and feats_b must each hold at least one layer")
     if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+        raise PhenomlabError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+    xs, ys, n = _layers(feats_a, feats_b)
     if batch_size is not None:
         if kernel != "linear":
-            raise ValueError("minibatch CKA is implemented for the linear kernel only")
-        xs = {k: _rep(v, f"feats_a[{k!r}]") for k, v in feats_a.items()}
-        ys = {k: _rep(v, f"feats_b[{k!r}]") for k, v in feats_b.items()}
-        n = {t.shape[0] for t in (*xs.values(), *ys.values())}
-        if len(n) != 1:
-            raise ValueError(f"all layers must have the same number of examples, got {sorted(n)}")
+            raise PhenomlabError("minibatch CKA is implemented for the linear kernel only")
+        if batch_size < 4:
+            raise PhenomlabError(f"batch_size must be >= 4 (HSIC_1 needs 4 examples), got {batch_size}")
         acc = MinibatchCKA()
-        for start in range(0, n.pop(), batch_size):
+        for start in range(0, n, batch_size):
             acc.update(
-                {k: v[start : start + batch_size] for k, v in xs.items()},
-                {k: v[start : start + batch_size] for k, v in ys.items()},
+                {k: v[start : start + batch_size] for k, v in zip(feats_a, xs, strict=True)},
+                {k: v[start : start + batch_size] for k, v in zip(feats_b, ys, strict=True)},
             )
         return acc.compute()
     fn = linear_cka if kernel == "linear" else rbf_cka
@@ -356,24 +386,19 @@ def cka_matrix(
     if kernel == "rbf":
         kw["sigma_frac"] = sigma_frac
     if kernel == "linear" and not unbiased:
-        return _linear_cka_matrix(feats_a, feats_b)
-    out = torch.empty(len(feats_a), len(feats_b), dtype=torch.float64)
-    for i, xa in enumerate(feats_a.values()):
-        for j, yb in enumerate(feats_b.values()):
+        return _linear_cka_matrix(xs, ys)
+    out = torch.empty(len(xs), len(ys), dtype=torch.float64)
+    for i, xa in enumerate(xs):
+        for j, yb in enumerate(ys):
             out[i, j] = fn(xa, yb, **kw)
     return out
 
 
 @single_threaded
-def _linear_cka_matrix(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any]) -> Tensor:
+def _linear_cka_matrix(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     # Centre each layer and compute its self-norm once, instead of once per pair.
-    xs = [_rep(v, f"feats_a[{k!r}]") for k, v in feats_a.items()]
-    ys = [_rep(v, f"feats_b[{k!r}]") for k, v in feats_b.items()]
-    n = {t.shape[0] for t in (*xs, *ys)}
-    if len(n) != 1:
-        raise ValueError(f"all layers must have the same number of examples, got {sorted(n)}")
-    xs = [t - t.mean(0) for t in xs]
-    ys = [t - t.mean(0) for t in ys]
+    xs = [_center(t) for t in xs]
+    ys = [_center(t) for t in ys]
 
     def self_norm(t: Tensor) -> Tensor:
         with caller_threads(2.0 * t.numel() * min(t.shape)):
@@ -396,7 +421,7 @@ def _linear_cka_matrix(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any]) -
                     num = (b2.T @ a2).square().sum()
                 else:
                     num = ((a2 @ a2.T) * (b2 @ b2.T)).sum()
-            out[i, j] = _safe_ratio(num, na[i] * nb[j])
+            out[i, j] = _ratio(num, na[i] * nb[j])
     return out
 
 
@@ -407,7 +432,7 @@ def _orthobasis(x: Tensor, tol: float | None) -> tuple[Tensor, Tensor, Tensor]:
     """Left singular vectors of the centred ``x`` spanning its numerical range, with s and V^T."""
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     if s.numel() == 0 or float(s[0]) == 0.0:
-        raise ValueError("representation is constant (rank 0); CCA is undefined")
+        raise PhenomlabError("representation is constant (rank 0); CCA is undefined")
     if tol is None:
         tol = max(x.shape) * torch.finfo(x.dtype).eps
     keep = s > tol * s[0]
@@ -423,15 +448,15 @@ def cca(x: Any, y: Any, tol: float | None = None) -> Tensor:
     ``rho = svdvals(U_x^T U_y)``; there are ``min(rank X, rank Y)`` of them.
     """
     a, b = _pair(x, y)
-    ux, _, _ = _orthobasis(a - a.mean(0), tol)
-    uy, _, _ = _orthobasis(b - b.mean(0), tol)
+    ux, _, _ = _orthobasis(_center(a), tol)
+    uy, _, _ = _orthobasis(_center(b), tol)
     return torch.linalg.svdvals(ux.T @ uy).clamp_(0.0, 1.0)
 
 
 def _svd_reduce(x: Tensor, keep: float | int) -> Tensor:
-    u, s, _ = _orthobasis(x - x.mean(0), None)
+    u, s, _ = _orthobasis(_center(x), None)
     if isinstance(keep, bool) or keep <= 0:
-        raise ValueError(f"keep must be a variance fraction in (0, 1] or a positive int, got {keep!r}")
+        raise PhenomlabError(f"keep must be a variance fraction in (0, 1] or a positive int, got {keep!r}")
     if isinstance(keep, int):
         k = min(keep, s.numel())
     elif keep <= 1.0:
@@ -439,7 +464,7 @@ def _svd_reduce(x: Tensor, keep: float | int) -> Tensor:
         k = int(torch.searchsorted(frac, torch.tensor(keep, dtype=frac.dtype, device=frac.device) - 1e-12)) + 1
         k = min(k, s.numel())
     else:
-        raise ValueError(f"a float keep must lie in (0, 1], got {keep}")
+        raise PhenomlabError(f"a float keep must lie in (0, 1], got {keep}")
     return u[:, :k] * s[:k]
 
 
@@ -464,9 +489,9 @@ def pwcca(x: Any, y: Any, tol: float | None = None) -> float:
     Asymmetric: weights come from the first argument, as in the authors' code.
     """
     a, b = _pair(x, y)
-    a = a - a.mean(0)
+    a = _center(a)
     ux, _, _ = _orthobasis(a, tol)
-    uy, _, _ = _orthobasis(b - b.mean(0), tol)
+    uy, _, _ = _orthobasis(_center(b), tol)
     p, rho, _ = torch.linalg.svd(ux.T @ uy, full_matrices=False)
     h = ux @ p  # canonical variates of X, orthonormal columns, aligned with rho
     alpha = (h.T @ a).abs().sum(1)

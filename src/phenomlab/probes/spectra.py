@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from phenomlab.probes._checks import as_float_tensor, caller_threads, single_threaded
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor
+from phenomlab.probes._threads import caller_threads, single_threaded
 
 __all__ = [
     "weight_matrix",
@@ -49,11 +51,13 @@ def weight_matrix(param: Any) -> Tensor:
     if isinstance(param, nn.Module):
         w = getattr(param, "weight", None)
         if not isinstance(w, Tensor):
-            raise ValueError(f"module {type(param).__name__} has no weight tensor")
+            raise PhenomlabError(f"module {type(param).__name__} has no weight tensor")
         param = w
     w = as_float_tensor(param, "weight")
     if w.ndim < 2:
-        raise ValueError(f"weight must have >= 2 dimensions, got shape {tuple(w.shape)}")
+        raise PhenomlabError(f"weight must have >= 2 dimensions, got shape {tuple(w.shape)}")
+    if w.numel() == 0:
+        raise PhenomlabError(f"weight is empty (shape {tuple(w.shape)})")
     if w.dtype in (torch.float16, torch.bfloat16):
         w = w.float()
     return w.reshape(w.shape[0], -1)
@@ -70,8 +74,10 @@ def _as_singular_values(w_or_s: Any) -> Tensor:
         return singular_values(w_or_s)
     t = as_float_tensor(w_or_s, "w_or_s")
     if t.ndim == 1:
-        if t.numel() and bool((t < 0).any()):
-            raise ValueError("singular values must be non-negative")
+        if t.numel() == 0:
+            raise PhenomlabError("w_or_s is an empty vector of singular values")
+        if bool((t < 0).any()):
+            raise PhenomlabError("singular values must be non-negative")
         return t
     return singular_values(t)
 
@@ -79,8 +85,6 @@ def _as_singular_values(w_or_s: Any) -> Tensor:
 def numerical_rank(w_or_s: Any, tol: float = 1e-3) -> int:
     """Number of singular values ``sigma_i > tol * sigma_max`` (Galanti & Poggio 2022, arXiv 2206.05794)."""
     s = _as_singular_values(w_or_s)
-    if s.numel() == 0:
-        return 0
     smax = s.max()
     if smax == 0:
         return 0
@@ -90,7 +94,7 @@ def numerical_rank(w_or_s: Any, tol: float = 1e-3) -> int:
 def stable_rank(w_or_s: Any) -> float:
     """Stable rank ``||W||_F^2 / ||W||_2^2 = sum_i sigma_i^2 / sigma_max^2`` (0 for the zero matrix)."""
     s = _as_singular_values(w_or_s)
-    if s.numel() == 0 or s.max() == 0:
+    if s.max() == 0:
         return 0.0
     return float(s.square().sum() / s.max().square())
 
@@ -102,7 +106,7 @@ def effective_rank(w_or_s: Any) -> float:
     """
     s = _as_singular_values(w_or_s)
     total = s.sum()
-    if s.numel() == 0 or total == 0:
+    if total == 0:
         return 0.0
     p = s / total
     h = -torch.special.xlogy(p, p).sum()
@@ -112,7 +116,7 @@ def effective_rank(w_or_s: Any) -> float:
 def spectral_norm(w_or_s: Any) -> float:
     """Largest singular value ``||W||_2``."""
     s = _as_singular_values(w_or_s)
-    return float(s.max()) if s.numel() else 0.0
+    return float(s.max())
 
 
 def frobenius_norm(w_or_s: Any) -> float:
@@ -120,7 +124,7 @@ def frobenius_norm(w_or_s: Any) -> float:
     if not isinstance(w_or_s, nn.Module):
         t = as_float_tensor(w_or_s, "w_or_s")
         if t.ndim >= 2:
-            return float(torch.linalg.vector_norm(t))
+            return float(torch.linalg.vector_norm(weight_matrix(t)))
     return float(torch.linalg.vector_norm(_as_singular_values(w_or_s)))
 
 
@@ -227,6 +231,25 @@ def _small_sample_fit(x: Tensor, logx: Tensor, suffix: Tensor) -> PowerLawFit:
     )
 
 
+def _fixed_xmin_fit(x: Tensor, xmin: float) -> PowerLawFit:
+    """The MLE and KS distance for a given ``xmin`` over the sorted sample ``x``, measured from ``xmin`` itself."""
+    if not (math.isfinite(xmin) and xmin > 0):
+        raise PhenomlabError(f"xmin must be a positive finite number, got {xmin}")
+    tail = x[int(torch.searchsorted(x, torch.tensor(xmin, dtype=x.dtype, device=x.device))) :]
+    n = tail.numel()
+    if n < 2:
+        raise PhenomlabError(f"xmin={xmin} leaves fewer than 2 values in the tail")
+    log_ratio = torch.log(tail) - math.log(xmin)
+    total = float(log_ratio.sum())
+    if not total > 0:
+        raise PhenomlabError(f"every tail value equals xmin={xmin}; alpha is undefined")
+    a = 1.0 + n / total
+    # KS distance as in _ks_for_alpha: max_k |1 - (x_k / xmin)^(1 - alpha) - k / n| over the tail.
+    cdf = 1.0 - torch.exp((1.0 - a) * log_ratio)
+    ks = float((cdf - torch.arange(n, dtype=x.dtype, device=x.device) / n).abs().max())
+    return PowerLawFit(alpha=a, xmin=xmin, ks_distance=ks, n_tail=n, sigma=(a - 1) / math.sqrt(n))
+
+
 @single_threaded
 def power_law_alpha(
     eigs: Any,
@@ -238,9 +261,10 @@ def power_law_alpha(
 ) -> PowerLawFit:
     """Continuous power-law fit ``p(x) ~ x^-alpha`` for ``x >= xmin`` (Clauset, Shalizi, Newman 2009).
 
-    MLE ``alpha = 1 + n / sum_{x_i >= xmin} log(x_i / xmin)`` with ``n`` the tail size. With
-    ``xmin=None`` every data point but the largest is a candidate and the one minimising the
-    KS distance ``D = max_j |F(x_j) - j/n|`` is kept (ties: smallest xmin), exactly as WeightWatcher's
+    MLE ``alpha = 1 + n / sum_{x_i >= xmin} log(x_i / xmin)`` with ``n`` the tail size; a given ``xmin``
+    enters the formula itself (it need not be a sample). With ``xmin=None`` every data point but the
+    largest is a candidate and the one minimising the KS distance ``D = max_j |F(x_j) - j/n|`` is kept
+    (ties: smallest xmin), exactly as WeightWatcher's
     default ``WWFit`` (0.7.x); values ``<= min_value`` are dropped first (WeightWatcher's
     ``EVALS_THRESH = 1e-5``). Vectorised over candidates: one sort, one cumulative sum of logs and a
     blocked candidate x tail matrix (at most ``max_block`` entries at a time).
@@ -252,6 +276,8 @@ def power_law_alpha(
     bias-corrected ``alpha = 1 + (n - 1) / sum log(x / xmin)`` and only tails of >= 8 values scored.
     """
     x = as_float_tensor(eigs, "eigs").flatten()
+    if x.numel() == 0:
+        raise PhenomlabError("eigs is empty")
     if not x.dtype == torch.float64 and x.device.type == "cpu":
         # Sums of thousands of logs and powers near 1: float64 is cheap here and avoids drift.
         x = x.double()
@@ -259,20 +285,13 @@ def power_law_alpha(
     x, _ = torch.sort(x)
     n_total = x.numel()
     if n_total < 2:
-        raise ValueError(f"need at least 2 values > min_value={min_value} to fit a power law, got {n_total}")
+        raise PhenomlabError(f"need at least 2 values > min_value={min_value} to fit a power law, got {n_total}")
     logx = torch.log(x)
     suffix = torch.flip(torch.cumsum(torch.flip(logx, (0,)), 0), (0,))
     if small_sample and _SMALL_N_MIN <= n_total < _SMALL_N_CUTOFF and xmin is None:
         return _small_sample_fit(x, logx, suffix)
     if xmin is not None:
-        i0 = int(torch.searchsorted(x, torch.tensor(float(xmin), dtype=x.dtype, device=x.device)))
-        if i0 >= n_total - 1:
-            raise ValueError(f"xmin={xmin} leaves fewer than 2 values in the tail")
-        idx = torch.tensor([i0], device=x.device)
-        alpha, ks = _alpha_ks(x, logx, suffix, idx)
-        a, d, i = float(alpha[0]), float(ks[0]), i0
-        n_tail = n_total - i
-        return PowerLawFit(alpha=a, xmin=float(xmin), ks_distance=d, n_tail=n_tail, sigma=(a - 1) / math.sqrt(n_tail))
+        return _fixed_xmin_fit(x, float(xmin))
     cand = torch.arange(n_total - 1, device=x.device)
     if max_candidates is not None and cand.numel() > max_candidates:
         # Coarse-to-fine: scan an evenly spaced grid of candidate indices, then every index between
@@ -327,7 +346,7 @@ def layer_spectra(
     ``[out, in]`` slices, so conv alphas differ between the two by construction.
     """
     if method not in ("gram", "svd"):
-        raise ValueError(f"method must be 'gram' or 'svd', got {method!r}")
+        raise PhenomlabError(f"method must be 'gram' or 'svd', got {method!r}")
     rows: list[dict[str, Any]] = []
     for name, mod in model.named_modules():
         if not isinstance(mod, _LAYER_TYPES):

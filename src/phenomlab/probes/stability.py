@@ -20,15 +20,17 @@ scalar factors ``[T]`` (the 1-D case, ``d = 1``). All arithmetic is float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from phenomlab.errors import PhenomlabError
 from phenomlab.probes._checks import as_float_tensor
-from phenomlab.probes.curvature import _as_batches, _ParamSpace, _rng_vector, model_hvp
+from phenomlab.probes._params import ParamSpace, as_batches, rng_vector, select_rows
+from phenomlab.probes.curvature import model_hvp
 
 __all__ = [
     "lyapunov_exponent",
@@ -48,9 +50,9 @@ def _matrices(jacobians: Any) -> Iterator[Tensor]:
         if J.ndim == 1:
             J = J[:, None, None]
         if J.ndim != 3 or J.shape[1] != J.shape[2]:
-            raise ValueError(f"jacobians must be [T, d, d] or scalar factors [T], got shape {tuple(J.shape)}")
+            raise PhenomlabError(f"jacobians must be [T, d, d] or scalar factors [T], got shape {tuple(J.shape)}")
         if J.shape[0] == 0:
-            raise ValueError("jacobians is empty (T = 0)")
+            raise PhenomlabError("jacobians is empty (T = 0)")
         yield from J
         return
     d = None
@@ -60,21 +62,21 @@ def _matrices(jacobians: Any) -> Iterator[Tensor]:
         if t.ndim == 0:
             t = t.reshape(1, 1)
         if t.ndim != 2 or t.shape[0] != t.shape[1]:
-            raise ValueError(f"jacobians[{i}] must be a square [d, d] matrix, got shape {tuple(t.shape)}")
+            raise PhenomlabError(f"jacobians[{i}] must be a square [d, d] matrix, got shape {tuple(t.shape)}")
         if d is None:
             d = t.shape[0]
         elif t.shape[0] != d:
-            raise ValueError(f"jacobians[{i}] is {t.shape[0]}x{t.shape[0]}, earlier ones are {d}x{d}")
+            raise PhenomlabError(f"jacobians[{i}] is {t.shape[0]}x{t.shape[0]}, earlier ones are {d}x{d}")
         count += 1
         yield t
     if count == 0:
-        raise ValueError("jacobians is empty (T = 0)")
+        raise PhenomlabError("jacobians is empty (T = 0)")
 
 
 def _unit(v: Tensor) -> Tensor:
     r = torch.linalg.vector_norm(v)
     if not bool(torch.isfinite(r)) or float(r) == 0.0:
-        raise ValueError("v0 must be finite and non-zero")
+        raise PhenomlabError("v0 must be finite and non-zero")
     return v / r
 
 
@@ -90,11 +92,11 @@ def lyapunov_exponent(jacobians: Iterable[Tensor] | Tensor, v0: Tensor | None = 
     first = next(it)
     d = first.shape[0]
     if v0 is None:
-        u = _unit(_rng_vector(d, seed, torch.float64, torch.device("cpu")))
+        u = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu")))
     else:
         v0 = as_float_tensor(v0, "v0").to(torch.float64).reshape(-1)
         if v0.numel() != d:
-            raise ValueError(f"v0 must have {d} entries, got {v0.numel()}")
+            raise PhenomlabError(f"v0 must have {d} entries, got {v0.numel()}")
         u = _unit(v0)
     total, T = 0.0, 0
     for J in _chain(first, it):
@@ -129,14 +131,14 @@ def lyapunov_spectrum(
     d = first.shape[0]
     k = d if k is None else int(k)
     if not 1 <= k <= d:
-        raise ValueError(f"k must be in [1, d={d}], got {k}")
+        raise PhenomlabError(f"k must be in [1, d={d}], got {k}")
     if q0 is None:
         g = torch.Generator().manual_seed(int(seed))
         Q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
     else:
         q = as_float_tensor(q0, "q0").to(torch.float64)
         if q.shape != (d, k):
-            raise ValueError(f"q0 must be [{d}, {k}], got {tuple(q.shape)}")
+            raise PhenomlabError(f"q0 must be [{d}, {k}], got {tuple(q.shape)}")
         Q, _ = torch.linalg.qr(q)
     sums = torch.zeros(k, dtype=torch.float64)
     T = 0
@@ -150,7 +152,7 @@ def lyapunov_spectrum(
 def _lr_h(lr: Any, h_samples: Any) -> tuple[Tensor, Tensor, bool]:
     h = as_float_tensor(h_samples, "h_samples").to(torch.float64).reshape(-1)
     if h.numel() == 0:
-        raise ValueError("h_samples is empty")
+        raise PhenomlabError("h_samples is empty")
     scalar = isinstance(lr, (int, float))
     lr_t = as_float_tensor(lr, "lr").to(torch.float64)
     return lr_t, h, scalar
@@ -175,7 +177,7 @@ def scalar_moment_rate(lr: float | Tensor, h_samples: Tensor, p: float = 2.0) ->
     positive (for ``p = 2``: ``E (1 - lr h)^2 > 1``). Computed as a log-mean-exp of ``p log|1 - lr h|``.
     """
     if not p > 0:
-        raise ValueError(f"p must be > 0, got {p}")
+        raise PhenomlabError(f"p must be > 0, got {p}")
     lr_t, h, scalar = _lr_h(lr, h_samples)
     logs = p * torch.log(torch.abs(1.0 - lr_t[..., None] * h))
     val = torch.logsumexp(logs, dim=-1) - math.log(h.numel())
@@ -196,10 +198,10 @@ def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None
     dominated by the typical ones and is biased low (the moment is carried by rare large products).
     """
     if not p > 0:
-        raise ValueError(f"p must be > 0, got {p}")
+        raise PhenomlabError(f"p must be > 0, got {p}")
     F = as_float_tensor(factors, "factors").to(torch.float64)
     if F.numel() == 0:
-        raise ValueError("factors is empty")
+        raise PhenomlabError("factors is empty")
     if F.ndim == 1:
         logs = p * torch.log(torch.abs(F))
         return float(torch.logsumexp(logs, 0) - math.log(F.numel()))
@@ -209,11 +211,11 @@ def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None
     elif F.ndim == 4 and F.shape[2] == F.shape[3]:
         S, T, d = F.shape[0], F.shape[1], F.shape[2]
         if v0 is None:
-            u0 = _unit(_rng_vector(d, seed, torch.float64, torch.device("cpu")))
+            u0 = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu")))
         else:
             u0 = _unit(as_float_tensor(v0, "v0").to(torch.float64).reshape(-1))
             if u0.numel() != d:
-                raise ValueError(f"v0 must have {d} entries, got {u0.numel()}")
+                raise PhenomlabError(f"v0 must have {d} entries, got {u0.numel()}")
         U = u0.expand(S, d).clone()
         lognorm = torch.zeros(S, dtype=torch.float64)
         for t in range(T):
@@ -223,12 +225,12 @@ def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None
             U = U / torch.where(r > 0, r, torch.ones_like(r))[:, None]
         logs = p * lognorm
     else:
-        raise ValueError(
+        raise PhenomlabError(
             f"factors must be [T] i.i.d. scalars, [S, T] scalar trajectories or [S, T, d, d] matrices, "
             f"got shape {tuple(F.shape)}"
         )
     if T == 0:
-        raise ValueError("factors has T = 0 steps")
+        raise PhenomlabError("factors has T = 0 steps")
     return float((torch.logsumexp(logs, 0) - math.log(S)) / T)
 
 
@@ -243,7 +245,7 @@ def sgd_linear_jacobians(H_batches: Tensor | Iterable[Tensor], lr: float) -> Ten
         if H.ndim == 1:
             return 1.0 - lr * H
         if H.ndim != 3 or H.shape[1] != H.shape[2]:
-            raise ValueError(f"H_batches must be [T, d, d] or [T], got shape {tuple(H.shape)}")
+            raise PhenomlabError(f"H_batches must be [T, d, d] or [T], got shape {tuple(H.shape)}")
     else:
         mats = list(_matrices(H_batches))
         H = torch.stack(mats)
@@ -269,29 +271,31 @@ def sgd_lyapunov(
     replacement within a step, seeded). Each step is one Hessian-vector product (Pearlmutter 1994) and a
     renormalisation (Benettin et al. 1980); the estimate is ``1/(T - burn_in) sum log ||(I - lr H_B) u||``
     over the steps after ``burn_in`` (the first steps align ``u`` with the top Oseledets direction).
-    ``dataset`` is one ``(inputs, targets)`` pair of tensors. Negative: SGD started near ``theta*`` is
-    attracted to it in probability. The model's parameters are not changed.
+    ``dataset`` is one ``(inputs, targets)`` pair (``inputs`` a tensor or a mapping of keyword tensors).
+    Negative: SGD started near ``theta*`` is attracted to it in probability. The model's parameters are
+    not changed.
     """
-    if not (isinstance(dataset, (tuple, list)) and len(dataset) >= 2 and isinstance(dataset[0], Tensor)):
-        raise ValueError("dataset must be an (inputs, targets) pair of tensors")
+    if not (isinstance(dataset, (tuple, list)) and len(dataset) >= 2 and isinstance(dataset[0], (Tensor, Mapping))):
+        raise PhenomlabError("dataset must be an (inputs, targets) pair (inputs a tensor or a mapping of tensors)")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+        raise PhenomlabError(f"lr must be > 0, got {lr}")
     if steps < 1 or not 0 <= burn_in < steps:
-        raise ValueError(f"need steps >= 1 and 0 <= burn_in < steps, got steps={steps}, burn_in={burn_in}")
-    space = _ParamSpace(model)
-    ((X, Y, _),) = _as_batches((dataset[0], dataset[1]), space.device)
-    N = X.shape[0]
+        raise PhenomlabError(f"need steps >= 1 and 0 <= burn_in < steps, got steps={steps}, burn_in={burn_in}")
+    space = ParamSpace(model)
+    batches = as_batches((dataset[0], dataset[1]), space.device)
+    ((X, Y, _),) = batches
+    N = batches.total
     if not 1 <= batch_size <= N:
-        raise ValueError(f"batch_size must be in [1, {N}], got {batch_size}")
+        raise PhenomlabError(f"batch_size must be in [1, {N}], got {batch_size}")
     g = torch.Generator().manual_seed(int(seed))
     if v0 is None:
-        u = _unit(_rng_vector(space.n, seed, space.dtype, space.device))
+        u = _unit(rng_vector(space.n, seed, space.dtype, space.device))
     else:
         u = _unit(space.check_vector(v0, "v0"))
     total, count = 0.0, 0
     for t in range(steps):
         idx = torch.randperm(N, generator=g)[:batch_size].to(space.device)
-        hv = model_hvp(model, loss_fn, (X[idx], Y[idx]), cache=True)(u)
+        hv = model_hvp(model, loss_fn, (select_rows(X, idx), Y[idx]), cache=True)(u)
         w = u - lr * hv
         r = float(torch.linalg.vector_norm(w))
         if r == 0.0:

@@ -7,11 +7,22 @@ ours. Module names are those of ``model.named_modules()`` (``"0"``, ``"2"`` for 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes._params import (
+    batch_rows,
+    call_model,
+    eval_mode,
+    first_tensor,
+    model_device,
+    split_rows,
+    to_device,
+)
 
 __all__ = ["features", "module_names"]
 
@@ -21,56 +32,29 @@ def module_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name != ""]
 
 
-def _first_tensor(out: Any) -> Tensor:
-    # Modules such as nn.LSTM or nn.MultiheadAttention return tuples; the first tensor is the activation.
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        for o in out:
-            if isinstance(o, Tensor):
-                return o
-    if isinstance(out, dict):
-        for o in out.values():
-            if isinstance(o, Tensor):
-                return o
-    raise TypeError(f"module output of type {type(out).__name__} holds no tensor")
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return None
-
-
-def _iter_batches(inputs: Any, batch_size: int | None) -> Iterable[Any]:
-    if isinstance(inputs, Tensor):
-        if batch_size is None or batch_size >= inputs.shape[0]:
-            yield inputs
-        else:
-            yield from inputs.split(batch_size)
+def _iter_batches(inputs: Any, batch_size: int | None) -> Iterator[Any]:
+    if isinstance(inputs, (Tensor, Mapping)):
+        yield from split_rows(inputs, batch_size)
         return
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Iterable):
+        raise PhenomlabError(f"inputs must be a tensor, a mapping of tensors or batches, got {type(inputs).__name__}")
     # A DataLoader or any iterable of batches; (x, y, ...) tuples contribute x.
     for batch in inputs:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, Tensor):
-            raise ValueError(f"batches must be tensors or (tensor, ...) tuples, got {type(x).__name__}")
-        if batch_size is None or batch_size >= x.shape[0]:
-            yield x
-        else:
-            yield from x.split(batch_size)
+        if not isinstance(x, (Tensor, Mapping)):
+            raise PhenomlabError(f"batches must be tensors or (tensor, ...) tuples, got {type(x).__name__}")
+        yield from split_rows(x, batch_size)
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | str) -> tuple[list[str], dict[str, nn.Module]]:
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
-        raise ValueError("layers is empty; pass at least one module name")
+        raise PhenomlabError("layers is empty; pass at least one module name")
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
         existing = ", ".join(repr(n) for n in module_names(model))
-        raise ValueError(f"unknown layer name(s) {unknown}; the model has modules: {existing}")
+        raise PhenomlabError(f"unknown layer name(s) {unknown}; the model has modules: {existing}")
     return names, modules
 
 
@@ -83,19 +67,19 @@ def collect(
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """Like :func:`features`, and also return the model's (first tensor) output when asked."""
     names, modules = _resolve_layers(model, layers)
-    device = _model_device(model)
+    if batch_size is not None and batch_size < 1:
+        raise PhenomlabError(f"batch_size must be >= 1, got {batch_size}")
+    device = model_device(model)
     store: dict[str, list[Tensor]] = {n: [] for n in names}
     outputs: list[Tensor] = []
 
     def make_hook(name: str):
         def hook(_module: nn.Module, _inp: Any, out: Any) -> None:
-            t = _first_tensor(out)
+            t = first_tensor(out)
             store[name].append(t.detach().reshape(t.shape[0], -1))
 
         return hook
 
-    # Restore each module's own flag: a model may deliberately keep e.g. a frozen BatchNorm in eval.
-    modes = {m: m.training for m in model.modules()}
     handles = []
     seen: set[int] = set()
     for n in names:
@@ -104,28 +88,30 @@ def collect(
             continue
         seen.add(id(modules[n]))
         handles.append(modules[n].register_forward_hook(make_hook(n)))
+    rows = 0
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for x in _iter_batches(inputs, batch_size):
-                if device is not None and x.device != device:
-                    x = x.to(device)
-                out = model(x)
+                n_rows = batch_rows(x)
+                if n_rows == 0:
+                    continue
+                rows += n_rows or 0
+                out = call_model(model, to_device(x, device) if device is not None else x)
                 if return_output:
-                    outputs.append(_first_tensor(out).detach())
+                    outputs.append(first_tensor(out).detach())
     finally:
         for h in handles:
             h.remove()
-        for m, flag in modes.items():
-            m.training = flag
+    if rows == 0:
+        raise PhenomlabError("inputs hold no samples (0 rows)")
     feats: dict[str, Tensor] = {}
     for n in names:
         src = n
         if not store[n]:
             # Duplicate name: hook registered under the first alias of this module.
-            src = next(k for k in names if modules[k] is modules[n] and store[k])
+            src = next((k for k in names if modules[k] is modules[n] and store[k]), n)
         if not store[src]:
-            raise ValueError(f"module {n!r} was not called during the forward pass")
+            raise PhenomlabError(f"module {n!r} was not called during the forward pass")
         feats[n] = torch.cat(store[src]) if len(store[src]) > 1 else store[src][0]
     output = None
     if return_output and outputs:
@@ -135,19 +121,20 @@ def collect(
 
 def features(
     model: nn.Module,
-    inputs: Tensor | Iterable[Any],
+    inputs: Tensor | Mapping[str, Tensor] | Iterable[Any],
     layers: Sequence[str] | str,
     batch_size: int | None = None,
 ) -> dict[str, Tensor]:
     """Activations of the named modules, each flattened to ``[N, -1]``.
 
-    ``inputs`` is a tensor (split into chunks of ``batch_size`` if given) or an iterable of
-    batches such as a ``DataLoader`` (for ``(x, y)`` batches ``x`` is used). The model runs under
+    ``inputs`` is a tensor, called as ``model(x)``, a mapping of tensors, called as ``model(**x)`` (Hugging
+    Face style), each split into chunks of ``batch_size`` rows if given, or an iterable of such batches
+    such as a ``DataLoader`` (for ``(x, y)`` batches ``x`` is used). The model runs under
     ``torch.no_grad`` in eval mode; every submodule's train/eval flag is restored afterwards.
     Inputs are moved to the device of the model's parameters. A module called several times
     per forward pass (weight sharing) contributes the concatenation of its calls.
 
-    Raises ``ValueError`` for an unknown layer name, listing the names that exist.
+    Raises ``PhenomlabError`` for empty inputs and for an unknown layer name (listing the names that exist).
     """
     feats, _ = collect(model, inputs, layers, batch_size=batch_size, return_output=False)
     return feats

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from phenomlab.probes.features import features, module_names
+from phenomlab.errors import PhenomlabError
+from phenomlab.probes.activations import features, module_names
 
 
 def seq():
@@ -96,3 +97,42 @@ def test_hooks_removed_after_error():
     with pytest.raises(RuntimeError):
         features(m, torch.randn(2, 4), ["0"])  # wrong input width
     assert not m[0]._forward_hooks
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [torch.empty(0, 5), [], DataLoader(TensorDataset(torch.empty(0, 5)), batch_size=4), {"x": torch.empty(0, 5)}],
+    ids=["tensor", "list", "loader", "mapping"],
+)
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_empty_inputs_raise_one_line_error(inputs, batch_size):
+    with pytest.raises(PhenomlabError, match="no samples") as err:
+        features(seq(), inputs, ["0"], batch_size=batch_size)
+    assert "\n" not in str(err.value)
+
+
+class KwargsNet(nn.Module):
+    """A forward that takes keyword tensors, as Hugging Face models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 4)
+        self.fc = nn.Linear(4 + 3, 2)
+
+    def forward(self, *, input_ids, x):
+        return self.fc(torch.cat([self.emb(input_ids).mean(1), x], dim=1))
+
+
+def test_mapping_inputs_are_keyword_arguments():
+    torch.manual_seed(0)
+    m = KwargsNet()
+    batch = {"input_ids": torch.randint(0, 11, (9, 5)), "x": torch.randn(9, 3)}
+    with torch.no_grad():
+        ref = m.emb(batch["input_ids"])
+    full = features(m, batch, ["emb", "fc"])
+    assert torch.equal(full["emb"], ref.reshape(9, -1))
+    for bs in (2, 4):
+        chunked = features(m, batch, ["emb", "fc"], batch_size=bs)
+        assert all(torch.allclose(chunked[k], full[k], atol=1e-6) for k in full)
+    loader = [(batch, torch.zeros(9)), ({k: v[:3] for k, v in batch.items()}, torch.zeros(3))]
+    assert features(m, loader, "fc")["fc"].shape == (12, 2)
