@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import phenomlab
 from phenomlab.cli import app
-from phenomlab.errors import ConfigError, PhenomlabError
+from phenomlab.errors import ConfigError
 from phenomlab.phenomena import grokking
 from phenomlab.store.sqlite import RunStore
 
@@ -204,13 +204,12 @@ def test_plot_bug_keeps_the_data_and_show_replot_finishes_the_run(tmp_path, monk
     assert row["attempts"] == 1  # judged again, not trained again
 
 
-class CheckpointError(PhenomlabError):
-    """Stands for the train engine's error about a checkpoint it cannot load (found by its class name)."""
-
-
 def test_corrupt_checkpoint_error_suggests_force(tmp_path, monkeypatch):
+    real_run = grokking.run
+
     def damaged(cfg, ctx):
-        raise CheckpointError(f"cannot read {ctx.run_dir / 'main.ckpt'} (UnpicklingError); it is damaged")
+        ctx.checkpoint_path("main").write_bytes(b"not a checkpoint")  # as if truncated on disk
+        return real_run(cfg, ctx)
 
     monkeypatch.setattr(grokking, "run", damaged)
     r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)])
