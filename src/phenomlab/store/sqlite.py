@@ -404,20 +404,6 @@ class RunStore:
         with contextlib.suppress(StoreError, OSError):
             self.write_record(run_id)
 
-    def record_failed(
-        self,
-        run_id: str,
-        phenomenon: str,
-        config: Mapping[str, Any],
-        seed: int,
-        error: str,
-        preset: str | None = None,
-        sweep_id: str | None = None,
-    ) -> None:
-        """Store a trial that failed before or outside a local run (e.g. on a remote worker)."""
-        self.start_run(run_id, phenomenon, config, seed, preset=preset, sweep_id=sweep_id)
-        self.fail_run(run_id, error)
-
     def delete(self, run_id: str) -> None:
         with self.transaction() as con:
             for table in ("runs", "metrics", "artifacts", "sweep_runs"):
