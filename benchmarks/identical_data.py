@@ -5,8 +5,8 @@ throw-away store) and writes its ``data`` as canonical JSON to ``DIR/<id>.json``
 same and reports, for each id, whether the data are identical to the saved ones (and, when not, the
 largest absolute difference among the numbers and the first differing key path).
 
-    python benchmarks/identical_data.py --save /tmp/before          # on the old commit
-    python benchmarks/identical_data.py --compare /tmp/before       # on the new one
+    python benchmarks/identical_data.py --save BEFORE_DIR         # on the old commit
+    python benchmarks/identical_data.py --compare BEFORE_DIR      # on the new one
 
 Exit status 0 when every compared id is identical, 1 otherwise.
 """

@@ -15,8 +15,8 @@ import time
 import phenomlab
 
 # a small grokking grid: 2 weight decays x 2 learning rates x seeds, about a second or two per run
-BASE = {"p": "31", "embed_dim": "16", "width": "64", "max_steps": "400", "eval_every": "20"}
-GRID = {"wd": ["0.5", "1"], "lr": ["0.01", "0.02"]}
+BASE = {"p": "31", "embed_dim": "16", "width": "64", "steps": "400", "eval_every": "20"}
+GRID = {"weight_decay": ["0.5", "1"], "lr": ["0.01", "0.02"]}
 
 
 def main() -> None:

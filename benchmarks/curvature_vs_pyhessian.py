@@ -1,6 +1,6 @@
 """phenomlab.probes against the libraries people use today, on the same model and data, in one run.
 
-Run:  /work/main/.bench-venv/bin/python benchmarks/probes.py [--repeats 5] [--threads both|default|single|managed]
+Run:  .bench-venv/bin/python benchmarks/curvature_vs_pyhessian.py [--repeats 5] [--threads both|default|single|managed]
 
 Part B (this file): Hessian curvature vs PyHessian (Yao et al. 2020, arXiv 1912.07145), on an MLP
 40-100-100-10 trained briefly on 4000 mnist1d samples (Greydanus 2020; generated locally):
@@ -15,7 +15,8 @@ Timings include building each library's gradient graph (PyHessian does it in its
 are wall-clock minima over ``repeats`` interleaved runs after one warm-up; the load average is
 recorded because the shared dev machines are often oversubscribed.
 
-Part A: ``benchmarks/probes_a.py`` (collapse, spectra vs WeightWatcher, CKA vs torch-cka) is imported
+Part A: ``benchmarks/spectra_cka_collapse_vs_libraries.py`` (collapse, spectra vs WeightWatcher, CKA vs
+torch-cka) is imported
 by path when present and its rows are added to the same table.
 
 A reference library that is not installed is reported and its comparison skipped.
@@ -281,23 +282,23 @@ def _fmt(v: Any) -> str:
 
 
 def _part_a() -> list[Row]:
-    path = HERE / "probes_a.py"
+    path = HERE / "spectra_cka_collapse_vs_libraries.py"
     if not path.exists():
         print(f"part A skipped: {path} not found")
-        return [{"bench": "probes_a", "skipped": "benchmarks/probes_a.py not found"}]
+        return [{"bench": "spectra_cka_collapse_vs_libraries", "skipped": f"{path} not found"}]
     try:
-        spec = importlib.util.spec_from_file_location("phenomlab_bench_probes_a", path)
+        spec = importlib.util.spec_from_file_location("phenomlab_bench_spectra_cka_collapse_vs_libraries", path)
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
     except Exception as exc:  # a broken sibling script must not hide part B's results
         print(f"part A skipped: importing {path.name} failed: {type(exc).__name__}: {exc}")
-        return [{"bench": "probes_a", "skipped": f"import failed: {exc}"}]
+        return [{"bench": "spectra_cka_collapse_vs_libraries", "skipped": f"import failed: {exc}"}]
     rows: list[Row] = []
     for name in ("bench_collapse", "bench_spectra", "bench_cka"):
         fn = getattr(mod, name, None)
         if fn is None:
-            rows.append({"bench": name, "skipped": "not defined in probes_a.py"})
+            rows.append({"bench": name, "skipped": "not defined in spectra_cka_collapse_vs_libraries.py"})
             continue
         try:
             rows.extend(fn())
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         default="both",
         help="both = default and single; managed = phenomlab inside probes.threads() (adaptive), others as default",
     )
-    ap.add_argument("--skip-a", action="store_true", help="do not run benchmarks/probes_a.py")
+    ap.add_argument("--skip-a", action="store_true", help="do not run benchmarks/spectra_cka_collapse_vs_libraries.py")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {_load()}")
     rows = bench_curvature(repeats=args.repeats, threads=args.threads)

@@ -1,6 +1,6 @@
 """Benchmarks for phenomlab.probes part A: collapse, spectra (vs WeightWatcher), CKA (vs torch-cka).
 
-Run:  /work/main/.bench-venv/bin/python benchmarks/probes_a.py
+Run:  .bench-venv/bin/python benchmarks/spectra_cka_collapse_vs_libraries.py
 The reference libraries (weightwatcher, torch-cka) live only in the benchmark venv; a missing one is
 reported as "not installed" and its comparison skipped. Every function returns a list of dict rows and
 prints them. Timings are wall-clock minima over ``repeats`` runs after one warm-up run; the machine's
