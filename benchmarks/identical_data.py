@@ -3,7 +3,8 @@
 ``--save DIR`` runs each implemented phenomenon's quick preset (seed 0 by default, computed afresh in a
 throw-away store) and writes its ``data`` as canonical JSON to ``DIR/<id>.json``; ``--compare DIR`` runs the
 same and reports, for each id, whether the data are identical to the saved ones (and, when not, the
-largest absolute difference among the numbers and the first differing key path).
+largest absolute difference among the numbers and the first differing key path). Wall-clock keys
+(``WALL_CLOCK_KEYS``) are left out: they differ between any two runs of the same code.
 
     python benchmarks/identical_data.py --save BEFORE_DIR         # on the old commit
     python benchmarks/identical_data.py --compare BEFORE_DIR      # on the new one
@@ -26,6 +27,10 @@ import phenomlab
 from phenomlab.phenomena import registry
 
 
+#: data keys that measure wall-clock time, not behaviour: they differ between any two runs
+WALL_CLOCK_KEYS = {"train_seconds"}
+
+
 def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=lambda o: o.tolist() if hasattr(o, "tolist") else o))
 
@@ -34,7 +39,7 @@ def diff(a: Any, b: Any, path: str = "") -> tuple[float, str | None]:
     """(largest absolute numeric difference, first differing path or None) between two JSON trees."""
     if isinstance(a, dict) and isinstance(b, dict):
         worst, first = 0.0, None
-        for k in sorted(set(a) | set(b)):
+        for k in sorted((set(a) | set(b)) - WALL_CLOCK_KEYS):
             if k not in a or k not in b:
                 return math.inf, f"{path}/{k} (missing on one side)"
             w, f = diff(a[k], b[k], f"{path}/{k}")
