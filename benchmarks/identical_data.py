@@ -26,7 +26,6 @@ from typing import Any
 import phenomlab
 from phenomlab.phenomena import registry
 
-
 #: data keys that measure wall-clock time, not behaviour: they differ between any two runs
 WALL_CLOCK_KEYS = {"train_seconds"}
 
