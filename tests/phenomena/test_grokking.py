@@ -39,12 +39,36 @@ def test_signature_on_constructed_curves():
     assert not v.passed and "never reached" in v.summary
 
 
+def _check(v, name):
+    return next(c for c in v.checks if c.name == name)
+
+
+STEPS = list(range(0, 1100, 100))
+FIT = [0.0] + [1.0] * 10
+
+
+def test_plateau_check_fails_when_test_accuracy_climbs_early():
+    # test accuracy sits at 0.35 right after the fit (no plateau near chance), then jumps late
+    test = [0, 0.35, 0.35, 0.35, 0.35, 0.35, 0.4, 0.4, 0.45, 0.9, 0.96]
+    v = grokking.signature(make_result(STEPS, FIT, test, STEPS, [0.0] * 11, 100, 1000))
+    assert not v.passed and not _check(v, "plateau_test_acc").passed and _check(v, "rise_fraction").passed
+
+
+def test_rise_check_fails_on_a_gradual_climb():
+    # near chance at first, but then a steady climb from T_fit to T_gen rather than a jump
+    test = [0, 0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.85, 0.96]
+    v = grokking.signature(make_result(STEPS, FIT, test, STEPS, [0.0] * 11, 100, 1000))
+    assert not v.passed and not _check(v, "rise_fraction").passed and _check(v, "plateau_test_acc").passed
+
+
 def test_reduced_run_end_to_end(smoke):
     store, r = smoke("grokking")
     assert {c.name for c in r.verdict.checks} == {
         "train_acc_reached",
         "test_acc_reached",
         "T_gen/T_fit",
+        "plateau_test_acc",
+        "rise_fraction",
         "control_test_acc_at_T_gen",
     }
     assert r.passed, str(r.verdict)

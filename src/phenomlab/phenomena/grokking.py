@@ -8,6 +8,9 @@ Checks:
 - train accuracy reaches ``FIT_ACC`` (0.99); ``T_fit`` = the first evaluated step where it does;
 - test accuracy reaches ``GEN_ACC`` (0.95); ``T_gen`` = the first evaluated step where it does;
 - ``T_gen / max(T_fit, 1) >= MIN_DELAY`` (5);
+- plateau: the median test accuracy over evaluations in ``[T_fit, T_gen/2]`` is <= ``PLATEAU_MAX_ACC`` (0.3);
+- jump: ``(T_gen - T_50) / (T_gen - T_fit) <= MAX_RISE_FRACTION`` (0.4; a linear climb gives 0.5), ``T_50`` the
+  first evaluated step with test accuracy >= 0.5;
 - the control run (weight decay ``control_weight_decay``, default 0) has test accuracy < ``CONTROL_MAX_ACC`` (0.5)
   at its last evaluation at or before ``T_gen``.
 
@@ -16,6 +19,7 @@ Background, measurements and caveats: docs/phenomena/grokking.md.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,11 @@ FIT_ACC = 0.99
 GEN_ACC = 0.95
 MIN_DELAY = 5.0
 CONTROL_MAX_ACC = 0.5
+#: the plateau: median test accuracy over evaluations in [T_fit, T_gen/2] stays at most this (issue threshold)
+PLATEAU_MAX_ACC = 0.3
+#: the jump: (T_gen - T_50) / (T_gen - T_fit) at most this, T_50 the first step with test accuracy >= 0.5
+#: (fixed a priori: a linear climb from T_fit to T_gen gives 0.5)
+MAX_RISE_FRACTION = 0.4
 
 
 @dataclass(frozen=True)
@@ -135,10 +144,18 @@ def signature(result: Result) -> Verdict:
         pairs = [(s, a) for s, a in zip(d["control_steps"], d["control_test_acc"], strict=True) if s <= t_gen]
         ctrl_at_tgen = pairs[-1][1] if pairs else None
     ratio = t_gen / max(t_fit, 1) if (t_fit is not None and t_gen is not None) else None
+    plateau = rise = None
+    if t_fit is not None and t_gen is not None:
+        window = [a for s, a in zip(d["steps"], d["test_acc"], strict=True) if t_fit <= s <= t_gen / 2]
+        plateau = statistics.median(window) if window else None
+        t_50 = next(s for s, a in zip(d["steps"], d["test_acc"], strict=True) if a >= 0.5)
+        rise = (t_gen - t_50) / (t_gen - t_fit) if t_gen > t_fit else None
     checks = [
         check("train_acc_reached", max(d["train_acc"]), ">=", FIT_ACC, "train accuracy reaches 0.99 (at T_fit)"),
         check("test_acc_reached", max(d["test_acc"]), ">=", GEN_ACC, "test accuracy reaches 0.95 (at T_gen)"),
         check("T_gen/T_fit", ratio, ">=", MIN_DELAY, "generalisation is delayed at least 5x after fitting"),
+        check("plateau_test_acc", plateau, "<=", PLATEAU_MAX_ACC, "median test accuracy in [T_fit, T_gen/2]"),
+        check("rise_fraction", rise, "<=", MAX_RISE_FRACTION, "(T_gen - T_50)/(T_gen - T_fit): a jump, not a climb"),
         check(
             "control_test_acc_at_T_gen",
             ctrl_at_tgen,
@@ -147,7 +164,10 @@ def signature(result: Result) -> Verdict:
             "without weight decay the net has not generalised by T_gen",
         ),
     ]
-    summary = f"T_fit={t_fit}, T_gen={t_gen}, control test acc at T_gen={fmt(ctrl_at_tgen)}"
+    summary = (
+        f"T_fit={t_fit}, T_gen={t_gen}, plateau test acc {fmt(plateau)}, rise fraction {fmt(rise)}, "
+        f"control test acc at T_gen={fmt(ctrl_at_tgen)}"
+    )
     if t_gen is None:
         summary += f" (test accuracy never reached {GEN_ACC} in {d['max_steps']} steps)"
     return Verdict(checks, summary)
