@@ -90,36 +90,18 @@ def test_shift_augment_only_in_training():
         assert len(nz) >= 37 and torch.equal(nz, torch.arange(nz[0].item(), nz[0].item() + len(nz)))
 
 
+# a tiny CNN on 100 mnist1d signals, 5 epochs: checks a code path, not the phenomenon
+TINY_CNN = dict(n_train=100, n_test=100, channels=(4, 8), width=8, epochs=5, eval_epochs=1)
+
+
 def test_cnn_with_augmentation_runs(tmp_path):
-    r = phenomlab.run(
-        dd.ID,
-        out=str(tmp_path),
-        seed=0,
-        n_train=100,
-        n_test=100,
-        channels=(4, 8),
-        width=8,
-        epochs=5,
-        eval_epochs=1,
-        shift_augment=2,
-    )
+    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, shift_augment=2, **TINY_CNN)
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
 def test_adam_preset_runs(tmp_path):
     # the earlier (Adam) setting stays runnable; a reduced version of it checks the optimiser path
-    r = phenomlab.run(
-        dd.ID,
-        preset="adam",
-        out=str(tmp_path),
-        seed=0,
-        n_train=100,
-        n_test=100,
-        channels=(4, 8),
-        width=8,
-        epochs=5,
-        eval_epochs=1,
-    )
+    r = phenomlab.run(dd.ID, preset="adam", out=str(tmp_path), seed=0, **TINY_CNN)
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
