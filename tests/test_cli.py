@@ -1,4 +1,7 @@
+import csv
 import errno
+import io
+import json
 import os
 import re
 import signal
@@ -414,3 +417,32 @@ def test_report_dir_and_the_old_report_out(tmp_path):
     assert r.exit_code == 0 and "warning: `report --out` is deprecated; use --report-dir" in r.output
     assert (tmp_path / "b" / "runs" / "abc1000000000000.html").exists()
     assert not (tmp_path / "store" / "runs" / "abc1000000000000.html").exists()
+
+
+def test_tables_take_a_format_and_fold_at_80_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    for seed in (0, 1):
+        r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seed", str(seed), "--store", str(tmp_path)])
+        assert r.exit_code in (0, 1), r.output
+    table = runner.invoke(app, ["runs", "--store", str(tmp_path)])
+    assert table.exit_code == 0 and "…" not in table.output
+    assert max(len(line) for line in table.output.splitlines()) <= 80
+    runs = json.loads(runner.invoke(app, ["runs", "--store", str(tmp_path), "--format", "json"]).output)
+    assert sorted(r["seed"] for r in runs) == [0, 1] and {r["status"] for r in runs} == {"finished"}
+    as_csv = runner.invoke(app, ["runs", "--store", str(tmp_path), "--format", "csv"]).output
+    rows = list(csv.DictReader(io.StringIO(as_csv)))
+    assert {r["phenomenon"] for r in rows} == {"grokking"}
+    ids = [r["run_id"] for r in runs]
+    shown = json.loads(runner.invoke(app, ["show", ids[0], "--store", str(tmp_path), "--format", "json"]).output)
+    assert shown["run_id"] == ids[0] and "checks" in shown["verdict"] and shown["metrics"]
+    # two seeds: no bootstrap interval, the values instead
+    cmp = runner.invoke(app, ["compare", *ids, "--store", str(tmp_path)])
+    assert cmp.exit_code == 0 and "…" not in cmp.output, cmp.output
+    groups = json.loads(runner.invoke(app, ["compare", *ids, "--store", str(tmp_path), "--format", "json"]).output)
+    m = next(iter(groups[0]["metrics"].values()))
+    assert m["n"] == 2 and m["lo"] is None and m["hi"] is None and len(m["values"]) == 2
+    listing = runner.invoke(app, ["list"])
+    assert "…" not in listing.output and max(len(line) for line in listing.output.splitlines()) <= 80
+    assert json.loads(runner.invoke(app, ["list", "--format", "json"]).output)[0]["id"] == "grokking"
+    bad = runner.invoke(app, ["runs", "--store", str(tmp_path), "--format", "xml"])
+    assert_one_line_error(bad)

@@ -19,9 +19,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from .errors import PhenomlabError, TrainingDiverged
+from .report.tables import Tabular
 
 STORE_EPILOG = "Run store: --store DIR, else $PHENOMLAB_HOME, else ./phenomlab-runs."
 
@@ -46,6 +46,7 @@ StoreOpt = Annotated[
     typer.Option("--store", help="run store directory (default: $PHENOMLAB_HOME, else ./phenomlab-runs)"),
 ]
 LegacyOut = Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --store")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table (folds at the terminal width), csv or json")]
 
 #: OSErrors about the machine (disk full, permissions, missing folders): one line, exit 2
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
@@ -150,29 +151,43 @@ def resolve_run(store: Any, ref: str) -> dict[str, Any]:
 @_guard
 def list_cmd(
     config: Annotated[str | None, typer.Option("--config", help="show the config fields of this phenomenon")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """The catalogue of phenomena with their status (implemented or not)."""
     from .phenomena import registry
 
+    _check_format(fmt)
     if config:
         mod = registry.get(config)
-        t = Table(title=f"{config}: config (defaults = quick preset)")
-        for col in ("key", "type", "default", "description"):
-            t.add_column(col)
-        for name, tp, default, help_ in mod.Config.describe():
-            t.add_row(name, tp, repr(default), help_)
-        console.print(t)
-        for preset, over in mod.PRESETS.items():
-            console.print(f"preset [bold]{preset}[/]: {over or '(defaults)'}")
+        rows = [[name, tp, default, help_] for name, tp, default, help_ in mod.Config.describe()]
+        render(
+            Tabular(f"{config}: config (defaults = quick preset)", ["key", "type", "default", "description"], rows), fmt
+        )
+        if fmt == "table":
+            for preset, over in mod.PRESETS.items():
+                console.print(f"preset [bold]{preset}[/]: {escape(str(over or '(defaults)'))}")
         return
-    t = Table(title="phenomlab catalogue")
-    t.add_column("id", no_wrap=True)
-    for col in ("tier", "status", "phenomenon", "source"):
-        t.add_column(col)
-    for e in registry.CATALOG:
-        status = "[green]implemented[/]" if e.implemented else "[dim]not yet[/]"
-        t.add_row(e.id, str(e.tier), status, e.title, e.source)
-    console.print(t)
+    rows = [[e.id, e.tier, "implemented" if e.implemented else "not yet", e.title, e.source] for e in registry.CATALOG]
+    styles = {"status": lambda v: "green" if v == "implemented" else "dim"}
+    columns = ["id", "tier", "status", "phenomenon", "source"]
+    if fmt == "table" and console.width < 100:
+        # 80 columns cannot hold five columns of prose: the source goes under the phenomenon's title
+        rows = [[i, t, st, f"{title} ({src})"] for i, t, st, title, src in rows]
+        columns = columns[:4]
+    render(Tabular("phenomlab catalogue", columns, rows, styles, whole=("id",)), fmt)
+
+
+def _check_format(fmt: str) -> None:
+    from .report.tables import FORMATS
+
+    if fmt not in FORMATS:
+        raise PhenomlabError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def render(tables: Any, fmt: str) -> None:
+    from .report.tables import render as render_tables
+
+    render_tables(tables, fmt, console)
 
 
 @app.command(epilog=STORE_EPILOG)
@@ -231,26 +246,39 @@ def runs(
     status: Annotated[str | None, typer.Option(help="running, finished, failed or interrupted")] = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Table of the runs in the store."""
     import datetime
 
     from .store.sqlite import STATUSES
 
+    _check_format(fmt)
+
     if status is not None and status not in STATUSES:
         raise PhenomlabError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
     rows = open_store(store).list_runs(phenomenon, status)
-    t = Table(title=f"runs ({len(rows)})")
-    t.add_column("run", no_wrap=True, min_width=16)
-    t.add_column("phenomenon", no_wrap=True)
-    for col in ("preset", "seed", "status", "verdict", "seconds", "created"):
-        t.add_column(col)
-    for r in rows:
-        verdict = "-" if r["passed"] is None else ("[green]pass[/]" if r["passed"] else "[red]fail[/]")
-        dur = f"{r['duration']:.1f}" if r.get("duration") else "-"
-        created = datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M")
-        t.add_row(r["run_id"], r["phenomenon"], r["preset"] or "-", str(r["seed"]), r["status"], verdict, dur, created)
-    console.print(t)
+    verdict = {None: None, True: "pass", False: "fail"}
+    table = Tabular(
+        f"runs ({len(rows)})",
+        ["run_id", "phenomenon", "preset", "seed", "status", "verdict", "seconds", "created"],
+        [
+            [
+                r["run_id"],
+                r["phenomenon"],
+                r["preset"],
+                r["seed"],
+                r["status"],
+                verdict[None if r["passed"] is None else bool(r["passed"])],
+                round(r["duration"], 1) if r.get("duration") else None,
+                datetime.datetime.fromtimestamp(r["created"]).strftime("%Y-%m-%d %H:%M"),
+            ]
+            for r in rows
+        ],
+        {"verdict": lambda v: {"pass": "green", "fail": "red"}.get(v, "")},
+        whole=("run_id",),
+    )
+    render(table, fmt)
 
 
 @app.command(epilog=STORE_EPILOG)
@@ -266,16 +294,38 @@ def show(
     ] = False,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
+    fmt: FormatOpt = "table",
 ) -> None:
-    """Verdict, metrics summary and figure paths of one stored run (exit 1 if it has not finished)."""
-    from .phenomena.lifecycle import load_result
+    """Verdict, metrics summary and figure paths of one stored run (exit 1 if it has not finished).
+
+    ``--format csv`` prints the metrics summary; ``--format json`` the run, its verdict and the summary."""
     from .phenomena.lifecycle import replot as replot_run
 
+    _check_format(fmt)
     st = open_store(store, write=replot)
     row = resolve_run(st, ref)
+    result = None
     if replot:
         result = replot_run(st, row["run_id"])
         row = st.get(row["run_id"])
+    metrics = Tabular("metrics", ["name", "points", "first", "last", "min", "max"])
+    for name, (_, vals) in st.metrics(row["run_id"]).items():
+        if finite := [v for v in vals if not math.isnan(v)]:
+            metrics.rows.append([name, len(vals), vals[0], vals[-1], min(finite), max(finite)])
+    if fmt != "table":
+        _show_machine_readable(row, metrics, fmt)
+    else:
+        _show_table(row, metrics, result, st)
+    if row["status"] != "finished":
+        raise typer.Exit(1)
+    if replot:
+        raise typer.Exit(0 if row["passed"] else 1)
+
+
+def _show_table(row: dict[str, Any], metrics: Tabular, replotted: Any, st: Any) -> None:
+    from .phenomena.lifecycle import load_result
+
+    if replotted is not None:
         console.print(f"run {row['run_id']}: judged and plotted again from its stored measurements")
     console.print(
         f"[bold]{row['phenomenon']}[/] run {row['run_id']}  seed {row['seed']}  preset {row['preset']}"
@@ -291,24 +341,22 @@ def show(
                 markup=False,
             )
     else:
-        _print_result(result if replot else load_result(st, row))
-    metrics = st.metrics(row["run_id"])
-    if metrics:
-        t = Table(title="metrics")
-        for col in ("name", "points", "first", "last", "min", "max"):
-            t.add_column(col)
-        for name, (_, vals) in metrics.items():
-            finite = [v for v in vals if not math.isnan(v)]
-            if not finite:
-                continue
-            t.add_row(
-                name, str(len(vals)), f"{vals[0]:.4g}", f"{vals[-1]:.4g}", f"{min(finite):.4g}", f"{max(finite):.4g}"
-            )
-        console.print(t)
-    if row["status"] != "finished":
-        raise typer.Exit(1)
-    if replot:
-        raise typer.Exit(0 if row["passed"] else 1)
+        _print_result(replotted if replotted is not None else load_result(st, row))
+    if metrics.rows:
+        render(metrics, "table")
+
+
+def _show_machine_readable(row: dict[str, Any], metrics: Tabular, fmt: str) -> None:
+    if fmt == "csv":
+        render(metrics, "csv")
+        return
+    import json
+
+    from .report.tables import jsonable
+
+    keys = ("run_id", "phenomenon", "preset", "seed", "status", "passed", "duration", "config", "verdict", "error")
+    out = {k: row.get(k) for k in keys} | {"figures": row.get("figures"), "metrics": metrics.records()}
+    console.out(json.dumps(jsonable(out), indent=1, default=str), highlight=False)
 
 
 @app.command(epilog=STORE_EPILOG)
@@ -394,9 +442,15 @@ def compare(
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
     csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
+    fmt: FormatOpt = "table",
 ) -> None:
-    """Aggregate runs across seeds: mean and 95% bootstrap CI per metric, verdict pass rate."""
-    from .store.aggregate import aggregate, to_frame
+    """Aggregate runs across seeds: mean and 95% bootstrap CI per metric (with >= 3 seeds), verdict pass rate."""
+    import json
+
+    from .report.tables import jsonable
+    from .store.aggregate import MIN_CI_N, aggregate, to_frame
+
+    _check_format(fmt)
 
     st = open_store(store)
     if sweep_ref:
@@ -409,17 +463,23 @@ def compare(
     else:
         raise PhenomlabError("name runs to compare, or --sweep SWEEP")
     groups = aggregate(rows)
+    tables = []
     for g in groups:
         pr = g["pass_rate"]
-        t = Table(
-            title=f"{g['phenomenon']}  {g['label']}  seeds {g['seeds']}  pass rate "
+        title = (
+            f"{g['phenomenon']}  {g['label']}  seeds {g['seeds']}  pass rate "
             f"{'n/a' if math.isnan(pr) else f'{pr:.0%}'}  ({g['failed']} failed)"
         )
-        for col in ("metric", "mean", "95% CI", "n"):
-            t.add_column(col)
-        for name, st_ in g["metrics"].items():
-            t.add_row(name, f"{st_['mean']:.4g}", f"[{st_['lo']:.4g}, {st_['hi']:.4g}]", str(st_["n"]))
-        console.print(t)
+        # a bootstrap interval of 2 values says nothing: below MIN_CI_N seeds the values themselves are shown
+        body = [
+            [name, s["mean"], [s["lo"], s["hi"]] if s["n"] >= MIN_CI_N else None, s["values"], s["n"]]
+            for name, s in g["metrics"].items()
+        ]
+        tables.append(Tabular(title, ["metric", "mean", "95% CI", "values", "n"], body))
+    if fmt == "json":
+        console.out(json.dumps(jsonable(groups), indent=1, default=str), highlight=False)
+    else:
+        render(tables, fmt)
     if csv:
         try:
             to_frame(groups).to_csv(csv, index=False)

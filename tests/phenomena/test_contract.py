@@ -43,6 +43,8 @@ def check_smoke_run(pid: str, store: RunStore, r: Result) -> None:
     """The smoke-preset run ``r``: stored, reads back identically, re-plots to the same verdict."""
     assert isinstance(r.verdict, Verdict) and r.verdict.checks
     assert all(c.name and c.op in (">=", ">", "<=", "<") for c in r.verdict.checks)
+    # every verdict compares with a negative control, and says so in the check's name (issue 11)
+    assert any(c.name.startswith("control") for c in r.verdict.checks), "no check named control..."
     json.dumps(r.data)  # the stored data is plain JSON
     assert r.figures and all(Path(p).is_file() and Path(p).parent == Path(r.run_dir) for p in r.figures)
     again = run_phenomenon(pid, preset="smoke", seed=0, store=store)

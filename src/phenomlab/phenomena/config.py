@@ -285,3 +285,35 @@ def training(**defaults: Any) -> type:
         tp, help_, meta = TRAINING_FIELDS[name]
         specs.append((name, tp, param(tp(default), help_, **meta)))
     return dataclasses.make_dataclass("Training", specs, frozen=True)
+
+
+#: the datasets a phenomenon can be run on, with their one-line description
+DATASETS: dict[str, str] = {
+    "mnist1d": "MNIST-1D (40-dim, generated locally)",
+    "digits": "sklearn digits (64-dim, 1,348 train / 449 test points)",
+    "gaussian_mixture": "a Gaussian mixture",
+}
+
+
+@functools.cache
+def data(datasets: tuple[str, ...] | None = None, **defaults: Any) -> type:
+    """A frozen dataclass mixin with the shared data fields: ``dataset`` (the first of ``datasets`` by default,
+    one of them), ``n_train`` and ``n_test`` (points generated for synthetic data; digits keeps its fixed split).
+
+    ``class Config(PhenomenonConfig, data(("mnist1d", "digits"), n_train=4000, n_test=4000), training(...))``.
+    Only the fields given appear (``datasets`` for ``dataset``).
+    """
+    unknown = sorted(set(defaults) - {"n_train", "n_test"})
+    if unknown:
+        raise ConfigError(f"not shared data fields: {unknown}; choose from ['n_train', 'n_test']")
+    specs: list[tuple[str, Any, Any]] = []
+    if datasets:
+        if not set(datasets) <= set(DATASETS):
+            raise ConfigError(f"unknown datasets {sorted(set(datasets) - set(DATASETS))}")
+        help_ = "; ".join(f"{d}: {DATASETS[d]}" for d in datasets)
+        specs.append(("dataset", str, param(datasets[0], help_, choices=datasets)))
+    for name, what in (("n_train", "training"), ("n_test", "test")):
+        if name in defaults:
+            help_ = f"{what} points of a generated dataset (digits keeps its fixed split)"
+            specs.append((name, int, param(int(defaults[name]), help_, gt=0)))
+    return dataclasses.make_dataclass("Data", specs, frozen=True)

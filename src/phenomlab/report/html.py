@@ -173,13 +173,14 @@ def sweep_page(store: Any, sweep: Mapping[str, Any], run_links: Mapping[str, str
         for n in names:
             s = g["metrics"].get(n)
             cells.append(
-                "<td>-</td>"
-                if s is None
-                else f"<td>{_num(s['mean'])} <span class='muted'>[{_num(s['lo'])}, {_num(s['hi'])}]</span></td>"
+                "<td>-</td>" if s is None else f"<td>{_num(s['mean'])} <span class='muted'>{_spread(s)}</span></td>"
             )
         agg_rows.append(cells)
     parts.append(_table(["config", "seeds", "pass rate", *names], agg_rows, "verdict"))
-    parts.append("<p class='muted'>mean [95% bootstrap CI over seeds]</p><h2>Runs</h2>")
+    parts.append(
+        "<p class='muted'>mean [95% bootstrap CI over seeds] with 3 or more seeds, else mean (the values)</p>"
+        "<h2>Runs</h2>"
+    )
     run_rows = []
     for r in rows:
         v = "-" if r.get("passed") is None else ("pass" if r["passed"] else "fail")
@@ -292,3 +293,10 @@ def index_page(
             )
         )
     return _page("phenomlab runs", "".join(parts))
+
+
+def _spread(s: dict) -> str:
+    """A bootstrap interval with >= 3 seeds; below that, the values themselves (an interval of 2 says nothing)."""
+    if s["n"] >= 3:
+        return f"[{_num(s['lo'])}, {_num(s['hi'])}]"
+    return "(" + ", ".join(_num(v) for v in s.get("values", [])) + ")"

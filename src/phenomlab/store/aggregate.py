@@ -13,6 +13,9 @@ import numpy as np
 
 from .ids import canonical_json
 
+#: fewest seeds for which a bootstrap interval is shown (with 2 it is just the two values' spread)
+MIN_CI_N = 3
+
 
 def bootstrap_ci(
     values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
@@ -53,7 +56,8 @@ def group_key(row: Mapping[str, Any]) -> str:
 
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Group runs by (phenomenon, config), i.e. across seeds; per group: seeds, pass rate, and for each
-    scalar ``{"mean", "lo", "hi", "n"}``. ``varying`` names the config keys that differ between groups."""
+    scalar ``{"mean", "lo", "hi", "n", "values"}``
+    (``lo``/``hi`` NaN below ``MIN_CI_N`` values). ``varying`` names the config keys that differ between groups."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         groups.setdefault(group_key(r), []).append(r)
@@ -68,9 +72,10 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 scalars.setdefault(k, []).append(v)
         stats = {}
         for k, vals in scalars.items():
-            lo, hi = bootstrap_ci(vals)
             finite = [v for v in vals if not math.isnan(v)]
-            stats[k] = {"mean": float(np.mean(finite)) if finite else math.nan, "lo": lo, "hi": hi, "n": len(finite)}
+            lo, hi = bootstrap_ci(finite) if len(finite) >= MIN_CI_N else (math.nan, math.nan)
+            mean = float(np.mean(finite)) if finite else math.nan
+            stats[k] = {"mean": mean, "lo": lo, "hi": hi, "n": len(finite), "values": finite}
         passed = [bool(m["passed"]) for m in finished if m.get("passed") is not None]
         out.append(
             {
