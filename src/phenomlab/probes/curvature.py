@@ -173,9 +173,19 @@ def model_hvp(model: nn.Module, loss_fn: LossFn, data: Any, *, cache: bool = Tru
         if not idx:
             return _zero(space)
         vs = space.unflatten(v)
-        hv = torch.autograd.grad(
-            g, space.params, grad_outputs=[vs[i] for i in idx], retain_graph=retain, allow_unused=True
-        )
+        try:
+            hv = torch.autograd.grad(
+                g, space.params, grad_outputs=[vs[i] for i in idx], retain_graph=retain, allow_unused=True
+            )
+        except RuntimeError as exc:
+            if "derivative for" not in str(exc):
+                raise
+            # fused kernels (PyTorch's flash/efficient scaled-dot-product attention) have no double backward
+            raise PhenomlabError(
+                f"the model uses an operation without a second derivative ({str(exc).splitlines()[0]}); "
+                "Hessian probes need double backward: for Hugging Face models build or load them with "
+                "attn_implementation='eager'"
+            ) from None
         return space.flatten(hv)
 
     return _operator(model, data, build, apply, cache, eval_mode)
