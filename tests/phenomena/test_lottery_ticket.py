@@ -73,6 +73,15 @@ def test_noisy_dense_baseline_fails():
     assert check(v, "dense_acc_se_pts").value == pytest.approx(2.309, abs=1e-3)
 
 
+def test_a_single_dense_run_measures_no_noise_and_fails():
+    # runs stored before the three dense inits hold one dense accuracy: no SE, no matching tolerance
+    r = result()
+    del r.data["dense_test_accs"]
+    v = lt.signature(r)
+    assert not v.passed and check(v, "dense_acc_se_pts").value is None
+    assert check(v, "ticket_deepest_matching_remaining").value is None
+
+
 def test_ticket_that_never_matches_fails():
     v = lt.signature(result(ticket=0, rand=0, reinit=0))
     assert check(v, "ticket_deepest_matching_remaining").value is None
