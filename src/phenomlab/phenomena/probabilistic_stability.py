@@ -7,17 +7,18 @@ Ziyin, Li, Galanti, Ueda 2023, "The probabilistic stability of stochastic gradie
 ``Lambda = E log|1 - lr h|`` (converges in probability iff < 0) and ``M_2 = log E (1 - lr h)^2`` (second
 moment converges iff < 0), per (lr, batch size) cell and direction ``e+`` (correct) / ``e-`` (incorrect).
 Every measurement below trains the real (tanh, not linearised) net by plain SGD, ``replicas`` independent
-runs per cell, without gradient clipping. Checks:
-- the growth rate of ``log ||theta_t||`` (Benettin: renormalised to ``lyap_scale`` after every step) of
-  replicas started along ``e+`` / ``e-`` matches the theory: ``sum |L_meas - L_th| / sum |L_th| <= 0.10``;
+runs per cell, each with its own batches drawn with replacement, without gradient clipping. Checks:
+- the growth rate of ``log ||theta_t||`` of replicas started on ``e+`` / ``e-`` (Benettin: projected back onto
+  the subspace and rescaled to ``lyap_scale`` after every step) matches the theory:
+  ``sum |L_meas - L_th| / sum |L_th| <= 0.10``;
 - band cells (theory: ``max Lambda < 0 < max M_2``): from a small random init, >= 80% of the replicas
-  converge (``||theta_T|| <= 0.1 ||theta_0||``) while the replica mean of ``||theta_T||^2`` grows;
-- phases by escape direction (which sign of the learned slope ``sum_j u_j w_j`` a replica has when its
-  norm first reaches 30x its init): each phase labels at least one cell where the theory predicts it;
+  converge (``||theta_T|| <= 0.1 ||theta_0||``) while the replica mean of ``||theta_T||^2`` grows, in >= 3 cells;
+- phases by escape direction (the sign of the learned slope ``sum_j u_j w_j`` of a replica when its norm first
+  reaches 30x its init): each phase labels at least one cell where the theory predicts it;
 - control_unstable_converged_fraction: where the theory says ``max Lambda >= 0.1`` replicas escape
   (at most 20% converge);
-- control_moment_stable_mean_ratio2: replicas started along ``e-`` in cells where ``M_2- < -0.005``
-  (moment-stable): the replica mean of ``||P_- theta_T||^2`` must not grow.
+- control_moment_stable_mean_ratio2: replicas kept on ``e-`` in cells where ``M_2- <= -0.005``
+  (moment-stable): the replica mean of ``||theta_T||^2`` must not grow.
 
 Background, measurements and caveats: docs/phenomena/probabilistic-stability.md.
 """
@@ -56,7 +57,7 @@ LYAP_REL_TOL = 0.10  # issue 11: measured growth rate within 10% of E log|1 - lr
 COLLAPSE_RATIO = 0.1  # ||theta_T|| <= 0.1 ||theta_0||: the replica went back to the saddle
 ESCAPE_RATIO = 30.0  # ||theta_t|| >= 30 ||theta_0|| at some t: the replica escaped (still near-linear there)
 BAND_CONVERGED = 0.8  # issue 11: >= 80% of the replicas of a band cell converge
-MIN_BAND_CELLS = 1  # band cells that must show convergence together with a growing mean of ||theta||^2
+MIN_BAND_CELLS = 3  # band cells (a region, not one boundary cell) showing convergence and a growing mean
 SADDLE_FRACTION = 0.5  # a cell is "low-rank saddle" when at least half of its replicas converge
 SIGN_CONSISTENCY = 0.8  # ... else "correct"/"incorrect" when >= 80% of its escapes share the slope's sign
 CONTROL_LAMBDA = 0.1  # theory max Lambda >= 0.1 per step: clearly unstable (control cells)
@@ -81,7 +82,9 @@ class Config(PhenomenonConfig):
     lyap_scale: float = param(1e-3, "norm the Lyapunov replicas are renormalised to after each step", gt=0.0)
     theory_samples: int = param(50000, "minibatch means drawn for E_h[...] when B > 1", gt=0)
     train_steps: int = param(400, "SGD steps of each free (not renormalised) replica", gt=0)
-    init_scale: float = param(1e-3, "std of the initial weights of the free replicas (near the saddle)", gt=0.0)
+    # deep inside the linear region (|w x| << 1 until ~12 nats of growth): a heavy-tailed excursion of a
+    # replica that converges in probability is then rarely captured by the nonlinear attractor
+    init_scale: float = param(1e-6, "std of the initial weights of the free replicas (near the saddle)", gt=0.0)
     record_every: int = param(20, "steps between recorded replica statistics of the free runs", gt=0)
 
     def validate(self) -> None:
