@@ -720,7 +720,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     # 4. band cells: most replicas converge while the replica mean of ||theta||^2 grows; e- controls do neither
     fig, axes = new_figure(ncols=2, width=5.2, height=4.0)
     steps = np.array(d["free_steps"])
-    for c, (i, j) in enumerate(band_cells(d)[:8]):
+    # the band cells that converge most (the deep ones), then the rest up to 8
+    shown = sorted(band_cells(d), key=lambda c: -d["net_converged"][c[0]][c[1]])[:8]
+    for c, (i, j) in enumerate(shown):
         lab = f"lr={lrs[i]:.3g}, B={int(bs[j])}"
         mr = np.array(d["net_mean_ratio2_t"][i][j], dtype=float)
         axes[0].plot(steps, mr, color=f"C{c}", label=lab)
