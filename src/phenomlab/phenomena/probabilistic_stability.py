@@ -724,16 +724,18 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     shown = sorted(band_cells(d), key=lambda c: -d["net_converged"][c[0]][c[1]])[:8]
     for c, (i, j) in enumerate(shown):
         lab = f"lr={lrs[i]:.3g}, B={int(bs[j])}"
-        mr = np.array(d["net_mean_ratio2_t"][i][j], dtype=float)
+        # a diverged replica makes the mean infinite (stored as 1e300): drawn at the top of the axis
+        mr = np.minimum(np.array(d["net_mean_ratio2_t"][i][j], dtype=float), 1e20)
         axes[0].plot(steps, mr, color=f"C{c}", label=lab)
         axes[1].plot(steps, d["net_converged_t"][i][j], color=f"C{c}", label=lab)
     for c, series in enumerate(d["control_mean_ratio2_t"][:4]):
+        series = np.minimum(np.array(series, dtype=float), 1e20)
         axes[0].plot(steps, series, color="grey", ls=":", label="control (e-, M2- < 0)" if c == 0 else None)
     axes[0].axhline(1.0, color="k", lw=0.8)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("SGD step")
     axes[0].set_ylabel("replica mean ||theta_t||^2 / ||theta_0||^2")
-    axes[0].set_title("band cells (M2 > 0 > Lambda)", fontsize=9)
+    axes[0].set_title("band cells (M2 > 0 > Lambda); 1e20: a replica diverged", fontsize=9)
     axes[0].legend(fontsize=6)
     axes[1].axhline(BAND_CONVERGED, color="k", lw=0.8)
     axes[1].set_xlabel("SGD step")
