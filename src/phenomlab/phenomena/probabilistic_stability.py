@@ -51,18 +51,19 @@ SHORT = {
     UNDECIDED: "?",
 }
 
-# seed std (seeds 0-2) of each deciding number: see docs/phenomena/probabilistic-stability.md and
-# /work/notes/results-probabilistic-stability.md
-LYAP_REL_TOL = 0.10  # issue 11: measured growth rate within 10% of E log|1 - lr h| (aggregate)
+# mean +- seed std (seeds 0-2, quick preset) of each deciding number is given next to its threshold
+LYAP_REL_TOL = 0.10  # issue 11: growth rate within 10% of E log|1 - lr h| (aggregate); 0.0108 +- 0.0007
 COLLAPSE_RATIO = 0.1  # ||theta_T|| <= 0.1 ||theta_0||: the replica went back to the saddle
 ESCAPE_RATIO = 30.0  # ||theta_t|| >= 30 ||theta_0|| at some t: the replica escaped (still near-linear there)
 BAND_CONVERGED = 0.8  # issue 11: >= 80% of the replicas of a band cell converge
-MIN_BAND_CELLS = 3  # band cells (a region, not one boundary cell) showing convergence and a growing mean
+MIN_BAND_CELLS = 3  # band cells (a region, not one cell) showing both; 7.3 +- 4.2 (of 20-26 band cells)
 SADDLE_FRACTION = 0.5  # a cell is "low-rank saddle" when at least half of its replicas converge
 SIGN_CONSISTENCY = 0.8  # ... else "correct"/"incorrect" when >= 80% of its escapes share the slope's sign
+# matching cells per phase (need >= 1 each): C 49.7 +- 1.5, I 28.3 +- 6.8, S 18.3 +- 3.5, U 19.7 +- 3.1
 CONTROL_LAMBDA = 0.1  # theory max Lambda >= 0.1 per step: clearly unstable (control cells)
-CONTROL_CONVERGED_MAX = 0.2  # ... where at most 20% of the replicas may converge
-CONTROL_M2 = -0.005  # e- control cells: M_2- <= -0.005 per step, E||P- theta_T||^2 <= e^-2 after 400 steps
+CONTROL_CONVERGED_MAX = 0.2  # ... where at most 20% of the replicas may converge; 0.0065 +- 0.0023
+CONTROL_M2 = -0.005  # e- control cells: M_2- <= -0.005 per step, E||theta_T||^2 <= e^-2 after 400 steps
+# control_moment_stable_mean_ratio2 (need <= 1): 2.7e-4 +- 2.2e-4
 DIVERGED_NORM = 1e6  # a parameter beyond this (or non-finite): the replica diverged and is frozen
 
 
