@@ -66,7 +66,7 @@ class Config(PhenomenonConfig, training(lr=1e-3, steps=2000, batch_size=256, wei
     sim_coeff: float = param(25.0, "VICReg invariance coefficient lambda", ge=0.0)
     std_coeff: float = param(25.0, "VICReg variance coefficient mu", ge=0.0)
     cov_coeff: float = param(1.0, "VICReg covariance coefficient nu", ge=0.0)
-    attribution_step: float = param(3e-4, "per-term attribution: step size a of theta -+ a g / (sqrt(v) + eps)", gt=0.0)
+    attribution_step: float = param(3e-3, "per-term attribution: step size a of theta -+ a d_term", gt=0.0)
     attribution_batches: int = param(16, "per-term attribution: training batches the term gradients average", gt=0)
     max_shift: int = param(20, "augmentation: max circular shift (steps)", ge=0)
     scale_low: float = param(0.8, "augmentation: min amplitude factor", ge=0.0)
@@ -237,11 +237,15 @@ def term_attribution(
 
     The gradients of the invariance term ``sim_coeff * inv`` and of the regulariser ``std_coeff * var +
     cov_coeff * cov`` are taken separately (averaged over ``attribution_batches`` training batches of two
-    fresh views each, projector BatchNorm in training mode as in training) and each is preconditioned by the
-    optimiser's Adam second-moment estimate, so the two directions add up to the trainer's own (momentum-free)
-    update direction. From the same weights one step ``theta - a * g_term / (sqrt(v_hat) + eps)`` is taken
-    per term (only the encoder's parameters move: the representation is its output) and the change of the
-    held-out semantic NCC accuracy of the representation is measured, for the term alone and for both terms.
+    fresh views each, projector BatchNorm in training mode as in training). Each term's direction is its share
+    of Adam's next update: ``d_term = (1 - b1) / (1 - b1^(t+1)) * g_term / (sqrt(v_hat') + eps)`` with
+    ``v_hat'`` the second moment Adam would hold after this gradient, ``(b2 v + (1 - b2) g^2) / (1 - b2^(t+1))``,
+    ``g = g_inv + g_reg``; the two directions add up to the update less its momentum, which neither fresh
+    gradient owns. (Dividing by the old ``sqrt(v_hat)`` alone is unbounded on units whose gradient history is
+    ~0, such as dead ReLUs: there a one-step probe moved the NCC by 0.17.) From the same weights one step of
+    size ``a`` along each term is taken (only the encoder's parameters move: the representation is its output)
+    and the change of held-out semantic NCC accuracy of the representation is measured by the central
+    difference ``[NCC(theta - a d) - NCC(theta + a d)] / 2``, for each term alone and for both.
 
     Returns ``{"regulariser": [...], "invariance": [...], "both": [...]}`` (one entry per step size ``a``,
     default ``attribution_step``), or None before the optimiser has a second-moment estimate (step 0).
@@ -253,8 +257,7 @@ def term_attribution(
     if any("exp_avg_sq" not in s for s in states):
         return None
     group = optimizer.param_groups[0]
-    beta2, eps = group["betas"][1], group["eps"]
-    precond = [(s["exp_avg_sq"] / (1 - beta2 ** float(s["step"]))).sqrt() + eps for s in states]
+    (beta1, beta2), eps = group["betas"], group["eps"]
 
     probe = copy.deepcopy(net).train()  # BatchNorm running statistics of the copy may change, not the net's
     probe_params = list(probe.parameters())
@@ -272,6 +275,11 @@ def term_attribution(
             for acc, part in zip(grads[t], parts, strict=True):
                 if part is not None:
                     acc.add_(part, alpha=1.0 / cfg.attribution_batches)
+    precond = []
+    for st, gi, gr in zip(states, grads["invariance"], grads["regulariser"], strict=True):
+        t = float(st["step"]) + 1
+        v_next = (beta2 * st["exp_avg_sq"] + (1 - beta2) * (gi + gr).square()) / (1 - beta2**t)
+        precond.append((v_next.sqrt() + eps) * (1 - beta1**t) / (1 - beta1))
     directions = {t: [gr / pc for gr, pc in zip(grads[t], precond, strict=True)] for t in grads}
     directions["both"] = [a + b for a, b in zip(directions["invariance"], directions["regulariser"], strict=True)]
 
