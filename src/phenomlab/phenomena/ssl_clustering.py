@@ -45,12 +45,13 @@ from .verdict import Result, Verdict, check
 
 ID = "ssl-clustering"
 
-MIN_RISE = 0.05
-MIN_OVER_INPUT = 0.10
-DEPTH_SPEARMAN = 0.8
-MIN_DEPTH_GAIN = 0.05
-MIN_ATTRIBUTION_FRACTION = 2 / 3
-MIN_RANDOM_GAP = 0.30
+# thresholds from issue 11 (item 5) and the catalogue; quick-preset measurements, mean (seed std over seeds 0-2):
+MIN_RISE = 0.05  # measured 0.31 (0.03)
+MIN_OVER_INPUT = 0.10  # measured 0.36 (0.01)
+DEPTH_SPEARMAN = 0.8  # measured 1.0 (0)
+MIN_DEPTH_GAIN = 0.05  # measured 0.32 (0.02)
+MIN_ATTRIBUTION_FRACTION = 2 / 3  # measured 0.63 (0.13): not reproduced at quick scale (regulariser wins early only)
+MIN_RANDOM_GAP = 0.30  # measured 0.55 (0.02)
 
 
 @dataclass(frozen=True)
