@@ -11,69 +11,93 @@ SMALL = sc.PRESETS["smoke"]
 LAYERS = ["act1", "act2", "act_fc", "out"]
 
 
-def run_data(semantic, random):
-    return {
-        "steps": [0, 1000, 2000],
-        "semantic": semantic,
-        "random": random,
-        "invariance": [None, 0.1, 0.1],
-        "variance": [None, 0.1, 0.1],
-        "covariance": [None, 0.1, 0.1],
-    }
-
-
-def make_result(full_sem, full_rand, abl_sem=None):
+def make_result(sem, sem_train=None, rnd_train=None, reg=None, inv=None, input_semantic=0.28):
+    """A hand-built result: ``sem`` is held-out semantic NCC [checkpoint][layer] at steps 0, 1000, 2000;
+    ``reg``/``inv`` the one-step NCC changes at the attribution checkpoints."""
     cfg = build_config(sc.Config, sc.PRESETS)
+    reg = [0.004, 0.002, 0.003] if reg is None else reg
+    inv = [-0.001, 0.001, -0.002] if inv is None else inv
     data = {
         "layers": LAYERS,
         "chance": 0.1,
-        "input_semantic": 0.28,
-        "input_random": 0.1,
-        "full": run_data(full_sem, full_rand),
+        "input_semantic": input_semantic,
+        "full": {
+            "steps": [0, 1000, 2000],
+            "semantic": sem,
+            "semantic_train": sem if sem_train is None else sem_train,
+            "random_train": [[0.12] * 4] * 3 if rnd_train is None else rnd_train,
+            "invariance": [None, 0.1, 0.1],
+            "variance": [None, 0.1, 0.1],
+            "covariance": [None, 0.1, 0.1],
+        },
+        "attribution": {
+            "steps": [500, 1000, 2000][: len(reg)],
+            "regulariser": reg,
+            "invariance": inv,
+            "both": [r + i for r, i in zip(reg, inv, strict=True)],
+        },
     }
-    if abl_sem is not None:
-        data["no_var_cov"] = run_data(abl_sem, full_rand)
     return Result(sc.ID, cfg.to_dict(), 0, data)
 
 
 INIT = [0.32, 0.33, 0.34, 0.34]
-RAND = [[0.1] * 4] * 3
 GOOD = [INIT, [0.33, 0.38, 0.55, 0.6], [0.33, 0.40, 0.62, 0.7]]
-ABL = [INIT, [0.3, 0.22, 0.24, 0.24], [0.3, 0.22, 0.24, 0.24]]
+NAMES = {
+    "semantic_ncc_rise",
+    "semantic_ncc_minus_raw_input",
+    "spearman(depth, semantic_ncc)",
+    "deepest_minus_shallowest_ncc",
+    "regulariser_step_helps_more_fraction",
+    "control_random_label_train_ncc_gap",
+}
 
 
 def checks(v):
     return {c.name: c.passed for c in v.checks}
 
 
+def failing(result):
+    return {name for name, ok in checks(sc.signature(result)).items() if not ok}
+
+
 def test_signature_passes_on_semantic_clustering():
-    v = sc.signature(make_result(GOOD, RAND, ABL))
+    v = sc.signature(make_result(GOOD))
     assert v.passed, str(v)
-    assert set(checks(v)) == {
-        "semantic_ncc_rise",
-        "semantic_minus_random_ncc",
-        "spearman(depth, semantic_ncc)",
-        "deepest_minus_shallowest_ncc",
-        "ablation_drop",
-    }
+    assert set(checks(v)) == NAMES
 
 
-def test_signature_fails_without_each_part():
-    flat = [[0.25] * 4] * 3
-    c = checks(sc.signature(make_result(flat, RAND, ABL)))
-    assert not c["semantic_ncc_rise"] and not c["semantic_minus_random_ncc"]
-    # random labels cluster as well as semantic ones: no semantic preference
-    c = checks(sc.signature(make_result(GOOD, [r for r in GOOD], ABL)))
-    assert c["semantic_ncc_rise"] and not c["semantic_minus_random_ncc"]
-    # clustering falls with depth
+def test_no_rise_fails_the_rise_check():
+    flat = [[0.33, 0.40, 0.62, 0.7]] * 3  # already clustered at initialisation, no change during training
+    assert failing(make_result(flat)) == {"semantic_ncc_rise"}
+
+
+def test_no_better_than_raw_input_fails():
+    # clustering rises during training but only to the level of the raw signals
+    assert failing(make_result(GOOD, input_semantic=0.65)) == {"semantic_ncc_minus_raw_input"}
+
+
+def test_clustering_falling_with_depth_fails_both_depth_checks():
     down = [INIT, [0.7, 0.62, 0.5, 0.45], [0.72, 0.65, 0.55, 0.45]]
-    c = checks(sc.signature(make_result(down, RAND, ABL)))
+    c = checks(sc.signature(make_result(down, input_semantic=0.2)))
     assert not c["spearman(depth, semantic_ncc)"] and not c["deepest_minus_shallowest_ncc"]
-    # the ablation clusters just as well
-    c = checks(sc.signature(make_result(GOOD, RAND, GOOD)))
-    assert not c["ablation_drop"]
-    v = sc.signature(make_result(GOOD, RAND, None))  # ablation not run: that check cannot pass
-    assert not v.passed and not checks(v)["ablation_drop"]
+    assert c["semantic_ncc_rise"] and c["semantic_ncc_minus_raw_input"]
+
+
+def test_invariance_step_helping_as_much_fails_the_attribution_check():
+    # the regulariser wins at 1 of 3 checkpoints only (a tie is not a win)
+    r = make_result(GOOD, reg=[0.004, 0.001, 0.0], inv=[0.001, 0.002, 0.0])
+    assert failing(r) == {"regulariser_step_helps_more_fraction"}
+    # 2 of 3 is enough
+    assert not failing(make_result(GOOD, reg=[0.004, 0.001, 0.001], inv=[0.001, 0.002, 0.0]))
+    # no attribution checkpoint (a run too short to have one): the check cannot pass
+    assert failing(make_result(GOOD, reg=[], inv=[])) == {"regulariser_step_helps_more_fraction"}
+
+
+def test_random_labels_clustering_as_well_on_the_training_points_fails_the_control():
+    # e.g. a representation that memorises the training points: any labelling of them clusters
+    memorised = [[0.3] * 4, [0.9] * 4, [0.95] * 4]
+    r = make_result(GOOD, sem_train=memorised, rnd_train=[[0.1] * 4, [0.7] * 4, [0.8] * 4])
+    assert failing(r) == {"control_random_label_train_ncc_gap"}
 
 
 def test_vicreg_loss_terms():
@@ -99,41 +123,37 @@ def test_reduced_run_end_to_end(smoke):
     _, r = smoke(sc.ID)
     d = r.data
     assert d["layers"] == ["act1", "act_fc", "out"]
-    for name in ("full", "no_var_cov"):
-        assert d[name]["steps"] == [0, 10, 20]
-        assert all(len(row) == 3 for row in d[name]["semantic"] + d[name]["random"])
-        assert all(0.0 <= a <= 1.0 for row in d[name]["semantic"] for a in row)
-    assert len(r.verdict.checks) == 5
+    full = d["full"]
+    assert full["steps"] == [0, 10, 20]
+    for kind in ("semantic", "semantic_train", "random_train"):
+        assert all(len(row) == 3 and all(0.0 <= a <= 1.0 for a in row) for row in full[kind])
+    att = d["attribution"]
+    assert att["steps"] == [10, 20]  # step 0 has no Adam second moment yet
+    assert all(len(att[t]) == 2 and all(-1.0 <= v <= 1.0 for v in att[t]) for t in ("regulariser", "invariance"))
+    assert set(checks(r.verdict)) == NAMES
     assert len(r.figures) == 3 and all(p.endswith(".png") for p in r.figures)
 
 
-def test_main_and_ablation_see_the_same_batches_and_views_and_no_labels(tmp_path, monkeypatch):
+def test_training_sees_no_labels_and_views_are_a_function_of_seed_and_step(tmp_path, monkeypatch):
     seen = []
     original = sc.vicreg_objective
 
     def spy(cfg, views_seed, std_coeff, cov_coeff):
         objective = original(cfg, views_seed, std_coeff, cov_coeff)
-        batches = []
-        seen.append((views_seed, std_coeff, batches))
 
         def wrapped(model, xb, yb, step):
             assert not yb.any()  # placeholders: the semantic labels never reach the objective
-            batches.append((step, xb.clone()))
+            seen.append(step)
             return objective(model, xb, yb, step)
 
         return wrapped
 
     monkeypatch.setattr(sc, "vicreg_objective", spy)
     r = phenomlab.run(sc.ID, out=str(tmp_path), seed=0, **SMALL)
-    (seed_full, mu_full, full), (seed_abl, mu_abl, abl) = seen
-    assert (mu_full, mu_abl) == (25.0, 0.0) and seed_full == seed_abl
-    assert [s for s, _ in full] == list(range(20))
-    assert all(s1 == s2 and torch.equal(b1, b2) for (s1, b1), (s2, b2) in zip(full, abl, strict=True))
-    assert len({b.shape[0] for _, b in full}) == 2  # epoch permutations: 4 batches of 64, then 44
+    assert seen == list(range(20))
     # the objective's parts are logged per evaluation window; step 0 has none
-    for name in ("full", "no_var_cov"):
-        assert r.data[name]["invariance"][0] is None
-        assert all(v is not None and v >= 0 for v in r.data[name]["invariance"][1:])
+    assert r.data["full"]["invariance"][0] is None
+    assert all(v is not None and v >= 0 for v in r.data["full"]["invariance"][1:])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 1, 40, generator=g)
     net = sc._network(sc.Config(**SMALL), 0)
@@ -142,22 +162,57 @@ def test_main_and_ablation_see_the_same_batches_and_views_and_no_labels(tmp_path
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])  # views: a pure function of (seed, step)
 
 
+def _trained_net(cfg, steps=3):
+    from phenomlab.data import mnist1d
+
+    ds = mnist1d(cfg.n_train, cfg.n_test, seed=0)
+    net = sc._network(cfg, 0)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    obj = sc.vicreg_objective(cfg, 1, cfg.std_coeff, cfg.cov_coeff)
+    for step in range(steps):
+        opt.zero_grad()
+        obj(net, ds.x_train[: cfg.batch_size], None, step)[0].backward()
+        opt.step()
+    return ds, net, opt
+
+
+def test_term_attribution_splits_the_update_and_leaves_the_training_untouched():
+    cfg = sc.Config(**SMALL)
+    ds, net, opt = _trained_net(cfg, steps=0)
+    assert sc.term_attribution(net, opt, ds, cfg, seed=0) is None  # no second-moment estimate before a step
+    ds, net, opt = _trained_net(cfg)
+    weights = {k: v.clone() for k, v in net.state_dict().items()}  # includes BatchNorm running statistics
+    moments = [opt.state[p]["exp_avg_sq"].clone() for p in net.parameters()]
+    rng = torch.random.get_rng_state()
+    att = sc.term_attribution(net, opt, ds, cfg, seed=0, step_sizes=(1e-3, 1e-2))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in weights.items())
+    assert all(torch.equal(m, opt.state[p]["exp_avg_sq"]) for m, p in zip(moments, net.parameters(), strict=True))
+    assert torch.equal(rng, torch.random.get_rng_state())
+    assert set(att) == {"regulariser", "invariance", "both"} and all(len(v) == 2 for v in att.values())
+    assert att == sc.term_attribution(net, opt, ds, cfg, seed=0, step_sizes=(1e-3, 1e-2))  # deterministic
+    # without the invariance coefficient its step is no step, and the regulariser's step is the whole update
+    no_inv = sc.Config(**(SMALL | {"sim_coeff": 0.0}))
+    att = sc.term_attribution(net, opt, ds, no_inv, seed=0, step_sizes=(1e-2, 1e-1))
+    assert att["invariance"] == [0.0, 0.0] and att["regulariser"] == att["both"]
+    assert any(v != 0.0 for v in att["regulariser"])  # a step of 0.1 does move the NCC accuracy
+
+
 def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("PHENOMLAB_CHECKPOINT_SECONDS", "0")
     ref = phenomlab.run(sc.ID, out=str(tmp_path / "ref"), seed=1, **SMALL)
     original, calls = sc._ncc_table, []
 
-    def interrupt_mid_ablation(*args):
+    def interrupt(*args):
         calls.append(1)
-        if len(calls) == 6:  # full: steps 0, 10, 20; ablation: steps 0, 10, then here at its step 20
+        if len(calls) == 3:  # steps 0, 10, then here at step 20
             raise RuntimeError("interrupted")
         return original(*args)
 
-    monkeypatch.setattr(sc, "_ncc_table", interrupt_mid_ablation)
+    monkeypatch.setattr(sc, "_ncc_table", interrupt)
     with pytest.raises(RuntimeError, match="interrupted"):
         phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
-    (ckpt,) = (tmp_path / "cut").rglob("no_var_cov.ckpt")
-    assert torch.load(ckpt, weights_only=False)["step"] == 10  # the ablation resumes mid-way
+    (ckpt,) = (tmp_path / "cut").rglob("full.ckpt")
+    assert torch.load(ckpt, weights_only=False)["step"] == 10  # resumes mid-way, Adam state included
     monkeypatch.setattr(sc, "_ncc_table", original)
     resumed = phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
     assert not resumed.cached and resumed.data == ref.data

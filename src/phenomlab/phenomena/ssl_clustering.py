@@ -3,19 +3,25 @@
 Ben-Shaul, Shwartz-Ziv, Galanti, Dekel, LeCun 2023, "Reverse engineering self-supervised learning" (NeurIPS,
 arXiv 2305.15614); the objective is VICReg (Bardes, Ponce, LeCun 2022, arXiv 2105.04906; :func:`vicreg_loss`).
 
-NCC accuracy on held-out points with class centres from training features; "the representation" is the deepest
-encoder layer ``out``. Checks:
-- semantic NCC accuracy of the representation, final minus initial >= ``MIN_RISE`` (0.05);
-- final semantic minus final random-label NCC accuracy of the representation >= ``MIN_GAP`` (0.20);
+"The representation" is the deepest encoder layer ``out``; held-out NCC accuracy uses class centres from the
+training features and accuracy on test points. Checks (seed std from seeds 0-2 in docs/phenomena/ssl-clustering.md):
+- held-out semantic NCC of the representation, final minus initial >= ``MIN_RISE`` (0.05);
+- final held-out semantic NCC minus that of the raw signals >= ``MIN_OVER_INPUT`` (0.10);
 - at the end, ``Spearman(layer index, semantic NCC)`` over the encoder layers >= ``DEPTH_SPEARMAN`` (0.8), and
   deepest minus shallowest layer >= ``MIN_DEPTH_GAIN`` (0.05);
-- final semantic NCC, full minus ablation (variance/covariance coefficients 0) >= ``MIN_ABLATION_DROP`` (0.05).
+- per-term gradient attribution (:func:`term_attribution`): at every checkpoint after step 0, one step along the
+  regulariser's (variance + covariance) Adam-preconditioned gradient raises held-out semantic NCC strictly more
+  than one along the invariance term's, at a fraction >= ``MIN_ATTRIBUTION_FRACTION`` (2/3) of checkpoints;
+- negative control: on the training points themselves (centres and accuracy on the same points, where a random
+  labelling is not at chance by construction), final semantic minus random-label NCC >= ``MIN_RANDOM_GAP`` (0.30).
 
 Background, measurements and caveats: docs/phenomena/ssl-clustering.md.
 """
 
 from __future__ import annotations
 
+import copy
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,17 +45,20 @@ from .verdict import Result, Verdict, check
 
 ID = "ssl-clustering"
 
-MIN_RISE = 0.05
-MIN_GAP = 0.20
-DEPTH_SPEARMAN = 0.8
-MIN_DEPTH_GAIN = 0.05
-MIN_ABLATION_DROP = 0.05
+# thresholds from issue 11 (item 5) and the catalogue; quick-preset measurements, mean (seed std over seeds 0-2):
+MIN_RISE = 0.05  # measured 0.31 (0.03)
+MIN_OVER_INPUT = 0.10  # measured 0.36 (0.01)
+DEPTH_SPEARMAN = 0.8  # measured 1.0 (0)
+MIN_DEPTH_GAIN = 0.05  # measured 0.32 (0.02)
+MIN_ATTRIBUTION_FRACTION = 2 / 3  # measured 0.63 (0.13): not reproduced at quick scale (regulariser wins early only)
+MIN_RANDOM_GAP = 0.30  # measured 0.55 (0.02)
 
 
 @dataclass(frozen=True)
 class Config(PhenomenonConfig, training(lr=1e-3, steps=2000, batch_size=256, weight_decay=0.0, eval_every=250)):
     n_train: int = param(4000, "MNIST-1D training signals (class centres)", gt=0)
-    n_test: int = param(1000, "MNIST-1D held-out signals (NCC accuracy)", gt=0)
+    # 4000 held-out signals resolve NCC changes of 0.00025, well below the one-step changes measured
+    n_test: int = param(4000, "MNIST-1D held-out signals (NCC accuracy)", gt=0)
     channels: tuple[int, ...] = param((32, 64), "conv channels of the SmallCNN encoder", gt=0)
     kernel_size: int = param(5, "conv kernel size", gt=0)
     hidden: int = param(128, "width of the encoder's fc layer after pooling", gt=0)
@@ -58,7 +67,8 @@ class Config(PhenomenonConfig, training(lr=1e-3, steps=2000, batch_size=256, wei
     sim_coeff: float = param(25.0, "VICReg invariance coefficient lambda", ge=0.0)
     std_coeff: float = param(25.0, "VICReg variance coefficient mu", ge=0.0)
     cov_coeff: float = param(1.0, "VICReg covariance coefficient nu", ge=0.0)
-    ablation: bool = param(True, "also run the same training with std_coeff = cov_coeff = 0")
+    attribution_step: float = param(3e-3, "per-term attribution: step size a of theta -+ a d_term", gt=0.0)
+    attribution_batches: int = param(16, "per-term attribution: training batches the term gradients average", gt=0)
     max_shift: int = param(20, "augmentation: max circular shift (steps)", ge=0)
     scale_low: float = param(0.8, "augmentation: min amplitude factor", ge=0.0)
     scale_high: float = param(1.2, "augmentation: max amplitude factor", ge=0.0)
@@ -105,13 +115,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=64,
         steps=20,
         eval_every=10,
+        attribution_batches=1,
     ),
     "quick": {},
     # closer to Bardes et al. / Ben-Shaul et al.: a deeper conv encoder, a wide 3-layer-like expander
     # (here one wide hidden layer), larger batches and longer training
     "paper": {
         "n_train": 8000,
-        "n_test": 2000,
+        "n_test": 8000,
         "channels": (64, 128, 128),
         "hidden": 256,
         "rep_dim": 256,
@@ -121,6 +132,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 1000,
     },
 }
+
+
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, ...]:
+    """The three unweighted VICReg terms (invariance, variance, covariance) of ``z1, z2`` as tensors
+    (definitions in :func:`vicreg_loss`), so that each can be differentiated on its own."""
+    n, d = z1.shape
+    inv = F.mse_loss(z1, z2)
+
+    def variance(z: torch.Tensor) -> torch.Tensor:
+        return F.relu(1.0 - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+    def covariance(z: torch.Tensor) -> torch.Tensor:
+        z = z - z.mean(0)
+        c = z.T @ z / (n - 1)
+        return (c.square().sum() - c.diagonal().square().sum()) / d
+
+    return inv, (variance(z1) + variance(z2)) / 2, covariance(z1) + covariance(z2)
 
 
 def vicreg_loss(
@@ -139,19 +167,7 @@ def vicreg_loss(
 
     Returns the total loss and its three unweighted terms (invariance, variance, covariance).
     """
-    n, d = z1.shape
-    inv = F.mse_loss(z1, z2)
-
-    def variance(z: torch.Tensor) -> torch.Tensor:
-        return F.relu(1.0 - torch.sqrt(z.var(dim=0) + eps)).mean()
-
-    def covariance(z: torch.Tensor) -> torch.Tensor:
-        z = z - z.mean(0)
-        c = z.T @ z / (n - 1)
-        return (c.square().sum() - c.diagonal().square().sum()) / d
-
-    var = (variance(z1) + variance(z2)) / 2
-    cov = covariance(z1) + covariance(z2)
+    inv, var, cov = vicreg_terms(z1, z2, eps)
     total = sim_coeff * inv + std_coeff * var + cov_coeff * cov
     return total, {
         "invariance": float(inv.detach()),
@@ -190,16 +206,100 @@ def _network(cfg: Config, seed: int) -> VICRegNet:
     return VICRegNet(enc, proj)
 
 
-def _ncc_table(
-    enc: nn.Module, ds: Dataset, layers: list[str], y_rand: tuple[torch.Tensor, torch.Tensor]
-) -> dict[str, list[float]]:
-    """Held-out NCC accuracy per layer: centres from training features, accuracy on test features."""
+def _semantic_ncc(enc: nn.Module, ds: Dataset) -> float:
+    """Held-out semantic NCC accuracy of the representation (the encoder output)."""
+    ftr = features(enc, ds.x_train, "out")["out"]
+    fte = features(enc, ds.x_test, "out")["out"]
+    return ncc_accuracy(ftr, ds.y_train, fte, ds.y_test)
+
+
+def _ncc_table(enc: nn.Module, ds: Dataset, layers: list[str], y_rand: torch.Tensor) -> dict[str, list[float]]:
+    """NCC accuracy per layer: ``semantic``, held out (centres from training features, accuracy on test
+    features); ``semantic_train`` and ``random_train``, on the training points themselves (centres and
+    accuracy on the same points) w.r.t. the semantic labels and w.r.t. a fixed random labelling."""
     ftr = features(enc, ds.x_train, layers)
     fte = features(enc, ds.x_test, layers)
     return {
         "semantic": [ncc_accuracy(ftr[k], ds.y_train, fte[k], ds.y_test) for k in layers],
-        "random": [ncc_accuracy(ftr[k], y_rand[0], fte[k], y_rand[1]) for k in layers],
+        "semantic_train": [ncc_accuracy(ftr[k], ds.y_train) for k in layers],
+        "random_train": [ncc_accuracy(ftr[k], y_rand) for k in layers],
     }
+
+
+def term_attribution(
+    net: VICRegNet,
+    optimizer: torch.optim.Optimizer,
+    ds: Dataset,
+    cfg: Config,
+    seed: int,
+    step_sizes: tuple[float, ...] | None = None,
+) -> dict[str, list[float]] | None:
+    """Per-term gradient attribution of semantic clustering at the current weights.
+
+    The gradients of the invariance term ``sim_coeff * inv`` and of the regulariser ``std_coeff * var +
+    cov_coeff * cov`` are taken separately (averaged over ``attribution_batches`` training batches of two
+    fresh views each, projector BatchNorm in training mode as in training). Each term's direction is its share
+    of Adam's next update: ``d_term = (1 - b1) / (1 - b1^(t+1)) * g_term / (sqrt(v_hat') + eps)`` with
+    ``v_hat'`` the second moment Adam would hold after this gradient, ``(b2 v + (1 - b2) g^2) / (1 - b2^(t+1))``,
+    ``g = g_inv + g_reg``; the two directions add up to the update less its momentum, which neither fresh
+    gradient owns. (Dividing by the old ``sqrt(v_hat)`` alone is unbounded on units whose gradient history is
+    ~0, such as dead ReLUs: there a one-step probe moved the NCC by 0.17.) From the same weights one step of
+    size ``a`` along each term is taken (only the encoder's parameters move: the representation is its output)
+    and the change of held-out semantic NCC accuracy of the representation is measured by the central
+    difference ``[NCC(theta - a d) - NCC(theta + a d)] / 2``, for each term alone and for both.
+
+    Returns ``{"regulariser": [...], "invariance": [...], "both": [...]}`` (one entry per step size ``a``,
+    default ``attribution_step``), or None before the optimiser has a second-moment estimate (step 0).
+    The weights, the optimiser state and the global random state are left untouched.
+    """
+    sizes = step_sizes if step_sizes is not None else (cfg.attribution_step,)
+    params = list(net.parameters())
+    states = [optimizer.state.get(p, {}) for p in params]
+    if any("exp_avg_sq" not in s for s in states):
+        return None
+    group = optimizer.param_groups[0]
+    (beta1, beta2), eps = group["betas"], group["eps"]
+
+    probe = copy.deepcopy(net).train()  # BatchNorm running statistics of the copy may change, not the net's
+    probe_params = list(probe.parameters())
+    aug = cfg.augment()
+    g = torch.Generator().manual_seed(seed)
+    grads = {t: [torch.zeros_like(p) for p in params] for t in ("invariance", "regulariser")}
+    for _ in range(cfg.attribution_batches):
+        idx = torch.randperm(ds.n_train, generator=g)[: cfg.batch_size].to(ds.x_train.device)
+        xb = ds.x_train[idx]
+        z = probe(torch.cat([aug(xb, g), aug(xb, g)]))
+        inv, var, cov = vicreg_terms(z[: len(xb)], z[len(xb) :])
+        losses = {"invariance": cfg.sim_coeff * inv, "regulariser": cfg.std_coeff * var + cfg.cov_coeff * cov}
+        for t, loss in losses.items():
+            parts = torch.autograd.grad(loss, probe_params, retain_graph=True, allow_unused=True)
+            for acc, part in zip(grads[t], parts, strict=True):
+                if part is not None:
+                    acc.add_(part, alpha=1.0 / cfg.attribution_batches)
+    precond = []
+    for st, gi, gr in zip(states, grads["invariance"], grads["regulariser"], strict=True):
+        t = float(st["step"]) + 1
+        v_next = (beta2 * st["exp_avg_sq"] + (1 - beta2) * (gi + gr).square()) / (1 - beta2**t)
+        precond.append((v_next.sqrt() + eps) * (1 - beta1**t) / (1 - beta1))
+    directions = {t: [gr / pc for gr, pc in zip(grads[t], precond, strict=True)] for t in grads}
+    directions["both"] = [a + b for a, b in zip(directions["invariance"], directions["regulariser"], strict=True)]
+
+    enc_ids = {id(p) for p in net.encoder.parameters()}
+    moved = copy.deepcopy(net.encoder)
+
+    def ncc_after(direction: list[torch.Tensor], a: float) -> float:
+        with torch.no_grad():
+            enc_dirs = (d for p, d in zip(params, direction, strict=True) if id(p) in enc_ids)
+            for q, p, d in zip(moved.parameters(), net.encoder.parameters(), enc_dirs, strict=True):
+                q.copy_(p - a * d)
+        return _semantic_ncc(moved, ds)
+
+    out: dict[str, list[float]] = {t: [] for t in ("regulariser", "invariance", "both")}
+    for t in out:
+        for a in sizes:
+            # central difference: the curvature that makes any large move lower NCC is even in a and cancels
+            out[t].append((ncc_after(directions[t], a) - ncc_after(directions[t], -a)) / 2)
+    return out
 
 
 def vicreg_objective(cfg: Config, views_seed: int, std_coeff: float, cov_coeff: float) -> Objective:
@@ -227,24 +327,26 @@ def _train_ssl(
     cfg: Config,
     ctx: RunContext,
     ds: Dataset,
-    std_coeff: float,
-    cov_coeff: float,
-    y_rand: tuple[torch.Tensor, torch.Tensor],
+    y_rand: torch.Tensor,
+    step_sizes: tuple[float, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """VICReg training through the shared loop (``ctx.train``: checkpointed, resumable) with the NCC
-    table measured by a callback at every evaluation; returns one record per evaluation.
-
-    Main and ablation runs start from the same weights and share the batch order and view seeds, so
-    they differ only in the coefficients.
-    """
+    table and the per-term attribution measured by callbacks at every evaluation; returns one record per
+    evaluation."""
     layers = encoder_layers(cfg)
     net = _network(cfg, ctx.seed_for("init")).to(ctx.device)
 
     def ncc(state: TrainState) -> dict[str, float]:
         table = _ncc_table(net.encoder, ds, layers, y_rand)
-        return {f"semantic_{k}": v for k, v in zip(layers, table["semantic"], strict=True)} | {
-            f"random_{k}": v for k, v in zip(layers, table["random"], strict=True)
-        }
+        return {f"{kind}_{k}": v for kind, row in table.items() for k, v in zip(layers, row, strict=True)}
+
+    def attribution(state: TrainState) -> dict[str, float]:
+        att = term_attribution(
+            net, state.optimizer, ds, cfg, ctx.seed_for("attribution", state.step), step_sizes=step_sizes
+        )
+        if att is None:
+            return {}
+        return {f"attr_{t}_{i}": v for t, row in att.items() for i, v in enumerate(row)}
 
     tcfg = cfg.train_config(optimizer="adam")
     # the loop needs labels only to count examples; placeholders keep the real ones out of reach
@@ -254,75 +356,70 @@ def _train_ssl(
         net,
         unlabelled,
         tcfg,
-        callbacks=[ncc],
+        callbacks=[ncc, attribution],
         batch_seed=ctx.seed_for("batches"),
-        objective=vicreg_objective(cfg, ctx.seed_for("views"), std_coeff, cov_coeff),
+        objective=vicreg_objective(cfg, ctx.seed_for("views"), cfg.std_coeff, cfg.cov_coeff),
     )
-    return [
-        {
-            "step": int(r["step"]),
-            "semantic": [r[f"semantic_{k}"] for k in layers],
-            "random": [r[f"random_{k}"] for k in layers],
-            **{part: r.get(f"train_{part}") for part in ("invariance", "variance", "covariance")},
-        }
-        for r in hist.records
-    ]
+    n_sizes = len(step_sizes) if step_sizes is not None else 1
+    recs = []
+    for r in hist.records:
+        rec: dict[str, Any] = {"step": int(r["step"])}
+        for kind in ("semantic", "semantic_train", "random_train"):
+            rec[kind] = [r[f"{kind}_{k}"] for k in layers]
+        for t in ("regulariser", "invariance", "both"):
+            vals = [r.get(f"attr_{t}_{i}") for i in range(n_sizes)]
+            rec[f"attr_{t}"] = None if vals[0] is None else (vals if step_sizes is not None else vals[0])
+        for part in ("invariance", "variance", "covariance"):
+            rec[part] = r.get(f"train_{part}")
+        recs.append(rec)
+    return recs
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = mnist1d(cfg.n_train, cfg.n_test, seed=ctx.seed_for("data")).to(ctx.device)
-    g = ctx.generator("random_labels")
-    # a fixed random labelling of the same points, with the class count of the semantic labels
-    y_rand = (
-        torch.randint(0, ds.n_classes, (ds.n_train,), generator=g).to(ctx.device),
-        torch.randint(0, ds.n_classes, (ds.n_test,), generator=g).to(ctx.device),
-    )
-    layers = encoder_layers(cfg)
-    runs = {"full": (cfg.std_coeff, cfg.cov_coeff)}
-    if cfg.ablation:
-        runs["no_var_cov"] = (0.0, 0.0)
-    out: dict[str, Any] = {
-        "layers": layers,
+    # a fixed random labelling of the training points, with the class count of the semantic labels
+    y_rand = torch.randint(0, ds.n_classes, (ds.n_train,), generator=ctx.generator("random_labels")).to(ctx.device)
+    recs = _train_ssl("full", cfg, ctx, ds, y_rand)
+    keys = ("semantic", "semantic_train", "random_train", "invariance", "variance", "covariance")
+    return {
+        "layers": encoder_layers(cfg),
         "chance": 1.0 / ds.n_classes,
         "input_semantic": ncc_accuracy(ds.x_train, ds.y_train, ds.x_test, ds.y_test),
-        "input_random": ncc_accuracy(ds.x_train, y_rand[0], ds.x_test, y_rand[1]),
+        "full": {"steps": [r["step"] for r in recs]} | {k: [r[k] for r in recs] for k in keys},
+        # per checkpoint (None at step 0): change of held-out semantic NCC after one step along each term
+        "attribution": {
+            "steps": [r["step"] for r in recs if r["attr_both"] is not None],
+            **{
+                t: [r[f"attr_{t}"] for r in recs if r["attr_both"] is not None]
+                for t in ("regulariser", "invariance", "both")
+            },
+        },
     }
-    for name, (mu, nu) in runs.items():
-        recs = _train_ssl(name, cfg, ctx, ds, mu, nu, y_rand)
-        out[name] = {
-            "steps": [r["step"] for r in recs],
-            "semantic": [r["semantic"] for r in recs],  # [checkpoint][layer]
-            "random": [r["random"] for r in recs],
-            "invariance": [r["invariance"] for r in recs],
-            "variance": [r["variance"] for r in recs],
-            "covariance": [r["covariance"] for r in recs],
-        }
-    return out
 
 
 def signature(result: Result) -> Verdict:
     d = result.data
-    full = d["full"]
+    full, att = d["full"], d["attribution"]
     sem0, sem1 = full["semantic"][0][-1], full["semantic"][-1][-1]
-    rnd1 = full["random"][-1][-1]
+    sem_tr, rnd_tr = full["semantic_train"][-1][-1], full["random_train"][-1][-1]
     final = full["semantic"][-1]
     rho = spearman(list(range(len(final))), final, min_points=3)
-    abl = d.get("no_var_cov")
-    abl_final = abl["semantic"][-1][-1] if abl else None
+    wins = [r > i for r, i in zip(att["regulariser"], att["invariance"], strict=True)]
+    win_frac = sum(wins) / len(wins) if wins else None
     checks = [
         check(
             "semantic_ncc_rise",
             sem1 - sem0,
             ">=",
             MIN_RISE,
-            "semantic NCC accuracy of the representation rises during training (final - initial)",
+            "held-out semantic NCC accuracy of the representation rises during training (final - initial)",
         ),
         check(
-            "semantic_minus_random_ncc",
-            sem1 - rnd1,
+            "semantic_ncc_minus_raw_input",
+            sem1 - d["input_semantic"],
             ">=",
-            MIN_GAP,
-            "final semantic NCC accuracy exceeds the random-label NCC accuracy (held-out points)",
+            MIN_OVER_INPUT,
+            "the final representation clusters by class better than the raw signals (held-out NCC)",
         ),
         check(
             "spearman(depth, semantic_ncc)",
@@ -339,19 +436,29 @@ def signature(result: Result) -> Verdict:
             "the deepest encoder layer clusters better than the shallowest",
         ),
         check(
-            "ablation_drop",
-            None if abl_final is None else sem1 - abl_final,
+            "regulariser_step_helps_more_fraction",
+            win_frac,
             ">=",
-            MIN_ABLATION_DROP,
-            "without the variance/covariance terms the final semantic NCC accuracy is lower",
+            MIN_ATTRIBUTION_FRACTION,
+            "checkpoints where one step along the regulariser's gradient raises semantic NCC more than one "
+            "along the invariance term's (same weights)",
+        ),
+        check(
+            "control_random_label_train_ncc_gap",
+            sem_tr - rnd_tr,
+            ">=",
+            MIN_RANDOM_GAP,
+            "on the training points themselves, semantic NCC exceeds NCC w.r.t. a fixed random labelling",
         ),
     ]
     layers = d["layers"]
     per_layer = ", ".join(f"{k} {v:.3f}" for k, v in zip(layers, final, strict=True))
+    mean = statistics.fmean
     summary = (
-        f"representation NCC acc semantic {sem0:.3f}->{sem1:.3f}, random {full['random'][0][-1]:.3f}->"
-        f"{rnd1:.3f} (chance {d['chance']:.2f}, raw input {d['input_semantic']:.3f}); final per layer: "
-        f"{per_layer}; ablation final {'n/a' if abl_final is None else f'{abl_final:.3f}'}"
+        f"representation held-out semantic NCC {sem0:.3f}->{sem1:.3f} (raw input {d['input_semantic']:.3f}, "
+        f"chance {d['chance']:.2f}); training points: semantic {sem_tr:.3f} vs random labels {rnd_tr:.3f}; "
+        f"final per layer: {per_layer}; one-step dNCC regulariser vs invariance wins {sum(wins)}/{len(wins)}"
+        + (f" (mean {mean(att['regulariser']):+.4f} vs {mean(att['invariance']):+.4f})" if wins else "")
     )
     return Verdict(checks, summary)
 
@@ -366,11 +473,17 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
 
     fig, ax = new_figure(width=6.0, height=4.0)
     for i, k in enumerate(layers):
-        ax.plot(full["steps"], [r[i] for r in full["semantic"]], color=f"C{i}", marker="o", ms=3, label=f"{k} semantic")
-        ax.plot(full["steps"], [r[i] for r in full["random"]], color=f"C{i}", ls="--", alpha=0.7, label=f"{k} random")
+        ax.plot(full["steps"], [r[i] for r in full["semantic"]], color=f"C{i}", marker="o", ms=3, label=f"{k} held out")
+    ax.plot(
+        full["steps"], [r[-1] for r in full["semantic_train"]], color="k", ls="-", alpha=0.6, label="out, train pts"
+    )
+    ax.plot(
+        full["steps"], [r[-1] for r in full["random_train"]], color="k", ls="--", alpha=0.6, label="out, random labels"
+    )
+    ax.axhline(d["input_semantic"], color="grey", lw=0.8, ls="-.", label="raw input")
     ax.axhline(d["chance"], color="grey", lw=0.8, ls=":")
     ax.set_xlabel("VICReg step")
-    ax.set_ylabel("held-out NCC accuracy")
+    ax.set_ylabel("NCC accuracy")
     ax.set_title("semantic vs random-label clustering over training")
     ax.legend(fontsize=7, ncol=2)
     paths.append(save(fig, out_dir, "ncc_over_training"))
@@ -379,43 +492,23 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     xs = list(range(1, len(layers) + 1))
     ax.plot(xs, full["semantic"][0], marker="o", color="C0", alpha=0.5, label="semantic, init")
     ax.plot(xs, full["semantic"][-1], marker="o", color="C0", label="semantic, trained")
-    ax.plot(xs, full["random"][-1], marker="s", color="C3", ls="--", label="random labels, trained")
-    if "no_var_cov" in d:
-        ax.plot(xs, d["no_var_cov"]["semantic"][-1], marker="^", color="C2", label="semantic, ablation")
+    ax.plot(xs, full["random_train"][-1], marker="s", color="C3", ls="--", label="random labels (train pts), trained")
     ax.axhline(d["input_semantic"], color="grey", lw=0.8, ls=":", label="raw input (semantic)")
     ax.set_xticks(xs, layers)
     ax.set_xlabel("encoder layer (depth)")
-    ax.set_ylabel("held-out NCC accuracy")
+    ax.set_ylabel("NCC accuracy")
     ax.set_title("clustering vs depth")
     ax.legend(fontsize=7)
     paths.append(save(fig, out_dir, "ncc_vs_depth"))
 
-    if "no_var_cov" in d:
-        abl = d["no_var_cov"]
-        fig, ax = new_figure(width=5.0, height=3.8)
-        c = result.config
-        ax.plot(
-            full["steps"],
-            [r[-1] for r in full["semantic"]],
-            marker="o",
-            color="C0",
-            label=f"VICReg ({c['sim_coeff']:g}/{c['std_coeff']:g}/{c['cov_coeff']:g}) semantic",
-        )
-        ax.plot(
-            abl["steps"],
-            [r[-1] for r in abl["semantic"]],
-            marker="^",
-            color="C2",
-            label=f"invariance only ({c['sim_coeff']:g}/0/0) semantic",
-        )
-        ax.plot(full["steps"], [r[-1] for r in full["random"]], color="C0", ls="--", alpha=0.6, label="VICReg random")
-        ax.plot(
-            abl["steps"], [r[-1] for r in abl["random"]], color="C2", ls="--", alpha=0.6, label="invariance only random"
-        )
-        ax.axhline(d["chance"], color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"held-out NCC accuracy ({layers[-1]})")
-        ax.set_title("ablation: variance/covariance terms off")
-        ax.legend(fontsize=7)
-        paths.append(save(fig, out_dir, "ablation"))
+    att = d["attribution"]
+    fig, ax = new_figure(width=5.0, height=3.8)
+    for t, color in (("regulariser", "C0"), ("invariance", "C1"), ("both", "grey")):
+        ax.plot(att["steps"], att[t], marker="o", color=color, label=f"{t} step")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xlabel("checkpoint (VICReg step)")
+    ax.set_ylabel("change of held-out semantic NCC")
+    ax.set_title(f"one step per term, a = {result.config['attribution_step']:g}")
+    ax.legend(fontsize=7)
+    paths.append(save(fig, out_dir, "attribution"))
     return paths
