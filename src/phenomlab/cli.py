@@ -496,6 +496,9 @@ def report(
         "phenomlab-report"
     ),
     all_: Annotated[bool, typer.Option("--all", help="the whole store as an index page")] = False,
+    catalogue: Annotated[
+        bool, typer.Option("--catalogue", help="one page: every stored phenomenon's latest verdict and figure")
+    ] = False,
     store: StoreOpt = None,
     report_out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --report-dir")] = None,
 ) -> None:
@@ -505,7 +508,12 @@ def report(
     if report_out is not None:
         err.print("warning: `report --out` is deprecated; use --report-dir (--store names the run store)")
         report_dir = report_out
-    page = render(open_store(store), report_dir, ref, everything=all_)
+    entries = None
+    if catalogue:
+        from .phenomena.registry import CATALOG
+
+        entries = CATALOG
+    page = render(open_store(store), report_dir, ref, everything=all_, catalogue=entries)
     console.print(f"report: {page.resolve()}", highlight=False, markup=False)
 
 

@@ -45,12 +45,27 @@ def test_pages_are_self_contained(store, tmp_path):
     sid = store.list_sweeps()[0]["sweep_id"]
     sweep_page = render(store, tmp_path, sid).read_text()
     assert "pass rate" in sweep_page and sweep_page.count("runs/") >= 4
+    # each deciding number against the swept value, and every seed's figures (the first of each config open)
+    assert f"Deciding numbers against {WD}" in sweep_page and "alt='train_acc_reached'" in sweep_page
+    assert sweep_page.count("<details") == 4 and sweep_page.count("<details open>") == 2
+    assert "<div class='scroll'>" in sweep_page
     index = render(store, tmp_path, everything=True)
     assert index.name == "index.html" and "Sweeps" in index.read_text()
     with pytest.raises(PhenomlabError):
         render(store, tmp_path, "zzzz")
     with pytest.raises(PhenomlabError):
         render(store, tmp_path)
+
+
+def test_catalogue_page_shows_each_phenomenons_latest_verdict(store, tmp_path):
+    from phenomlab.phenomena.registry import CATALOG
+
+    page = render(store, tmp_path, catalogue=CATALOG)
+    text = page.read_text()
+    assert page.name == "catalogue.html" and "<h2 id='grokking'>" in text
+    latest = max(store.list_runs(phenomenon="grokking", status="finished"), key=lambda r: r["created"])
+    assert latest["run_id"] in text and "T_gen/T_fit" in text and "data:image/png;base64," in text
+    assert "no finished run stored for:" in text and "neural-collapse" in text
 
 
 def _chromium(args, tmp_path, timeout=120):
@@ -85,6 +100,17 @@ def test_report_renders_figures_and_verdict_in_chromium(store, tmp_path):
     assert count((31, 119, 180)) > 200, "no figure lines on the screenshot"
     assert count((255, 127, 14)) > 200, "no figure lines on the screenshot"
     assert count((217, 242, 217)) + count((248, 215, 215)) > 500, "no verdict table cells on the screenshot"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_sweep_and_catalogue_pages_render_in_chromium(store, tmp_path):
+    from phenomlab.phenomena.registry import CATALOG
+
+    sid = store.list_sweeps()[0]["sweep_id"]
+    for page in (render(store, tmp_path / "r", sid), render(store, tmp_path / "r", catalogue=CATALOG)):
+        dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", page.as_uri()], tmp_path).stdout
+        m = re.search(r"data-images-ok=\"(\w+)\"", dom)
+        assert m and m.group(1).isdigit() and int(m.group(1)) >= 1, dom[:500]
 
 
 def _png(path):

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import PhenomlabError
 from ..store.aggregate import aggregate
 from ..store.files import inside
+from .plots import deciding_number_figures
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -32,7 +33,8 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem} td,th{border:1px 
 text-align:left;vertical-align:top} th{background:#f3f3f3}
 .pass{background:#d9f2d9;color:#145214;font-weight:600} .fail{background:#f8d7d7;color:#7a1010;font-weight:600}
 .muted{color:#777} img.figure{max-width:100%;border:1px solid #ddd;margin:.5rem 0}
-code{background:#f5f5f5;padding:0 .2rem}
+code{background:#f5f5f5;padding:0 .2rem} .scroll{overflow-x:auto;max-width:100%}
+details{margin:.3rem 0} summary{cursor:pointer}
 """
 
 SCRIPT = """
@@ -90,7 +92,8 @@ def _img(path: str | Path, alt: str, run_dir: Path) -> str:
 def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(rows_cell for rows_cell in r) + "</tr>" for r in rows)
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # wide tables scroll inside the page instead of widening it
+    return f"<div class='scroll'><table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _verdict_html(verdict: Mapping[str, Any] | None) -> str:
@@ -197,17 +200,74 @@ def sweep_page(store: Any, sweep: Mapping[str, Any], run_links: Mapping[str, str
             ]
         )
     parts.append(_table(["run", "seed", "status", "verdict", "seconds"], run_rows))
-    parts.append("<h2>Figures (first seed of each config)</h2>")
+    finished = [r for r in rows if r["status"] == "finished"]
+    swept = [k for k in groups[0]["varying"]] if groups else []
+    for key in swept:
+        figs = deciding_number_figures(finished, key)
+        if figs:
+            parts.append(f"<h2>Deciding numbers against {_e(key)}</h2>")
+            parts.append("<p class='muted'>dots: seeds; line: mean over seeds; band: seed range; dashed: threshold</p>")
+            parts += [_png(data, name) for name, data in figs]
+    parts.append("<h2>Figures</h2><p class='muted'>every seed's figures; the first seed of each config is open</p>")
     for g in groups:
-        arts = store.artifacts(g["runs"][0])
         parts.append(f"<p><b>{_e(g['label'])}</b></p>")
-        parts += [_img(p, name, store.root / "runs" / g["runs"][0]) for name, p in arts.items()]
+        for i, rid in enumerate(g["runs"]):
+            row = store.get(rid)
+            imgs = "".join(_img(p, name, store.root / "runs" / rid) for name, p in store.artifacts(rid).items())
+            summary = f"seed {_e(row['seed'] if row else '?')} (run {_e(rid)})"
+            parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>{imgs}</details>")
     return _page(f"sweep {sweep['sweep_id']}", "".join(parts))
 
 
-def render(store: Any, out_dir: str | Path, ref: str | None = None, everything: bool = False) -> Path:
-    """Write the report for a run or sweep id (or prefix), or for the whole store with ``everything``;
-    return the path of the page to open."""
+def _png(data: bytes, alt: str) -> str:
+    """A PNG drawn by the report itself (not read from disk), embedded."""
+    return f"<img class='figure' alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+
+def catalogue_page(store: Any, catalogue: Iterable[Any]) -> str:
+    """The state of the catalogue on this machine: each phenomenon's latest finished run in ``store`` (its verdict,
+    deciding numbers and first figure), and the rows with no stored run."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for r in store.list_runs(status="finished"):
+        if r["phenomenon"] not in latest or (r.get("created") or 0) > (latest[r["phenomenon"]].get("created") or 0):
+            latest[r["phenomenon"]] = r
+    parts = [f"<h1>phenomlab catalogue</h1><p>{len(latest)} phenomena with a finished run in {_e(store.root)}</p>"]
+    summary, sections, missing = [], [], []
+    for entry in catalogue:
+        row = latest.get(entry.id)
+        if row is None:
+            missing.append(entry.id)
+            continue
+        v = "pass" if row.get("passed") else "fail"
+        summary.append(
+            [
+                f"<td><a href='#{_e(entry.id)}'>{_e(entry.id)}</a></td>",
+                f"<td class='{v}'>{v}</td>",
+                f"<td>{_e(row['run_id'])}</td>",
+                f"<td>{_e(row.get('preset'))}</td>",
+                f"<td>{_e(row['seed'])}</td>",
+                f"<td>{_e(_ts(row.get('created')))}</td>",
+            ]
+        )
+        arts = list(store.artifacts(row["run_id"]).items())[:1]
+        figs = "".join(_img(p, name, store.root / "runs" / row["run_id"]) for name, p in arts)
+        sections.append(
+            f"<h2 id='{_e(entry.id)}'>{_e(entry.id)}: {_e(entry.title)}</h2>"
+            f"<p class='muted'>{_e(entry.source)}; run {_e(row['run_id'])}, preset {_e(row.get('preset'))}, "
+            f"seed {_e(row['seed'])}</p>{_verdict_html(row.get('verdict'))}{figs}"
+        )
+    parts.append(_table(["phenomenon", "verdict", "run", "preset", "seed", "finished"], summary, "verdict"))
+    if missing:
+        parts.append(f"<p class='muted'>no finished run stored for: {_e(', '.join(missing))}</p>")
+    return _page("phenomlab catalogue", "".join(parts + sections))
+
+
+def render(
+    store: Any, out_dir: str | Path, ref: str | None = None, everything: bool = False, catalogue: Any = None
+) -> Path:
+    """Write the report for a run or sweep id (or prefix), for the whole store with ``everything``, or the
+    catalogue page (every phenomenon's latest verdict) when given the ``catalogue`` entries; return the path of
+    the page to open."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +280,8 @@ def render(store: Any, out_dir: str | Path, ref: str | None = None, everything: 
         _write(out / rel, run_page(store, row))
         return rel
 
+    if catalogue is not None:
+        return _write(out / "catalogue.html", catalogue_page(store, catalogue))
     if everything:
         rows = store.list_runs()
         links = {r["run_id"]: write_run(r) for r in rows}
