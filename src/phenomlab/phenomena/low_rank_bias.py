@@ -72,7 +72,7 @@ class Config(PhenomenonConfig, training(lr=0.4, steps=10000, weight_decay=5e-3))
     )
     weight_decay_batch_size: int = param(32, "batch size of the weight-decay sweep and of a wd=0 control", ge=1)
     lr_scaled_batch_sizes: tuple[int, ...] = param(
-        (8, 16, 32, 64), "batch sizes of the lr/B = const arm (largest: lr, steps; empty: no arm)", ge=1
+        (8, 16, 32), "batch sizes of the lr/B = const arm (largest: lr, steps; empty: no arm)", ge=1
     )
     evals_per_run: int = param(20, "rank evaluations per run (the last 4 give its rank)", ge=LAST_EVALS)
     rank_tol: float = param(1e-3, "numerical rank threshold relative to ||W||_F (the paper's)", gt=0.0, lt=1.0)
@@ -95,7 +95,9 @@ class Config(PhenomenonConfig, training(lr=0.4, steps=10000, weight_decay=5e-3))
         if len(set(self.weight_decay_values)) < 3:
             raise ConfigError(f"weight_decay_values needs at least 3 distinct values, got {self.weight_decay_values}")
         if self.lr_scaled_batch_sizes and len(set(self.lr_scaled_batch_sizes)) < 2:
-            raise ConfigError(f"lr_scaled_batch_sizes needs 0 or >= 2 distinct values, got {self.lr_scaled_batch_sizes}")
+            raise ConfigError(
+                f"lr_scaled_batch_sizes needs 0 or >= 2 distinct values, got {self.lr_scaled_batch_sizes}"
+            )
         every = (*self.batch_sizes, *self.lr_scaled_batch_sizes, self.weight_decay_batch_size)
         if max(every) > self.n_train:
             raise ConfigError(f"batch sizes must not exceed n_train={self.n_train}")
@@ -117,7 +119,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr_scaled_batch_sizes=(16, 32),
         evals_per_run=4,
     ),
-    # lr 0.4, wd 5e-3, 10^4 steps for every batch size: lr wd T = 20 (10 for the smallest wd of the sweep)
+    # lr 0.4, wd 5e-3, 10^4 steps for every batch size: lr wd T = 20 (10 for the smallest wd of the sweep);
+    # the lr/B arm: B=8, 16, 32 at lr 0.1, 0.2, 0.4 for 40000, 20000, 10000 steps
     "quick": {},
     # closer to the paper: wider/deeper MLP, more data, three inits, 2x the decay time (not run in the quick budget)
     "paper": {
