@@ -23,6 +23,7 @@ def _run(arms, b, wd, rank, lr=0.4, steps=10000, init_rank=1.0, collapsed=False,
             "train_acc": 0.8,
             "norm_ratio": [0.001 if collapsed else 1.0] * depth,
             "collapsed": collapsed,
+            "diverged": False,
             "trajectory": [init_rank, rank],
         }
     ] * 2
@@ -38,6 +39,7 @@ def _run(arms, b, wd, rank, lr=0.4, steps=10000, init_rank=1.0, collapsed=False,
         "init_rank": init_rank,
         "train_acc": 0.8,
         "collapsed": collapsed,
+        "diverged": False,
         "eval_steps": [0, steps],
         "inits": inits,
     }
@@ -145,6 +147,19 @@ def test_collapsed_runs_are_left_out():
     assert names(v)["rank_ratio(min_batch/max_batch)"].value is None and not v.passed
 
 
+def test_diverged_control_is_reported_and_left_out():
+    r = make_result()
+    ctrl = lrb.arm(r.data, "control_wd0")[0]
+    ctrl.update(rank=None, stable_rank=None, collapsed=True, diverged=True)
+    v = lrb.signature(r)
+    assert v.passed and "diverged (NaN) runs left out: B=8, wd=0" in v.summary
+    # no control left: the control is not measured and fails
+    for c in lrb.arm(r.data, "control_wd0"):
+        c.update(rank=None, stable_rank=None, collapsed=True, diverged=True)
+    v = lrb.signature(r)
+    assert names(v)["control_wd0_rank_ratio"].value is None and not v.passed
+
+
 def test_spectra_stats():
     # singular values 1, 1e-2, 1e-5: ||W||_F ~ 1, two above 1e-3 ||W||_F; stable rank 1 + 1e-4
     w = torch.diag(torch.tensor([1.0, 1e-2, 1e-5]))[None]
@@ -180,7 +195,10 @@ def test_train_group_member_is_plain_sgd_with_weight_decay():
             opt.step()
         norms = [float(getattr(model, f"fc{i}").weight.detach().norm()) for i in (1, 2)]
         assert out["norm"][-1][m] == pytest.approx(norms, rel=1e-4)
-    assert out["step"] == [0, 3, 6]
+    assert out["step"] == [0, 3, 6] and out["finite"] == [True, True]
+    # a member pushed to NaN is flagged, the other trains on
+    out = lrb.train_group(x, y, batch, steps, [0.1, 1e30], wds, seeds, 4, 2, 2, 1e-3, batch_seed=5)
+    assert out["finite"] == [True, False] and out["norm"][-1][1] == [0.0, 0.0]
 
 
 def test_reduced_run_end_to_end(smoke):

@@ -19,7 +19,8 @@ Checks (runs whose weights decayed to the zero network are left out; each correl
   ``weight_decay_batch_size`` (equal steps);
 - ``init_forgotten``: the smallest ``lr * wd * T`` of all weight-decay runs is >= ``MIN_DECAY``;
 - negative control ``control_wd0_rank_ratio``: without weight decay (at the smallest batch and at
-  ``weight_decay_batch_size``) the rank stays >= ``CONTROL_MIN_RATIO`` (0.9) of its value at initialisation.
+  ``weight_decay_batch_size``) the rank stays >= ``CONTROL_MIN_RATIO`` (0.9) of its value at initialisation
+  (a run that diverged, NaN weights, is reported and left out; at least one must remain).
 Reported, not checked: the ``lr / B`` = const arm (``lr_scaled_batch_sizes``; lr ``lr B / B_top`` and
 ``steps B_top / B`` steps, so the SDE time ``lr T``, the temperature ``lr / B`` and ``lr wd T`` are the same for every
 batch: what differs is only the step noise), and the stable ranks.
@@ -205,7 +206,9 @@ def train_group(
             measure(t)
     with torch.no_grad():
         acc = (bucket(x, ens.act).argmax(2) == y).double().mean(1)
+        finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in params]).all(0)
     hist["train_acc"] = torch.nan_to_num(acc, 0.0).tolist()
+    hist["finite"] = finite.tolist()
     return hist
 
 
@@ -215,6 +218,7 @@ def _summarise(hist: dict[str, Any], m: int, collapse_ratio: float) -> dict[str,
     last_s = [sum(s[m]) / len(s[m]) for s in hist["stable"][-LAST_EVALS:]]
     norm0, norm1 = hist["norm"][0][m], hist["norm"][-1][m]
     ratio = [b / a if a > 0 else 0.0 for a, b in zip(norm0, norm1, strict=True)]
+    diverged = not hist["finite"][m]
     return {
         "rank": statistics.median(last_r),
         "stable_rank": statistics.median(last_s),
@@ -222,7 +226,8 @@ def _summarise(hist: dict[str, Any], m: int, collapse_ratio: float) -> dict[str,
         "layer_ranks": [statistics.median(r[m][i] for r in hist["rank"][-LAST_EVALS:]) for i in range(len(norm0))],
         "train_acc": hist["train_acc"][m],
         "norm_ratio": ratio,
-        "collapsed": min(ratio) < collapse_ratio,
+        "diverged": diverged,
+        "collapsed": diverged or min(ratio) < collapse_ratio,
         "trajectory": [sum(r[m]) / len(r[m]) for r in hist["rank"]],
     }
 
@@ -292,6 +297,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 "init_rank": mean("init_rank", inits),
                 "train_acc": mean("train_acc", inits),
                 "collapsed": not alive,
+                "diverged": any(r["diverged"] for r in inits),
                 "eval_steps": hist["step"],
                 "inits": inits,
             }
@@ -359,7 +365,8 @@ def signature(result: Result) -> Verdict:
             min(ctrl) if ctrl else None,
             ">=",
             CONTROL_MIN_RATIO,
-            "negative control: without weight decay the rank stays >= 0.9 of its value at initialisation",
+            "negative control: without weight decay the rank stays >= 0.9 of its value at initialisation "
+            "(every wd=0 run that did not diverge)",
         ),
     ]
 
@@ -367,15 +374,20 @@ def signature(result: Result) -> Verdict:
         return ", ".join(f"{label}={r[key]:g}: {fmt(r['rank'], '.2f')}/{fmt(r['stable_rank'], '.1f')}" for r in rs)
 
     summary = f"rank/stable rank at equal steps T={d['steps']}: " + line(arm(d, "batch"), "batch_size", "B")
+    summary += " (train acc " + ", ".join(f"{r['train_acc']:.2f}" for r in arm(d, "batch")) + ")"
     summary += f"; wd sweep (B={d['wd_batch_size']}) " + line(arm(d, "wd"), "wd", "wd")
     summary += "; wd=0 control " + line(arm(d, "control_wd0"), "batch_size", "B")
     ls = [r for r in arm(d, "lr_scaled") if not r["collapsed"]]
     if ls:
         rho_s = spearman([r["batch_size"] for r in ls], [r["rank"] for r in ls])
         summary += f"; lr/B const (equal lr*T) {line(ls, 'batch_size', 'B')}, Spearman(B, rank) {fmt(rho_s, '.2f')}"
-    dead = [f"B={r['batch_size']}, wd={r['wd']:g}" for r in d["runs"] if r["collapsed"]]
-    if dead:
-        summary += "; collapsed runs left out: " + "; ".join(sorted(set(dead)))
+    for what, bad in (
+        ("diverged (NaN)", [r for r in d["runs"] if r["diverged"]]),
+        ("collapsed", [r for r in d["runs"] if r["collapsed"] and not r["diverged"]]),
+    ):
+        if bad:
+            where = sorted({f"B={r['batch_size']}, wd={r['wd']:g}" for r in bad})
+            summary += f"; {what} runs left out: " + "; ".join(where)
     return Verdict(checks, summary)
 
 
