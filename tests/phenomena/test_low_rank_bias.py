@@ -152,7 +152,7 @@ def test_diverged_control_is_reported_and_left_out():
     ctrl = lrb.arm(r.data, "control_wd0")[0]
     ctrl.update(rank=None, stable_rank=None, collapsed=True, diverged=True)
     v = lrb.signature(r)
-    assert v.passed and "diverged (NaN) runs left out: B=8, wd=0" in v.summary
+    assert v.passed and "diverged (NaN) inits left out: B=8, wd=0" in v.summary
     # no control left: the control is not measured and fails
     for c in lrb.arm(r.data, "control_wd0"):
         c.update(rank=None, stable_rank=None, collapsed=True, diverged=True)
