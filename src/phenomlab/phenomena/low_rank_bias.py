@@ -3,19 +3,34 @@
 Galanti, Siegel, Gupte, Poggio 2022, "SGD and weight decay secretly minimize the rank of your neural network"
 (arXiv 2206.05794).
 
-Per run: the mean over hidden weight matrices of the relative numerical rank
-``#{i: sigma_i > rank_tol sigma_max} / min(d_out, d_in)`` (``rank_tol`` = 1e-3); runs whose hidden weights fall
-below ``collapse_ratio`` of their initial norm are left out of the correlations (each needs >= 3 runs). Checks:
-- ``Spearman(1 / batch size, rank) <= MAX_SPEARMAN`` (-0.8) over ``batch_sizes`` at ``weight_decay``;
-- ``Spearman(weight decay, rank) <= -0.8`` over ``weight_decay_values`` (with 0) at ``weight_decay_batch_size``;
-- with weight decay 0 every hidden layer keeps ``rank >= NEAR_FULL`` (0.9) ``* min(d_out, d_in)``.
+Protocol (issue 11 item 1): every run of the batch-size sweep takes the SAME number of SGD steps ``steps`` (a fixed
+number of epochs would give the small batches more steps, i.e. more decay of the initialisation), and
+``lr * wd * steps >= MIN_DECAY`` (10) everywhere, so weight decay has shrunk the initialisation by
+``exp(-lr wd T) <= 4.5e-5``. ``n_inits`` initialisations per condition (the same ones for every condition) are
+trained side by side as one stacked ensemble per batch size, each member with its own learning rate and decay.
+
+Rank of a run: the mean over hidden weight matrices of the relative numerical rank
+``#{i: sigma_i > rank_tol ||W||_F} / min(d_out, d_in)`` (the paper's normalisation, ``rank_tol`` = 1e-3), the median
+over the last 4 evaluations, averaged over the inits. The stable rank ``||W||_F^2 / ||W||_2^2`` is reported too.
+Checks (runs whose weights decayed to the zero network are left out; each correlation needs >= 3 runs):
+- ``Spearman(batch size, rank) >= MIN_SPEARMAN`` (0.8) over ``batch_sizes`` at ``lr``, ``weight_decay``;
+- effect size ``rank(min batch) / rank(max batch) <= MAX_RANK_RATIO`` (0.85);
+- ``Spearman(weight decay, rank) <= -MIN_SPEARMAN`` over the positive ``weight_decay_values`` at
+  ``weight_decay_batch_size`` (equal steps);
+- ``init_forgotten``: the smallest ``lr * wd * T`` of all weight-decay runs is >= ``MIN_DECAY``;
+- negative control ``control_wd0_rank_ratio``: without weight decay (at the smallest batch and at
+  ``weight_decay_batch_size``) the rank stays >= ``CONTROL_MIN_RATIO`` (0.9) of its value at initialisation
+  (an init that diverged, NaN weights, is reported and left out; at least one run must remain).
+Reported, not checked: the ``lr / B`` = const arm (``lr_scaled_batch_sizes``; lr ``lr B / B_top`` and
+``steps B_top / B`` steps, so the SDE time ``lr T``, the temperature ``lr / B`` and ``lr wd T`` are the same for every
+batch: what differs is only the step noise), and the stable ranks.
 
 Background, measurements and caveats: docs/phenomena/low-rank-bias.md.
 """
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,35 +39,46 @@ import torch
 
 from ..data import gaussian_mixture, mnist1d
 from ..errors import ConfigError
-from ..models import MLP
-from ..train import TrainState
-from ._stats import spearman
+from ..models.ensemble import MLPEnsemble, per_member_loss
+from ._stats import fmt, spearman
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "low-rank-bias"
 
-MAX_SPEARMAN = -0.8  # Spearman(1/B, rank) and Spearman(wd, rank) must be at most this
-NEAR_FULL = 0.9  # wd=0: every hidden layer keeps at least this fraction of min(d_out, d_in)
+#: Spearman(B, rank) must be at least this and Spearman(wd, rank) at most minus this (issue 11 threshold).
+#: Quick preset, seeds 0-2: Spearman(B, rank) 0.30 +- 0.02 (seed std), Spearman(wd, rank) -1.00 +- 0.
+MIN_SPEARMAN = 0.8
+#: rank(smallest batch) / rank(largest batch) at most this: a 15% lower rank (issue 11 threshold).
+#: Quick preset, seeds 0-2: 0.74 +- 0.04.
+MAX_RANK_RATIO = 0.85
+#: lr * wd * T at least this for every weight-decay run: the initialisation has decayed by exp(-10) = 4.5e-5
+MIN_DECAY = 10.0
+#: without weight decay the rank keeps at least this fraction of its value at initialisation.
+#: Quick preset, seeds 0-2: 1.00 +- 0.004 (there the B=8 wd=0 runs diverged: B=32 decided; seed 4: 0.89 at B=8).
+CONTROL_MIN_RATIO = 0.9
 MIN_POINTS = 3  # a correlation needs at least this many non-collapsed runs
+LAST_EVALS = 4  # the rank of a run is the median over its last this many evaluations
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(lr=0.1, steps=20000, weight_decay=0.01)):
+class Config(PhenomenonConfig, training(lr=0.4, steps=10000, weight_decay=5e-3)):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "gaussian_mixture"))
     n_train: int = param(4000, "training examples", ge=16)
     width: int = param(64, "hidden width of the MLP", gt=0)
     depth: int = param(4, "hidden layers of the MLP", ge=1)
-    batch_sizes: tuple[int, ...] = param((8, 16, 32, 64, 128, 256, 512), "batch-size sweep", ge=1)
-    weight_decay_values: tuple[float, ...] = param((0.0, 1e-3, 3e-3, 1e-2), "weight-decay sweep (include 0)", ge=0.0)
-    weight_decay_batch_size: int = param(32, "batch size of the weight-decay sweep", ge=1)
-    protocol: str = param(
-        "epochs", "same number of epochs (paper) or of steps for every run", choices=("epochs", "steps")
+    n_inits: int = param(2, "initialisations per condition (averaged inside the run)", ge=1)
+    batch_sizes: tuple[int, ...] = param((8, 16, 32, 64, 128, 256, 512), "batch-size sweep (equal steps)", ge=1)
+    weight_decay_values: tuple[float, ...] = param(
+        (2.5e-3, 3.5e-3, 5e-3, 7e-3, 1e-2), "weight-decay sweep at equal steps (positive values)", gt=0.0
     )
-    epochs: float = param(80.0, "epochs per run (protocol=epochs)", gt=0.0)
-    evals_per_run: int = param(8, "evaluations (rank trajectory points) per run", ge=1)
-    rank_tol: float = param(1e-3, "numerical rank threshold relative to sigma_max", gt=0.0, lt=1.0)
+    weight_decay_batch_size: int = param(32, "batch size of the weight-decay sweep and of a wd=0 control", ge=1)
+    lr_scaled_batch_sizes: tuple[int, ...] = param(
+        (8, 16, 32), "batch sizes of the lr/B = const arm (largest: lr, steps; empty: no arm)", ge=1
+    )
+    evals_per_run: int = param(20, "rank evaluations per run (the last 4 give its rank)", ge=LAST_EVALS)
+    rank_tol: float = param(1e-3, "numerical rank threshold relative to ||W||_F (the paper's)", gt=0.0, lt=1.0)
     collapse_ratio: float = param(
         0.01,
         "a run whose hidden weight norm falls below this fraction of its "
@@ -69,38 +95,44 @@ class Config(PhenomenonConfig, training(lr=0.1, steps=20000, weight_decay=0.01))
             )
         if len(set(self.batch_sizes)) < 3:
             raise ConfigError(f"batch_sizes needs at least 3 distinct values, got {self.batch_sizes}")
-        if len(set(self.weight_decay_values)) < 3 or 0.0 not in self.weight_decay_values:
+        if len(set(self.weight_decay_values)) < 3:
+            raise ConfigError(f"weight_decay_values needs at least 3 distinct values, got {self.weight_decay_values}")
+        if self.lr_scaled_batch_sizes and len(set(self.lr_scaled_batch_sizes)) < 2:
             raise ConfigError(
-                f"weight_decay_values needs at least 3 distinct values including 0, got {self.weight_decay_values}"
+                f"lr_scaled_batch_sizes needs 0 or >= 2 distinct values, got {self.lr_scaled_batch_sizes}"
             )
-        if max(self.batch_sizes) > self.n_train or self.weight_decay_batch_size > self.n_train:
+        every = (*self.batch_sizes, *self.lr_scaled_batch_sizes, self.weight_decay_batch_size)
+        if max(every) > self.n_train:
             raise ConfigError(f"batch sizes must not exceed n_train={self.n_train}")
+        if self.steps < self.evals_per_run:
+            raise ConfigError(f"steps ({self.steps}) must be >= evals_per_run ({self.evals_per_run})")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
+    # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon (lr wd T << 10)
     "smoke": dict(
         dataset="gaussian_mixture",
         n_train=512,
         width=16,
         depth=2,
-        epochs=1.0,
-        batch_sizes=(32, 64, 128),
-        weight_decay_values=(0.0, 1e-3, 1e-2),
-        weight_decay_batch_size=64,
-        evals_per_run=2,
+        steps=40,
+        batch_sizes=(8, 32, 128),
+        weight_decay_values=(2.5e-3, 5e-3, 1e-2),
+        weight_decay_batch_size=32,
+        lr_scaled_batch_sizes=(16, 32),
+        evals_per_run=4,
     ),
+    # lr 0.4, wd 5e-3, 10^4 steps for every batch size: lr wd T = 20 (10 for the smallest wd of the sweep);
+    # the lr/B arm: B=8, 16, 32 at lr 0.1, 0.2, 0.4 for 40000, 20000, 10000 steps
     "quick": {},
-    # closer to the paper: wider/deeper MLP, more data, longer fixed-epoch training, denser sweeps
-    # (the authors' batch-norm MLP on CIFAR-10 is out of reach of this MLP; not run in the quick budget)
+    # closer to the paper: wider/deeper MLP, more data, three inits, 2x the decay time (not run in the quick budget)
     "paper": {
         "n_train": 10000,
         "width": 128,
         "depth": 6,
-        "epochs": 300.0,
-        "weight_decay": 5e-3,
+        "n_inits": 3,
+        "steps": 20000,
         "batch_sizes": (8, 16, 32, 64, 128, 256, 512, 1024),
-        "weight_decay_values": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 5e-3),
     },
 }
 
@@ -112,137 +144,252 @@ def _data(cfg: Config, seed: int) -> Any:
     return gaussian_mixture(n_classes=10, dim=40, n_train_per_class=per_class, n_test_per_class=100, seed=seed)
 
 
-def _ranks(model: MLP, tol: float) -> list[int]:
-    from ..probes.spectra import numerical_rank
+def spectra_stats(w: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For stacked weights ``w`` ``[k, a, b]``: relative numerical rank ``#{sigma_i > tol ||W||_F} / min(a, b)``
+    (Galanti et al. 2022's normalisation), stable rank ``||W||_F^2 / ||W||_2^2`` and ``||W||_F``, each ``[k]``.
+    Non-finite weights (a diverged member) count as zero."""
+    s = torch.linalg.svdvals(torch.nan_to_num(w.double(), 0.0, 0.0, 0.0))
+    fro = s.pow(2).sum(1).sqrt()
+    rel = (s > tol * fro[:, None]).sum(1).double() / s.shape[1]
+    stable = torch.where(s[:, 0] > 0, fro.pow(2) / s[:, 0].clamp_min(1e-300).pow(2), torch.zeros_like(fro))
+    return rel, stable, fro
 
-    return [numerical_rank(getattr(model, name).weight.detach(), tol=tol) for name in model.hidden_layers]
+
+def train_group(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    steps: int,
+    lrs: list[float],
+    wds: list[float],
+    seeds: list[int],
+    width: int,
+    depth: int,
+    evals: int,
+    tol: float,
+    batch_seed: int,
+) -> dict[str, Any]:
+    """Plain SGD (L2 decay on every parameter, as ``torch.optim.SGD(weight_decay=wd)``) of ``len(lrs)`` MLPs at once,
+    member ``m`` with learning rate ``lrs[m]``, decay ``wds[m]`` and the init of ``torch.manual_seed(seeds[m])``, all
+    on the same minibatches of ``batch`` examples (a fresh permutation per epoch). Returns per evaluation (step 0
+    and ``evals`` equally spaced steps) each member's per-layer relative rank and stable rank and weight norm."""
+    k = len(lrs)
+    ens = MLPEnsemble(x.shape[1], int(y.max()) + 1, [width] * k, depth, seeds=seeds, buckets="single").to(x.device)
+    bucket = ens.buckets[0]
+    params = list(bucket.parameters())
+    lr = torch.tensor(lrs, dtype=x.dtype, device=x.device)
+    decay = 1.0 - lr * torch.tensor(wds, dtype=x.dtype, device=x.device)
+    gen = torch.Generator().manual_seed(batch_seed)
+    n = len(y)
+    eval_at = {round(steps * (i + 1) / evals) for i in range(evals)}
+    hist: dict[str, list[Any]] = {"step": [], "rank": [], "stable": [], "norm": []}
+
+    def measure(t: int) -> None:
+        stats = [spectra_stats(bucket.weights[i].detach().transpose(1, 2), tol) for i in range(depth)]
+        hist["step"].append(t)
+        for j, key in enumerate(("rank", "stable", "norm")):
+            hist[key].append(torch.stack([s[j] for s in stats], 1).tolist())  # [k][layer]
+
+    measure(0)
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for t in range(1, steps + 1):
+        if pos + batch > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos : pos + batch].to(x.device)
+        pos += batch
+        for p in params:
+            p.grad = None
+        per_member_loss(bucket(x[idx], ens.act), y[idx]).sum().backward()
+        with torch.no_grad():
+            for p in params:
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                p.mul_(decay.view(shape)).sub_(lr.view(shape) * p.grad)
+        if t in eval_at:
+            measure(t)
+    with torch.no_grad():
+        acc = (bucket(x, ens.act).argmax(2) == y).double().mean(1)
+        finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in params]).all(0)
+    hist["train_acc"] = torch.nan_to_num(acc, 0.0).tolist()
+    hist["finite"] = finite.tolist()
+    return hist
 
 
-def _full(model: MLP) -> list[int]:
-    return [min(getattr(model, name).weight.shape) for name in model.hidden_layers]
-
-
-def _mean_relative(ranks: list[int], full: list[int]) -> float:
-    return sum(r / f for r, f in zip(ranks, full, strict=True)) / len(ranks)
+def _summarise(hist: dict[str, Any], m: int, collapse_ratio: float) -> dict[str, Any]:
+    """Member ``m``: rank = median over the last evaluations of the layer-mean relative rank, ditto stable rank."""
+    last_r = [sum(r[m]) / len(r[m]) for r in hist["rank"][-LAST_EVALS:]]
+    last_s = [sum(s[m]) / len(s[m]) for s in hist["stable"][-LAST_EVALS:]]
+    norm0, norm1 = hist["norm"][0][m], hist["norm"][-1][m]
+    ratio = [b / a if a > 0 else 0.0 for a, b in zip(norm0, norm1, strict=True)]
+    diverged = not hist["finite"][m]
+    return {
+        "rank": statistics.median(last_r),
+        "stable_rank": statistics.median(last_s),
+        "init_rank": sum(hist["rank"][0][m]) / len(hist["rank"][0][m]),
+        "layer_ranks": [statistics.median(r[m][i] for r in hist["rank"][-LAST_EVALS:]) for i in range(len(norm0))],
+        "train_acc": hist["train_acc"][m],
+        "norm_ratio": ratio,
+        "diverged": diverged,
+        "collapsed": diverged or min(ratio) < collapse_ratio,
+        "trajectory": [sum(r[m]) / len(r[m]) for r in hist["rank"]],
+    }
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    from ..probes.spectra import singular_values
-
     ds = _data(cfg, ctx.seed_for("data")).to(ctx.device)
-    n_out = int(ds.n_classes)
-    init_seed = ctx.seed_for("init")
-    n_samples = len(ds.y_train)
-    done: dict[tuple[int, float], dict[str, Any]] = {}  # (B, wd) runs shared by the two sweeps
+    x, y = ds.train()
+    x = x.flatten(1)
+    seeds = [ctx.seed_for("init", i) for i in range(cfg.n_inits)]
+    b_top = max(cfg.lr_scaled_batch_sizes) if cfg.lr_scaled_batch_sizes else 0
+    # conditions (B, T, lr, wd) -> the arms that use them; shared runs are trained once
+    conds: dict[tuple[int, int, float, float], list[str]] = {}
 
-    def train_one(batch: int, wd: float) -> dict[str, Any]:
-        key = (batch, wd)
-        if key in done:
-            return done[key]
-        steps = math.ceil(cfg.epochs * n_samples / batch) if cfg.protocol == "epochs" else cfg.steps
-        torch.manual_seed(init_seed)  # the same initialisation for every (batch, wd)
-        model = MLP(ds.x_train.shape[1], n_out, cfg.width, cfg.depth).to(ctx.device)
-        full = _full(model)
-        norm0 = [float(getattr(model, name).weight.detach().norm()) for name in model.hidden_layers]
+    def add(arm: str, b: int, t: int, lr: float, wd: float) -> None:
+        conds.setdefault((b, t, lr, wd), []).append(arm)
 
-        def rank_probe(s: TrainState) -> dict[str, float]:
-            r = _ranks(s.model, cfg.rank_tol)  # type: ignore[arg-type]
-            out = {f"rank_{name}": float(v) for name, v in zip(model.hidden_layers, r, strict=True)}
-            out["mean_relative_rank"] = _mean_relative(r, full)
-            return out
+    for b in cfg.batch_sizes:
+        add("batch", b, cfg.steps, cfg.lr, cfg.weight_decay)
+    for w in cfg.weight_decay_values:
+        add("wd", cfg.weight_decay_batch_size, cfg.steps, cfg.lr, w)
+    for b in sorted({min(cfg.batch_sizes), cfg.weight_decay_batch_size}):
+        add("control_wd0", b, cfg.steps, cfg.lr, 0.0)
+    for b in cfg.lr_scaled_batch_sizes:
+        # lr / B and lr * T fixed: same SGD temperature and SDE time (and lr wd T) for every batch size
+        add("lr_scaled", b, round(cfg.steps * b_top / b), cfg.lr * b / b_top, cfg.weight_decay)
 
-        tcfg = cfg.train_config(
-            steps=steps,
-            optimizer="sgd",
-            weight_decay=wd,
-            batch_size=batch,
-            eval_every=max(1, steps // cfg.evals_per_run),
-        )
-        hist = ctx.train(
-            f"bs{batch}_wd{wd:g}", model, ds.train(), tcfg, eval_sets={"test": ds.test()}, callbacks=[rank_probe]
-        )
-        ranks = _ranks(model, cfg.rank_tol)
-        norm_ratio = [
-            float(getattr(model, name).weight.detach().norm()) / n0
-            for name, n0 in zip(model.hidden_layers, norm0, strict=True)
-        ]
-        rec = {
-            "batch_size": batch,
-            "wd": wd,
-            "n_steps": steps,
-            "lr_wd_steps": cfg.lr * wd * steps,
-            "ranks": ranks,
-            "full": full,
-            "mean_relative_rank": _mean_relative(ranks, full),
-            "sv": [
-                [float(v) for v in singular_values(getattr(model, name).weight.detach())]
-                for name in model.hidden_layers
-            ],
-            "train_acc": hist.last("train_acc"),
-            "test_acc": hist.last("test_acc"),
-            "norm_ratio": norm_ratio,
-            "collapsed": min(norm_ratio) < cfg.collapse_ratio,
-            "steps": hist.column("step"),
-            "rank_trajectory": hist.column("mean_relative_rank", None),
-        }
-        done[key] = rec
-        return rec
+    groups: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for b, t, lr, wd in conds:
+        groups.setdefault((b, t), []).append((lr, wd))
+    runs = []
+    for (b, t), lw in sorted(groups.items()):
 
-    batch_runs = [train_one(b, cfg.weight_decay) for b in cfg.batch_sizes]
-    wd_runs = [train_one(cfg.weight_decay_batch_size, w) for w in cfg.weight_decay_values]
+        def compute(b: int = b, t: int = t, lw: list[tuple[float, float]] = lw) -> dict[str, Any]:
+            members = [(lr, wd, s) for lr, wd in lw for s in seeds]
+            return train_group(
+                x,
+                y,
+                b,
+                t,
+                [m[0] for m in members],
+                [m[1] for m in members],
+                [m[2] for m in members],
+                cfg.width,
+                cfg.depth,
+                cfg.evals_per_run,
+                cfg.rank_tol,
+                ctx.seed_for("batches", b, t),
+            )
+
+        hist = ctx.cached(f"group_B{b}_T{t}", compute)
+        for j, (lr, wd) in enumerate(lw):
+            inits = [_summarise(hist, j * len(seeds) + i, cfg.collapse_ratio) for i in range(len(seeds))]
+            alive = [r for r in inits if not r["collapsed"]]
+
+            def mean(key: str, rs: list[dict[str, Any]] = alive) -> float | None:
+                return sum(r[key] for r in rs) / len(rs) if rs else None
+
+            rec = {
+                "arms": conds[(b, t, lr, wd)],
+                "batch_size": b,
+                "steps": t,
+                "lr": lr,
+                "wd": wd,
+                "lr_wd_steps": lr * wd * t,
+                "rank": mean("rank"),
+                "stable_rank": mean("stable_rank"),
+                "init_rank": mean("init_rank", inits),
+                "train_acc": mean("train_acc", inits),
+                "collapsed": not alive,
+                "diverged": any(r["diverged"] for r in inits),
+                "eval_steps": hist["step"],
+                "inits": inits,
+            }
+            ctx.log(t, {"rank": rec["rank"] or 0.0, "stable_rank": rec["stable_rank"] or 0.0}, prefix=f"B{b}_wd{wd:g}")
+            runs.append(rec)
     return {
         "layers": [f"fc{i}" for i in range(1, cfg.depth + 1)],
-        "batch_runs": batch_runs,
-        "wd_runs": wd_runs,
+        "runs": runs,
         "lr": cfg.lr,
         "wd": cfg.weight_decay,
+        "steps": cfg.steps,
         "wd_batch_size": cfg.weight_decay_batch_size,
         "rank_tol": cfg.rank_tol,
-        "protocol": cfg.protocol,
+        "n_inits": cfg.n_inits,
     }
+
+
+def arm(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The runs of one arm (``batch``, ``wd``, ``control_wd0``, ``lr_scaled``), sorted by batch size then wd."""
+    return sorted((r for r in data["runs"] if name in r["arms"]), key=lambda r: (r["batch_size"], r["wd"]))
 
 
 def signature(result: Result) -> Verdict:
     d = result.data
-    br = [r for r in d["batch_runs"] if not r["collapsed"]]
-    wr = [r for r in d["wd_runs"] if not r["collapsed"]]
-    rho_b = spearman([1.0 / r["batch_size"] for r in br], [r["mean_relative_rank"] for r in br])
-    rho_w = spearman([r["wd"] for r in wr], [r["mean_relative_rank"] for r in wr])
-    zero = [r for r in d["wd_runs"] if r["wd"] == 0.0]
-    wd0 = min(rk / f for rk, f in zip(zero[0]["ranks"], zero[0]["full"], strict=True)) if zero else None
+    br = [r for r in arm(d, "batch") if not r["collapsed"]]
+    wr = [r for r in arm(d, "wd") if not r["collapsed"]]
+    rho_b = spearman([r["batch_size"] for r in br], [r["rank"] for r in br]) if len(br) >= MIN_POINTS else None
+    rho_w = spearman([r["wd"] for r in wr], [r["rank"] for r in wr]) if len(wr) >= MIN_POINTS else None
+    all_b = arm(d, "batch")
+    lo, hi = all_b[0], all_b[-1]
+    ratio = lo["rank"] / hi["rank"] if not (lo["collapsed"] or hi["collapsed"]) and hi["rank"] > 0 else None
+    decays = [r["lr_wd_steps"] for r in d["runs"] if r["wd"] > 0]
+    ctrl = [r["rank"] / r["init_rank"] for r in arm(d, "control_wd0") if not r["collapsed"] and r["init_rank"] > 0]
     checks = [
         check(
-            "spearman(1/batch_size, rank)",
-            rho_b if len(br) >= MIN_POINTS else None,
+            "spearman(batch_size, rank)",
+            rho_b,
+            ">=",
+            MIN_SPEARMAN,
+            "at equal steps the (init-averaged) rank of the hidden weights rises with the batch size",
+        ),
+        check(
+            "rank_ratio(min_batch/max_batch)",
+            ratio,
             "<=",
-            MAX_SPEARMAN,
-            "mean relative rank of the hidden weights falls as the batch size falls "
-            "(= Spearman(batch size, rank) >= 0.8)",
+            MAX_RANK_RATIO,
+            f"rank at B={lo['batch_size']} over rank at B={hi['batch_size']}: at least 15% lower",
         ),
         check(
             "spearman(weight_decay, rank)",
-            rho_w if len(wr) >= MIN_POINTS else None,
+            rho_w,
             "<=",
-            MAX_SPEARMAN,
-            "mean relative rank falls as weight decay rises",
+            -MIN_SPEARMAN,
+            f"at equal steps (B={d['wd_batch_size']}) the rank falls as weight decay rises",
         ),
         check(
-            "wd=0 min relative rank",
-            wd0,
+            "init_forgotten(min lr*wd*T)",
+            min(decays) if decays else None,
             ">=",
-            NEAR_FULL,
-            "without weight decay every hidden layer keeps >= 90% of min(d_out, d_in)",
+            MIN_DECAY,
+            "every weight-decay run shrank its initialisation by exp(-lr wd T) <= exp(-10)",
+        ),
+        check(
+            "control_wd0_rank_ratio",
+            min(ctrl) if ctrl else None,
+            ">=",
+            CONTROL_MIN_RATIO,
+            "negative control: without weight decay the rank stays >= 0.9 of its value at initialisation "
+            "(every wd=0 run that did not diverge)",
         ),
     ]
-    summary = "mean relative rank " + ", ".join(
-        f"B={r['batch_size']}: {r['mean_relative_rank']:.2f}" for r in d["batch_runs"]
-    )
-    summary += "; wd sweep " + ", ".join(f"{r['wd']:g}: {r['mean_relative_rank']:.2f}" for r in d["wd_runs"])
-    steps = [r["n_steps"] for r in d["batch_runs"]]
-    summary += f"; same {d['protocol']}: {max(steps)}..{min(steps)} steps per batch-size run"
-    dead = [f"B={r['batch_size']}, wd={r['wd']:g}" for r in d["batch_runs"] + d["wd_runs"] if r["collapsed"]]
-    if dead:
-        summary += "; collapsed runs left out: " + "; ".join(sorted(set(dead)))
+
+    def line(rs: list[dict[str, Any]], key: str, label: str) -> str:
+        return ", ".join(f"{label}={r[key]:g}: {fmt(r['rank'], '.2f')}/{fmt(r['stable_rank'], '.1f')}" for r in rs)
+
+    summary = f"rank/stable rank at equal steps T={d['steps']}: " + line(arm(d, "batch"), "batch_size", "B")
+    summary += " (train acc " + ", ".join(f"{r['train_acc']:.2f}" for r in arm(d, "batch")) + ")"
+    summary += f"; wd sweep (B={d['wd_batch_size']}) " + line(arm(d, "wd"), "wd", "wd")
+    summary += "; wd=0 control " + line(arm(d, "control_wd0"), "batch_size", "B")
+    ls = [r for r in arm(d, "lr_scaled") if not r["collapsed"]]
+    if ls:
+        rho_s = spearman([r["batch_size"] for r in ls], [r["rank"] for r in ls])
+        summary += f"; lr/B const (equal lr*T) {line(ls, 'batch_size', 'B')}, Spearman(B, rank) {fmt(rho_s, '.2f')}"
+    for what, bad in (
+        ("diverged (NaN) inits left out", [r for r in d["runs"] if r["diverged"]]),
+        ("collapsed runs left out", [r for r in d["runs"] if r["collapsed"] and not r["diverged"]]),
+    ):
+        if bad:
+            where = sorted({f"B={r['batch_size']}, wd={r['wd']:g}" for r in bad})
+            summary += f"; {what}: " + "; ".join(where)
     return Verdict(checks, summary)
 
 
@@ -252,60 +399,50 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     from ..report.figures import new_figure, save
 
     d = result.data
-    br, wr, layers = d["batch_runs"], d["wd_runs"], d["layers"]
     fig, axes = new_figure(ncols=2, nrows=2, width=5.2, height=3.9)
-    ax = axes[0]
-    bs = [r["batch_size"] for r in br]
-    for i, name in enumerate(layers):
-        ax.plot(bs, [r["ranks"][i] for r in br], "o-", ms=4, label=name)
-    for r in br:
-        if r["collapsed"]:
-            ax.axvline(r["batch_size"], color="red", lw=0.8, ls=":")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel(f"numerical rank (sigma > {d['rank_tol']:g} sigma_max)")
-    ax.set_title(f"rank vs batch size (lr={d['lr']:g}, wd={d['wd']:g}, same {d['protocol']})", fontsize=9)
-    ax.legend(fontsize=7)
+    nan = float("nan")
 
-    ax = axes[1]
-    wds = [r["wd"] for r in wr]
-    for i, name in enumerate(layers):
-        ax.plot(wds, [r["ranks"][i] for r in wr], "o-", ms=4, label=name)
-    positive = [w for w in wds if w > 0]
-    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-4)
-    ax.set_xlabel("weight decay")
-    ax.set_ylabel("numerical rank")
-    ax.set_title(f"rank vs weight decay (B={d['wd_batch_size']})", fontsize=9)
-    ax.legend(fontsize=7)
+    def ys(rs: list[dict[str, Any]], key: str) -> list[float]:
+        return [r[key] if r[key] is not None else nan for r in rs]
+
+    for ax, key, label in ((axes[0], "rank", "relative rank (sigma > tol ||W||_F)"), (axes[1], "stable_rank", "")):
+        for name, style in (("batch", "o-"), ("lr_scaled", "s--"), ("control_wd0", "x:")):
+            rs = arm(d, name)
+            if rs:
+                ax.plot([r["batch_size"] for r in rs], ys(rs, key), style, ms=4, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label or "stable rank ||W||_F^2 / ||W||_2^2 (layer mean)")
+        ax.set_title(f"{key} vs batch size (lr={d['lr']:g}, wd={d['wd']:g}, T={d['steps']})", fontsize=8)
+        ax.legend(fontsize=7)
 
     ax = axes[2]
-    # normalised spectra of the middle hidden layer: where the small-batch matrices lose rank
-    mid = len(layers) // 2
-    cmap = matplotlib.colormaps["viridis"]
-    for j, r in enumerate(br):
-        s = r["sv"][mid]
-        top = max(s) if s and max(s) > 0 else 1.0
-        ax.semilogy(
-            range(1, len(s) + 1),
-            [max(v / top, 1e-12) for v in s],
-            color=cmap(j / max(1, len(br) - 1)),
-            label=f"B={r['batch_size']}",
-        )
-    ax.axhline(d["rank_tol"], color="grey", ls="--", lw=0.8)
-    ax.set_ylim(bottom=1e-8)
-    ax.set_xlabel("index i")
-    ax.set_ylabel("sigma_i / sigma_max")
-    ax.set_title(f"spectrum of {layers[mid]} per batch size", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    wr = arm(d, "wd")
+    ax.plot([r["wd"] for r in wr], ys(wr, "rank"), "o-", ms=4, label="relative rank")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight decay")
+    ax.set_ylabel("relative rank")
+    ax.set_title(f"rank vs weight decay (B={d['wd_batch_size']}, T={d['steps']})", fontsize=8)
+    ax2 = ax.twinx()
+    ax2.plot([r["wd"] for r in wr], ys(wr, "stable_rank"), "s--", ms=4, color="C1", label="stable rank")
+    ax2.set_ylabel("stable rank")
 
     ax = axes[3]
     # x = lr * wd * step: the initialisation has decayed by exp(-x)
+    br = arm(d, "batch")
+    cmap = matplotlib.colormaps["viridis"]
     for j, r in enumerate(br):
-        xs = [d["lr"] * r["wd"] * s for s in r["steps"]]
-        ys = [v if v is not None else float("nan") for v in r["rank_trajectory"]]
-        ax.plot(xs, ys, "o-", ms=3, color=cmap(j / max(1, len(br) - 1)), label=f"B={r['batch_size']}")
+        traj = [sum(v) / len(v) for v in zip(*(i["trajectory"] for i in r["inits"]), strict=True)]
+        ax.plot(
+            [r["lr"] * r["wd"] * s for s in r["eval_steps"]],
+            traj,
+            "o-",
+            ms=2,
+            color=cmap(j / max(1, len(br) - 1)),
+            label=f"B={r['batch_size']}",
+        )
     ax.set_xlabel("lr * wd * step  (init decayed by exp(-x))")
-    ax.set_ylabel("mean relative rank")
-    ax.set_title("rank during training", fontsize=9)
+    ax.set_ylabel("relative rank (mean over inits)")
+    ax.set_title("rank during training (equal steps)", fontsize=8)
     ax.legend(fontsize=6, ncol=2)
     return [save(fig, out_dir, "rank")]
