@@ -38,7 +38,7 @@ BUDGET_S = {
     "double-descent-epoch": 180,
     "neural-collapse": 120,
     "lottery-ticket": 240,
-    "low-rank-bias": 180,
+    "low-rank-bias": 240,
     "probabilistic-stability": 240,
     "effective-depth": 180,
     "collapse-transfer": 180,
