@@ -61,7 +61,7 @@ NC3_MAX_RATIO = 0.5  # NC3(T) / NC3(t0), NC3 squared as in the paper's Fig. 5  [
 NC4_MIN_AGREEMENT = 0.99
 CONTROL_MAX_NC1_FALL = 3.0  # NC1(t0) / NC1(T) of the no-weight-decay control  [SEED_CTRL]
 
-_SERIES = ("nc1", "nc2_cos_mean", "nc2_cos_std", "nc2_equinorm", "nc2_w_equinorm", "nc2_max_angle", "nc3", "nc4")
+SERIES = ("nc1", "nc2_cos_mean", "nc2_cos_std", "nc2_equinorm", "nc2_w_equinorm", "nc2_max_angle", "nc3", "nc4")
 
 # fixed shape of the Gaussian-mixture option (classes, input dim, mean separation, test points per class)
 _GM_CLASSES, _GM_DIM, _GM_SEPARATION, _GM_TEST_PER_CLASS = 10, 32, 4.0, 100
@@ -173,7 +173,7 @@ def _train_measured(
         "test_error": [1.0 - r["test_acc"] for r in recs],
         "all_epochs": [r["step"] / steps_per_epoch for r in hist.records],
         "all_train_error": [1.0 - r["train_acc"] for r in hist.records],
-        **{k: [r[k] for r in recs] for k in _SERIES},
+        **{k: [r[k] for r in recs] for k in SERIES},
         "zero_error_epoch": next((r["step"] / steps_per_epoch for r in hist.records if r["train_acc"] >= 1.0), None),
     }
 
@@ -209,9 +209,9 @@ def signature(result: Result) -> Verdict:
     ctrl = d["control"]
     # the control is read from its own zero-error epoch; if it never interpolates, over the main run's window
     ctrl_zero = ctrl["zero_error_epoch"] if ctrl["zero_error_epoch"] is not None else zero
-    start = {k: _at(d, k, zero) for k in _SERIES}
-    end = {k: d[k][-1] for k in _SERIES}
-    fall = {k: _fall(start[k], end[k]) for k in _SERIES}
+    start = {k: _at(d, k, zero) for k in SERIES}
+    end = {k: d[k][-1] for k in SERIES}
+    fall = {k: _fall(start[k], end[k]) for k in SERIES}
     nc3_ratio = end["nc3"] / start["nc3"] if start["nc3"] else None
     ctrl_fall = _fall(_at(ctrl, "nc1", ctrl_zero), ctrl["nc1"][-1])
 
