@@ -16,12 +16,11 @@ Checks (each a fall from ``t0`` to ``T``, as the paper's Figs. 2-7 plot them ove
   ``sum_c m_c = 0``, so it is recorded but decides nothing);
 - NC3 = ``|| W/||W||_F - M/||M||_F ||_F^2`` (squared, as the paper's Fig. 5): ``NC3(T) <= 0.5 NC3(t0)``;
 - NC4: the net agrees with the nearest-class-centre rule ``argmin_c ||h - mu_c||`` on >= 0.99 of the train set at ``T``;
-- negative control: the same net, data, initialisation and steps without weight decay. Without a norm penalty an
-  interpolating solution has no pull towards the simplex ETF (in the unconstrained-features model the
-  unregularised squared loss is minimised by any features that fit the targets; Zhu et al. 2021, arXiv
-  2105.02375; Rangamani & Banburski-Fahey 2022, "Neural collapse in deep homogeneous classifiers and the role of
-  weight decay", ICASSP), so NC1 must fall far less there (``control_nc1_fall <= 3``) although the control reaches
-  zero training error too.
+- negative control: the same net, data, initialisation and steps without weight decay. Without a norm penalty
+  any features that the classifier maps onto the targets minimise the squared loss; only the regularised
+  problem's minimisers are simplex ETFs (unconstrained-features model: Zhu et al. 2021, arXiv 2105.02375; Tirer &
+  Bruna 2022, arXiv 2202.08087; weight decay's role in real nets: Rangamani & Banburski-Fahey 2022, ICASSP). NC1
+  must fall far less there (``control_nc1_fall <= NC1_MIN_FALL / 2``) although the control interpolates too.
 
 Cross-entropy: at CPU scale (3-layer MLPs on mnist1d, digits, a Gaussian mixture; cosine or step lr decay; weight
 decay 5e-4 to 5e-3) cross-entropy training freezes at a non-collapsed stationary point within ~100 epochs of zero
@@ -59,7 +58,10 @@ NC2_MAX_NORM_CV = 0.2  # std/mean of ||m_c|| and of ||w_c|| at T
 NC2_MAX_ANGLE_DEV = 0.3  # max over pairs |cos(m_c, m_c') + 1/(C-1)| at T
 NC3_MAX_RATIO = 0.5  # NC3(T) / NC3(t0), NC3 squared as in the paper's Fig. 5  [SEED_NC3]
 NC4_MIN_AGREEMENT = 0.99
-CONTROL_MAX_NC1_FALL = 3.0  # NC1(t0) / NC1(T) of the no-weight-decay control  [SEED_CTRL]
+# NC1(t0) / NC1(T) of the no-weight-decay control: "absent" = it misses the NC1 check by a factor 2. Without weight
+# decay the squared loss still pulls the features onto exact targets after interpolation, so a few-fold NC1 fall
+# is expected there; an order-of-magnitude collapse is not.  [SEED_CTRL]
+CONTROL_MAX_NC1_FALL = NC1_MIN_FALL / 2
 
 SERIES = ("nc1", "nc2_cos_mean", "nc2_cos_std", "nc2_equinorm", "nc2_w_equinorm", "nc2_max_angle", "nc3", "nc4")
 
