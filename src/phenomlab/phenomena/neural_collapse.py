@@ -20,7 +20,7 @@ Checks (each a fall from ``t0`` to ``T``, as the paper's Figs. 2-7 plot them ove
   any features that the classifier maps onto the targets minimise the squared loss; only the regularised
   problem's minimisers are simplex ETFs (unconstrained-features model: Zhu et al. 2021, arXiv 2105.02375; Tirer &
   Bruna 2022, arXiv 2202.08087; weight decay's role in real nets: Rangamani & Banburski-Fahey 2022, ICASSP). NC1
-  must fall far less there (``control_nc1_fall <= NC1_MIN_FALL / 2``) although the control interpolates too.
+  must fall far less there (control fall / main fall <= 0.2) although the control interpolates too.
 
 Cross-entropy: at CPU scale (3-layer MLPs on mnist1d, digits, a Gaussian mixture; cosine or step lr decay; weight
 decay 5e-4 to 5e-3) cross-entropy training freezes at a non-collapsed stationary point within ~100 epochs of zero
@@ -48,20 +48,21 @@ from .verdict import Result, Verdict, check
 
 ID = "neural-collapse"
 
-# Thresholds. Seed std (seeds 0-2, quick preset) of each deciding number in brackets; see
-# /work/notes/results-neural-collapse.md and the docs page.
-NC1_MIN_FALL = 10.0  # NC1(t0) / NC1(T)  [SEED_NC1]
-NC2_MIN_FALL = 2.0  # each NC2 measure: value at t0 / value at T  [SEED_NC2_FALL]
-# end caps: a configuration this close to a simplex ETF (norms within ~20%, no pair of means more than
-# ~20 degrees off the ETF angle) is what the paper's Figs. 2-4 show at the end of training  [SEED_NC2_END]
-NC2_MAX_NORM_CV = 0.2  # std/mean of ||m_c|| and of ||w_c|| at T
-NC2_MAX_ANGLE_DEV = 0.3  # max over pairs |cos(m_c, m_c') + 1/(C-1)| at T
-NC3_MAX_RATIO = 0.5  # NC3(T) / NC3(t0), NC3 squared as in the paper's Fig. 5  [SEED_NC3]
-NC4_MIN_AGREEMENT = 0.99
-# NC1(t0) / NC1(T) of the no-weight-decay control: "absent" = it misses the NC1 check by a factor 2. Without weight
-# decay the squared loss still pulls the features onto exact targets after interpolation, so a few-fold NC1 fall
-# is expected there; an order-of-magnitude collapse is not.  [SEED_CTRL]
-CONTROL_MAX_NC1_FALL = NC1_MIN_FALL / 2
+# Thresholds; in brackets mean +- seed std over seeds 0-2 of the quick preset (MSE), see the docs page.
+NC1_MIN_FALL = 10.0  # NC1(t0) / NC1(T)  [84 +- 42]
+NC2_MIN_FALL = 2.0  # each NC2 measure at t0 / at T  [means CV 1.74 +- 0.05, rows CV 1.39 +- 0.01, angle 3.2 +- 0.4]
+# end caps: the loosest configuration we still call near a simplex ETF (norms within ~20%, no pair of means more
+# than ~18 degrees off the ETF angle of 96 degrees); the paper's Figs. 2-4 show these measures falling towards 0
+# on log axes and state no level, so the caps are ours
+NC2_MAX_NORM_CV = 0.2  # std/mean of ||m_c|| and of ||w_c|| at T  [means 0.168 +- 0.007, rows 0.155 +- 0.006]
+NC2_MAX_ANGLE_DEV = 0.3  # max over pairs |cos(m_c, m_c') + 1/(C-1)| at T  [0.127 +- 0.009]
+NC3_MAX_RATIO = 0.5  # NC3(T) / NC3(t0), NC3 squared as in the paper's Fig. 5  [0.205 +- 0.024]
+NC4_MIN_AGREEMENT = 0.99  # [1.0 +- 0]
+# NC1 fall of the no-weight-decay control relative to the main run's: "far less" = at most a fifth. Without weight
+# decay the squared loss still pulls the features onto exact targets after interpolation, so a few-fold NC1 fall is
+# expected there (seeds 0-2: 4.2x, 3.9x, 6.4x against 37x, 120x, 94x); an absolute cap would sit inside that
+# spread, while the ratio compares the two conditions of the same seed.  [0.071 +- 0.040]
+CONTROL_MAX_REL_FALL = 0.2
 
 SERIES = ("nc1", "nc2_cos_mean", "nc2_cos_std", "nc2_equinorm", "nc2_w_equinorm", "nc2_max_angle", "nc3", "nc4")
 
@@ -216,6 +217,7 @@ def signature(result: Result) -> Verdict:
     fall = {k: _fall(start[k], end[k]) for k in SERIES}
     nc3_ratio = end["nc3"] / start["nc3"] if start["nc3"] else None
     ctrl_fall = _fall(_at(ctrl, "nc1", ctrl_zero), ctrl["nc1"][-1])
+    ctrl_rel = ctrl_fall / fall["nc1"] if ctrl_fall is not None and fall["nc1"] else None
 
     def fall_check(key: str, label: str) -> Any:
         return check(f"NC2 {label} fall", fall[key], ">=", NC2_MIN_FALL, f"{label}(t0) / {label}(end)")
@@ -247,11 +249,11 @@ def signature(result: Result) -> Verdict:
             "nearest-class-centre rule agrees with the net (train)",
         ),
         check(
-            "control_nc1_fall_no_weight_decay",
-            ctrl_fall,
+            "control_nc1_fall_vs_main",
+            ctrl_rel,
             "<=",
-            CONTROL_MAX_NC1_FALL,
-            "NC1 fall of the same net trained without weight decay (from its own zero-error epoch)",
+            CONTROL_MAX_REL_FALL,
+            "NC1 fall of the same net trained without weight decay (from its own zero-error epoch) / the main fall",
         ),
     ]
     loss = "under MSE (Han et al. 2022): " if result.config.get("loss") == "mse" else "under cross-entropy: "
@@ -266,7 +268,7 @@ def signature(result: Result) -> Verdict:
             f"{start['nc2_w_equinorm']:.3f} -> {end['nc2_w_equinorm']:.3f}), max angle dev "
             f"{start['nc2_max_angle']:.3f} -> {end['nc2_max_angle']:.3f}; NC3 {start['nc3']:.3f} -> {end['nc3']:.3f}; "
             f"NC4 {end['nc4']:.4f}; no-weight-decay control: NC1 falls "
-            f"{'n/a' if ctrl_fall is None else f'{ctrl_fall:.2f}x'}"
+            f"{'n/a' if ctrl_fall is None else f'{ctrl_fall:.2f}x'} (main {fall['nc1']:.3g}x)"
         )
     return Verdict(checks, summary)
 
