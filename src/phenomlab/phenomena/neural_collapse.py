@@ -44,7 +44,7 @@ from ..probes.collapse import neural_collapse
 from ..train import TrainState
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
-from .verdict import Result, Verdict, check
+from .verdict import Check, Result, Verdict, check
 
 ID = "neural-collapse"
 
@@ -219,7 +219,7 @@ def signature(result: Result) -> Verdict:
     ctrl_fall = _fall(_at(ctrl, "nc1", ctrl_zero), ctrl["nc1"][-1])
     ctrl_rel = ctrl_fall / fall["nc1"] if ctrl_fall is not None and fall["nc1"] else None
 
-    def fall_check(key: str, label: str) -> Any:
+    def fall_check(key: str, label: str) -> Check:
         return check(f"NC2 {label} fall", fall[key], ">=", NC2_MIN_FALL, f"{label}(t0) / {label}(end)")
 
     checks = [
