@@ -222,6 +222,7 @@ def test_reduced_run_end_to_end(smoke):
     assert all(len(row) == 2 for row in d["test_err_seeds"])
     assert d["interp_err"] == dd.INTERP_ERR and d["n_train"] == 300 and d["diverged"] == {}
     assert d["control_clean"]["widths"] == d["widths"] and d["control_clean"]["label_noise"] == 0.0
+    assert d["control_clean"]["noisy_fit"] is None
     assert d["n_train_x"]["widths"] == [1, 3, 6, 16] and d["n_train_x"]["n_train"] == 150
     assert d["n_train_x"]["steps"] == d["control_clean"]["steps"] // 2 == 100
     assert r.figures and all(p.endswith(".png") for p in r.figures)

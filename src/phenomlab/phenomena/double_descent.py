@@ -171,8 +171,6 @@ def sweep(cfg: Config, ctx: RunContext, ds: Dataset, widths: list[int], steps: i
 
     def memorised(s: EnsembleState) -> dict[str, list[float]]:
         # fraction of the flipped training points predicted with their (wrong) training label
-        if not bool(noisy.any()):
-            return {"noisy_fit": [float("nan")] * len(members)}
         with torch.no_grad():
             pred = s.ensemble(x_tr[noisy]).argmax(2)
         return {"noisy_fit": (pred == y_tr[noisy]).float().mean(1).tolist()}
@@ -189,7 +187,7 @@ def sweep(cfg: Config, ctx: RunContext, ds: Dataset, widths: list[int], steps: i
         (x_tr, y_tr),
         tcfg,
         eval_sets={"test": ds.test()},
-        callbacks=[memorised],
+        callbacks=[memorised] if bool(noisy.any()) else [],
         logger=logger,
         checkpoint=ctx.checkpoint_path(name),
         seed=ctx.seed_for("batches"),
@@ -222,7 +220,8 @@ def sweep(cfg: Config, ctx: RunContext, ds: Dataset, widths: list[int], steps: i
         "train_err_seeds": train_all,
         "test_err_seeds": test_all,
         "test_loss": mean_ok(per_width("test_loss")),
-        "noisy_fit": mean_ok(per_width("noisy_fit")),
+        # None without flipped labels (NaN would not survive the store's JSON round trip as equal)
+        "noisy_fit": mean_ok(per_width("noisy_fit")) if bool(noisy.any()) else None,
         "n_train": int(ds.n_train),
         "label_noise": float(ds.meta.get("label_noise", cfg.label_noise)),
         "steps": steps,
