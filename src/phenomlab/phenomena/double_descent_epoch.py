@@ -7,7 +7,14 @@ On the test-error curve smoothed by a centred moving average over ``SMOOTH_WINDO
 with ``rise(t) = s(t) - min_{u <= t} s(u)``, ``fall(t) = s(t) - min_{u >= t} s(u)`` and the peak
 ``t* = argmax_t min(rise(t), fall(t))`` (the most prominent interior bump), checks:
 - ``rise = s(t*) - min_{u <= t*} s(u) >= RISE_MIN`` (0.02, after the first minimum);
-- ``fall = s(t*) - min_{u >= t*} s(u) >= FALL_MIN`` (0.02, down to the later minimum).
+- ``fall = s(t*) - min_{u >= t*} s(u) >= FALL_MIN`` (0.02, down to the later minimum);
+- recovery: ``fall >= RECOVERY_MIN * rise`` (0.5: the second descent undoes at least half the rise);
+- memorisation: the fraction of wrongly labelled training points fitted at ``t*`` is in ``FITTED_AT_PEAK``
+  (0.5-0.95: the peak comes while the noisy labels are being memorised, as in the paper's account);
+- negative control, the same network, data and initialisation with clean labels: its largest rise over an
+  earlier minimum (with or without a fall) is <= ``CONTROL_RATIO`` (1/3) of the noisy run's fall;
+- contrast, the same noisy run with a narrower head (``small_width``, 256): its fall after its own peak is
+  <= ``SMALL_HEAD_RATIO`` (0.5) of the wide head's (the paper: only large models descend again).
 
 Background, measurements and caveats: docs/phenomena/double-descent-epoch.md.
 """
@@ -88,19 +95,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the earlier quick setting, Nakkiran et al.'s optimiser (Adam 1e-3) with a 256-unit head: on mnist1d it
     # gives a classical U (seed 0: first min 0.183 at epoch 120, peak 0.263, fall 0.007), not a second descent
     "adam": {"width": 256, "small_width": 64, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "epochs": 600},
-    # Nakkiran et al. 2019 (Fig. 10 setting, scaled down): a wide net, 20% noise, Adam lr 1e-4, 4K epochs
-    "paper": {
-        "n_train": 4000,
-        "n_test": 4000,
-        "width": 256,
-        "small_width": 64,
-        "optimizer": "adam",
-        "lr": 1e-4,
-        "momentum": 0.0,
-        "batch_size": 128,
-        "epochs": 4000,
-        "eval_epochs": 10,
-    },
+    # the quick protocol on 4x the data (4,000 mnist1d training and test points): ~4x the quick preset's CPU time.
+    # NOT RUN (issue 11 item 3 asked for a paper preset that was run; no time on this box): the earlier paper
+    # preset (Adam lr 1e-4, width 256, 4,000 epochs) was not run either and its optimiser gives a classical U here
+    "paper": {"n_train": 4000, "n_test": 4000},
 }
 
 
