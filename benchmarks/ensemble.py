@@ -1,7 +1,9 @@
 """Ensemble trainer vs a plain sequential loop on the double-descent width sweep.
 
-Trains the quick-preset sweep of ``phenomlab.phenomena.double_descent`` (24 widths 1..512 x 3
-seeds = 72 one-hidden-layer MLPs, Adam, batch 64) twice in the same process:
+Trains the quick-preset main sweep of ``phenomlab.phenomena.double_descent`` (its widths x its inits per width,
+one-hidden-layer MLPs, Adam) twice in the same process (the numbers in docs/BENCHMARKS.md were measured on the
+earlier 24-width 1..512 preset):
+
 
 * ``ensemble``: :func:`phenomlab.train.ensemble.train_ensemble` on stacked, width-bucketed weights;
 * ``sequential``: :func:`phenomlab.train.train` on each :class:`phenomlab.models.MLP` in turn,

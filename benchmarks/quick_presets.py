@@ -34,9 +34,9 @@ from phenomlab.phenomena import registry
 #: quick-preset budgets on 2 CPU cores, seconds (docs/CATALOG.md; 240 s for rows without one)
 BUDGET_S = {
     "grokking": 120,
-    "double-descent": 180,
-    "double-descent-epoch": 180,
-    "neural-collapse": 120,
+    "double-descent": 240,
+    "double-descent-epoch": 240,
+    "neural-collapse": 240,
     "lottery-ticket": 240,
     "low-rank-bias": 240,
     "probabilistic-stability": 240,
