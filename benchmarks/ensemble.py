@@ -4,7 +4,6 @@ Trains the quick-preset main sweep of ``phenomlab.phenomena.double_descent`` (it
 one-hidden-layer MLPs, Adam) twice in the same process (the numbers in docs/BENCHMARKS.md were measured on the
 earlier 24-width 1..512 preset):
 
-
 * ``ensemble``: :func:`phenomlab.train.ensemble.train_ensemble` on stacked, width-bucketed weights;
 * ``sequential``: :func:`phenomlab.train.train` on each :class:`phenomlab.models.MLP` in turn,
 
