@@ -33,7 +33,7 @@ import torch
 from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..train.ensemble import EnsembleState, MLPEnsemble, train_ensemble
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -60,11 +60,11 @@ DIGITS_TRAIN = 1348
 
 @dataclass(frozen=True)
 class Config(
-    PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=12000, batch_size=64, weight_decay=0.0, eval_every=1000)
+    PhenomenonConfig,
+    data(("digits", "mnist1d"), n_test=2000),
+    training(optimizer="adam", lr=1e-3, steps=12000, batch_size=64, weight_decay=0.0, eval_every=1000),
 ):
-    dataset: str = param("digits", "sklearn digits (64-dim) or mnist1d (40-dim)", choices=("digits", "mnist1d"))
     n_train: int = param(1200, "training points (0 = all 1,348 for digits; mnist1d generates this many)", ge=0)
-    n_test: int = param(2000, "mnist1d test points (digits keeps its 25% split)", gt=0)
     standardize: bool = param(True, "standardise each input feature with training mean/std")
     label_noise: float = param(0.2, "fraction of training labels replaced by a different class", ge=0.0, lt=1.0)
     min_width: int = param(1, "smallest hidden width", gt=0)

@@ -33,7 +33,7 @@ from torch import nn
 from ..data import Dataset, digits, mnist1d, with_label_noise
 from ..errors import ConfigError
 from ..models import MLP, SmallCNN
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -56,10 +56,11 @@ SMALL_HEAD_RATIO = 0.5
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(optimizer="sgd", lr=0.05, batch_size=64, weight_decay=0.0, momentum=0.9)):
-    dataset: str = param("mnist1d", "training data", choices=("digits", "mnist1d"))
-    n_train: int = param(1000, "mnist1d training points (digits has 1,348)", gt=0)
-    n_test: int = param(2000, "mnist1d test points", gt=0)
+class Config(
+    PhenomenonConfig,
+    data(("mnist1d", "digits"), n_train=1000, n_test=2000),
+    training(optimizer="sgd", lr=0.05, batch_size=64, weight_decay=0.0, momentum=0.9),
+):
     label_noise: float = param(0.2, "fraction of training labels replaced by a wrong class", ge=0.0, lt=1.0)
     model: str = param("cnn", "MLP or SmallCNN", choices=("mlp", "cnn"))
     width: int = param(2048, "MLP hidden width / SmallCNN penultimate width", gt=0)

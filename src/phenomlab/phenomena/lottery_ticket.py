@@ -46,7 +46,7 @@ from ..train.pruning import (
     state_copy,
 )
 from ._stats import fmt
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -69,11 +69,11 @@ MAX_REMAINING_RATIO = 0.5
 
 @dataclass(frozen=True)
 class Config(
-    PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1000, batch_size=128, momentum=0.0, eval_every=250)
+    PhenomenonConfig,
+    # 4,000 test points: a 1-point accuracy difference must stand above the sampling noise
+    data(("mnist1d", "digits"), n_train=4000, n_test=4000),
+    training(optimizer="adam", lr=1e-3, steps=1000, batch_size=128, momentum=0.0, eval_every=250),
 ):
-    dataset: str = param("mnist1d", "mnist1d (40-dim signals) or sklearn digits (8x8)", choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "mnist1d training examples", gt=0)
-    n_test: int = param(4000, "mnist1d test examples (large: 1 pt must be above the noise)", gt=0)
     width: int = param(256, "MLP hidden width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     activation: str = param("relu", "hidden activation", choices=("relu", "tanh", "gelu", "silu"))

@@ -41,7 +41,7 @@ from ..data import gaussian_mixture, mnist1d
 from ..errors import ConfigError
 from ..models.ensemble import MLPEnsemble, per_member_loss
 from ._stats import fmt, spearman
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -63,9 +63,11 @@ LAST_EVALS = 4  # the rank of a run is the median over its last this many evalua
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(lr=0.4, steps=10000, weight_decay=5e-3)):
-    dataset: str = param("mnist1d", "training data", choices=("mnist1d", "gaussian_mixture"))
-    n_train: int = param(4000, "training examples", ge=16)
+class Config(
+    PhenomenonConfig,
+    data(("mnist1d", "gaussian_mixture"), n_train=4000),
+    training(lr=0.4, steps=10000, weight_decay=5e-3),
+):
     width: int = param(64, "hidden width of the MLP", gt=0)
     depth: int = param(4, "hidden layers of the MLP", ge=1)
     n_inits: int = param(2, "initialisations per condition (averaged inside the run)", ge=1)

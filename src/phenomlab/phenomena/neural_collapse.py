@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from ..models import MLP, SmallCNN
 from ..probes.collapse import neural_collapse
 from ..train import TrainState
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Check, Result, Verdict, check
 
@@ -71,9 +71,11 @@ _GM_CLASSES, _GM_DIM, _GM_SEPARATION, _GM_TEST_PER_CLASS = 10, 32, 4.0, 100
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(lr=0.05, batch_size=64, weight_decay=5e-4, momentum=0.9, schedule="cosine")):
-    dataset: str = param("mnist1d", "training data", choices=("digits", "mnist1d", "gaussian_mixture"))
-    n_train: int = param(2000, "training points for mnist1d and gaussian_mixture (digits has 1,348)", gt=0)
+class Config(
+    PhenomenonConfig,
+    data(("mnist1d", "digits", "gaussian_mixture"), n_train=2000),
+    training(lr=0.05, batch_size=64, weight_decay=5e-4, momentum=0.9, schedule="cosine"),
+):
     model: str = param("mlp", "MLP or SmallCNN (cnn: digits or mnist1d only)", choices=("mlp", "cnn"))
     width: int = param(256, "MLP hidden width / SmallCNN penultimate width", gt=0)
     depth: int = param(3, "MLP hidden layers", ge=1)

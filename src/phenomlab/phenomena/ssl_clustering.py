@@ -39,7 +39,7 @@ from ..probes.collapse import ncc_accuracy
 from ..seeding import derive_seed
 from ..train import Objective, TrainState
 from ._stats import spearman
-from .config import PhenomenonConfig, param, training
+from .config import PhenomenonConfig, data, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
 
@@ -55,10 +55,12 @@ MIN_RANDOM_GAP = 0.30  # measured 0.55 (0.02)
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(lr=1e-3, steps=2000, batch_size=256, weight_decay=0.0, eval_every=250)):
-    n_train: int = param(4000, "MNIST-1D training signals (class centres)", gt=0)
+class Config(
+    PhenomenonConfig,
     # 4000 held-out signals resolve NCC changes of 0.00025, well below the one-step changes measured
-    n_test: int = param(4000, "MNIST-1D held-out signals (NCC accuracy)", gt=0)
+    data(n_train=4000, n_test=4000),
+    training(lr=1e-3, steps=2000, batch_size=256, weight_decay=0.0, eval_every=250),
+):
     channels: tuple[int, ...] = param((32, 64), "conv channels of the SmallCNN encoder", gt=0)
     kernel_size: int = param(5, "conv kernel size", gt=0)
     hidden: int = param(128, "width of the encoder's fc layer after pooling", gt=0)
