@@ -35,6 +35,13 @@ ID = "edge-of-stability"
 
 BAND = 0.1
 RISE_MAX_RATIO = 0.9
+EDGE_REACH = 0.9  # the edge counts as reached at S >= 0.9 x 2/lr
+LOSS_DROP_MAX = 0.5  # end loss / loss at the edge
+UP_FRAC_MIN = 0.05  # loss-increasing steps in the last half
+END_WINDOW = 0.02  # end loss: median over the last 2% of steps (one step's loss at the edge is a spike or a dip)
+CONTROL_MIN_DEV = 0.2
+CONTROL_OVERSHOOT = 1.2
+CONTROL_END_POINTS = 5  # end sharpness: median of the last 5 measurements
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Config(PhenomenonConfig, training(steps=3000, eval_every=20)):
         "mse", "training loss (MSE on one-hot targets, as in the paper's main runs)", choices=("mse", "cross_entropy")
     )
     lrs: tuple[float, ...] = param((0.05, 0.075, 0.1), "full-batch GD learning rates", gt=0.0)
+    control_lr: float = param(0.02, "small learning rate of the negative control (must be below every lr)", gt=0.0)
     lanczos_iters: int = param(50, "max Lanczos steps per sharpness measurement", gt=1)
     lanczos_tol: float = param(1e-3, "relative Ritz residual at which Lanczos stops", gt=0.0, lt=1.0)
 
@@ -57,6 +65,8 @@ class Config(PhenomenonConfig, training(steps=3000, eval_every=20)):
             raise ConfigError("lrs must hold at least one learning rate")
         if len(set(self.lrs)) != len(self.lrs):
             raise ConfigError(f"lrs must be distinct, got {list(self.lrs)}")
+        if self.control_lr >= min(self.lrs):
+            raise ConfigError(f"control_lr={self.control_lr} must be below every lr (smallest {min(self.lrs)})")
         if self.eval_every > self.steps // 2:
             raise ConfigError(
                 f"eval_every={self.eval_every} leaves no measurement in the last half of steps={self.steps}"
@@ -75,6 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_train": 5000,
         "width": 200,
         "lrs": (0.02, 0.04, 2 / 30),
+        "control_lr": 0.005,
         "steps": 10000,
         "eval_every": 50,
         "lanczos_iters": 100,
@@ -97,66 +108,92 @@ def _last_half_stats(steps: list[int], sharp: list[float], lr: float, total: int
     return {"median_abs_dev": statistics.median(dev), "frac_within": sum(d <= BAND for d in dev) / len(dev)}
 
 
+def _loss_stats(
+    steps: list[int], sharp: list[float], loss: list[float], lr: float, total: int
+) -> dict[str, float | int | None]:
+    """Loss numbers of one run; ``loss[t]`` is the full-batch loss at step ``t`` (one value per step).
+
+    ``edge_step``: first measured step with ``S >= EDGE_REACH * 2/lr``; ``loss_ratio``: median loss over the last
+    ``END_WINDOW`` of the steps over the loss at ``edge_step``; ``up_frac``: fraction of consecutive step pairs in the
+    last half whose loss went up.
+    """
+    thr = 2.0 / lr
+    edge = next((t for t, s in zip(steps, sharp, strict=True) if s >= EDGE_REACH * thr), None)
+    half = [loss[t] for t in range(len(loss)) if t >= total / 2]
+    pairs = list(zip(half, half[1:], strict=False))
+    up = sum(b > a for a, b in pairs) / len(pairs) if pairs else None
+    end = statistics.median(loss[-max(1, math.ceil(END_WINDOW * total)) :]) if loss else None
+    ratio = None if edge is None or end is None or edge >= len(loss) else end / loss[edge]
+    return {"edge_step": edge, "loss_ratio": ratio, "up_frac": up}
+
+
+def _train_one(name: str, lr: float, cfg: Config, ctx: RunContext, ds: Dataset, data: Any, lf: Any) -> dict[str, Any]:
+    torch.manual_seed(ctx.seed_for("init"))  # same init for every lr: only the step size differs
+    model = MLP(ds.input_dim, ds.n_classes, cfg.width, cfg.depth, cfg.activation).to(ctx.device)
+    warm: dict[str, torch.Tensor] = {}
+
+    def sharpness(s: TrainState) -> dict[str, float]:
+        # the loss is evaluated every step (non-monotonicity is a step-to-step property); Lanczos only every
+        # eval_every steps, warm-started from the last top eigenvector: it turns slowly, so it converges in a few
+        # products
+        if s.step % cfg.eval_every and s.step != cfg.steps:
+            return {}
+        lam, vec = top_hessian_eigenvalue(
+            s.model,
+            lf,
+            data,
+            iters=cfg.lanczos_iters,
+            tol=cfg.lanczos_tol,
+            seed=ctx.seed_for("lanczos"),
+            v0=warm.get("v"),
+            return_vector=True,
+        )
+        warm["v"] = vec
+        return {"sharpness": lam}
+
+    tcfg = cfg.train_config(lr=lr, optimizer="sgd", momentum=0.0, batch_size=None, loss=cfg.loss, eval_every=1)
+    diverged_at = None
+    try:
+        records = ctx.train(name, model, data, tcfg, callbacks=[sharpness]).records
+    except TrainingDiverged as exc:
+        diverged_at, records = exc.step, []
+    measured = [r for r in records if "sharpness" in r]
+    steps = [int(r["step"]) for r in measured]
+    sharp = [float(r["sharpness"]) for r in measured]
+    loss = [float(r["train_loss"]) for r in records]
+    if diverged_at is None:
+        stats = {**_last_half_stats(steps, sharp, lr, cfg.steps), **_loss_stats(steps, sharp, loss, lr, cfg.steps)}
+    else:
+        stats = dict.fromkeys(("median_abs_dev", "frac_within", "edge_step", "loss_ratio", "up_frac"))
+    return {
+        "lr": lr,
+        "threshold": 2.0 / lr,
+        "steps": steps,
+        "sharpness": sharp,
+        "train_loss": loss,
+        "train_acc": [float(r.get("train_acc", math.nan)) for r in measured],
+        "initial_ratio": sharp[0] * lr / 2.0 if sharp else None,
+        "max_ratio": max(sharp) * lr / 2.0 if sharp else None,
+        "end_sharpness": statistics.median(sharp[-CONTROL_END_POINTS:]) if sharp else None,
+        "diverged_at": diverged_at,
+        **stats,
+    }
+
+
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = _dataset(cfg, ctx.seed_for("data")).to(ctx.device)
     data = ds.train()
     lf = loss_fn(cfg.loss)
-    runs = []
-    for i, lr in enumerate(cfg.lrs):
-        torch.manual_seed(ctx.seed_for("init"))  # same init for every lr: only the step size differs
-        model = MLP(ds.input_dim, ds.n_classes, cfg.width, cfg.depth, cfg.activation).to(ctx.device)
-        warm: dict[str, torch.Tensor] = {}
-
-        def sharpness(s: TrainState, warm: dict[str, torch.Tensor] = warm) -> dict[str, float]:
-            # warm start from the last top eigenvector: it turns slowly, so Lanczos converges in a few products
-            lam, vec = top_hessian_eigenvalue(
-                s.model,
-                lf,
-                data,
-                iters=cfg.lanczos_iters,
-                tol=cfg.lanczos_tol,
-                seed=ctx.seed_for("lanczos"),
-                v0=warm.get("v"),
-                return_vector=True,
-            )
-            warm["v"] = vec
-            return {"sharpness": lam}
-
-        tcfg = cfg.train_config(lr=lr, optimizer="sgd", momentum=0.0, batch_size=None, loss=cfg.loss)
-        diverged_at = None
-        try:
-            hist = ctx.train(f"gd_lr{i}", model, data, tcfg, callbacks=[sharpness])
-            records = hist.records
-        except TrainingDiverged as exc:
-            diverged_at, records = exc.step, []
-        steps = [int(r["step"]) for r in records]
-        sharp = [float(r["sharpness"]) for r in records]
-        stats = (
-            _last_half_stats(steps, sharp, lr, cfg.steps)
-            if diverged_at is None
-            else {"median_abs_dev": None, "frac_within": None}
-        )
-        runs.append(
-            {
-                "lr": lr,
-                "threshold": 2.0 / lr,
-                "steps": steps,
-                "sharpness": sharp,
-                "train_loss": [float(r["train_loss"]) for r in records],
-                "train_acc": [float(r.get("train_acc", math.nan)) for r in records],
-                "initial_ratio": sharp[0] * lr / 2.0 if sharp else None,
-                "max_ratio": max(sharp) * lr / 2.0 if sharp else None,
-                "diverged_at": diverged_at,
-                **stats,
-            }
-        )
-    return {"runs": runs, "total_steps": cfg.steps}
+    runs = [_train_one(f"gd_lr{i}", lr, cfg, ctx, ds, data, lf) for i, lr in enumerate(cfg.lrs)]
+    control = _train_one("gd_control", cfg.control_lr, cfg, ctx, ds, data, lf)
+    return {"runs": runs, "control": control, "total_steps": cfg.steps}
 
 
 def signature(result: Result) -> Verdict:
     checks = []
     parts = []
-    for r in result.data["runs"]:
+    runs = result.data["runs"]
+    for r in runs:
         lr = r["lr"]
         checks.append(
             check(
@@ -176,14 +213,72 @@ def signature(result: Result) -> Verdict:
                 "sharpness stays within 10% of 2/lr over the last half of training (median)",
             )
         )
+        checks.append(
+            check(
+                f"lr={lr:g}: end loss / loss when S first reached {EDGE_REACH:g} x 2/lr",
+                r["loss_ratio"],
+                "<=",
+                LOSS_DROP_MAX,
+                "the loss keeps falling at the edge: it at least halves after the sharpness arrives there",
+            )
+        )
+        checks.append(
+            check(
+                f"lr={lr:g}: fraction of loss-increasing steps in last half",
+                r["up_frac"],
+                ">=",
+                UP_FRAC_MIN,
+                "and falls non-monotonically (gradient descent below the edge decreases the loss every step)",
+            )
+        )
         if r["diverged_at"] is not None:
             parts.append(f"lr={lr:g}: diverged at step {r['diverged_at']}")
         else:
             fw = r["frac_within"]
             parts.append(
                 f"lr={lr:g}: 2/lr={r['threshold']:.1f}, S_0/(2/lr)={r['initial_ratio']:.2f}, median dev "
-                f"{fmt(r['median_abs_dev'])}, {fmt(None if fw is None else 100 * fw, '.0f')}% within 10%"
+                f"{fmt(r['median_abs_dev'])}, {fmt(None if fw is None else 100 * fw, '.0f')}% within 10%, "
+                f"loss ratio {fmt(r['loss_ratio'])}, {fmt(None if r['up_frac'] is None else 100 * r['up_frac'], '.0f')}"
+                "% steps up"
             )
+    c = result.data["control"]
+    lr_max = max(r["lr"] for r in runs)
+    clr = c["lr"]
+    end_over_edge = None if c["end_sharpness"] is None else c["end_sharpness"] * lr_max / 2.0
+    checks.append(
+        check(
+            f"control_small_lr (lr={clr:g}): median |S/(2/lr) - 1| over last half",
+            c["median_abs_dev"],
+            ">",
+            CONTROL_MIN_DEV,
+            "a small step size keeps the sharpness well below its own 2/lr: the hovering is set by lr",
+        )
+    )
+    checks.append(
+        check(
+            f"control_small_lr (lr={clr:g}): end sharpness / (2/lr_max)",
+            end_over_edge,
+            ">=",
+            CONTROL_OVERSHOOT,
+            "and rises past the edge where the largest lr hovers: that edge is not a natural plateau",
+        )
+    )
+    checks.append(
+        check(
+            f"control_small_lr (lr={clr:g}): fraction of loss-increasing steps in last half",
+            c["up_frac"],
+            "<",
+            UP_FRAC_MIN,
+            "below the edge gradient descent decreases the loss (almost) every step",
+        )
+    )
+    if c["diverged_at"] is not None:
+        parts.append(f"control lr={clr:g}: diverged at step {c['diverged_at']}")
+    else:
+        parts.append(
+            f"control lr={clr:g}: median dev {fmt(c['median_abs_dev'])}, end S/(2/lr_max) {fmt(end_over_edge)}, "
+            f"{fmt(None if c['up_frac'] is None else 100 * c['up_frac'], '.0f')}% steps up"
+        )
     return Verdict(checks, "; ".join(parts))
 
 
