@@ -45,7 +45,7 @@ CONTROL_END_POINTS = 5  # end sharpness: median of the last 5 measurements
 
 
 @dataclass(frozen=True)
-class Config(PhenomenonConfig, training(steps=3000, eval_every=20)):
+class Config(PhenomenonConfig, training(steps=5000, eval_every=20)):
     dataset: str = param("mnist1d", "mnist1d (40-dim) or sklearn digits (64-dim)", choices=("mnist1d", "digits"))
     n_train: int = param(1000, "training examples (the full batch)", gt=0)
     width: int = param(128, "MLP hidden width", gt=0)
