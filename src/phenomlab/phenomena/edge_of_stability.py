@@ -4,9 +4,16 @@ Cohen, Kaur, Li, Kolter, Talwalkar 2021, "Gradient Descent on Neural Networks Ty
 Stability" (arXiv 2103.00065).
 
 Sharpness ``S_t = lambda_max(grad^2 L)`` of the full-batch training loss (Lanczos), measured every ``eval_every``
-steps, and ``r_t = S_t / (2 / lr)``. Checks, for every lr in ``lrs``:
+steps, and ``r_t = S_t / (2 / lr)``; the full-batch loss ``L_t`` at every step. Checks, for every lr in ``lrs``:
 - rises to: ``r_0 <= RISE_MAX_RATIO`` (0.9);
-- stays within 10%: the median of ``|r_t - 1|`` over the measurements with ``t >= steps / 2`` is ``<= BAND`` (0.1).
+- stays within 10%: the median of ``|r_t - 1|`` over the measurements with ``t >= steps / 2`` is ``<= BAND`` (0.1);
+- the loss keeps falling: end loss (median over the last ``END_WINDOW`` of steps) ``<= LOSS_DROP_MAX`` (0.5) x the
+  loss at the first measured step with ``r_t >= EDGE_REACH`` (0.9);
+- non-monotonically: ``>= UP_FRAC_MIN`` (5%) of consecutive step pairs in the last half raise the loss.
+Negative control (``control_small_lr``), the same pipeline at ``control_lr`` below every lr: median last-half
+``|r_t - 1| > CONTROL_MIN_DEV`` (0.2, it does not hover at its own edge); end sharpness ``>= CONTROL_OVERSHOOT``
+(1.2) x ``2 / max(lrs)`` (it climbs past the level where the largest lr hovers, so that level is the edge, not a
+natural plateau); ``< UP_FRAC_MIN`` of its last-half steps raise the loss.
 
 Background, measurements and caveats: docs/phenomena/edge-of-stability.md.
 """

@@ -226,8 +226,9 @@ def matrix_covariance(x: Any, y: Any, lr: float, mu: float, batch_size: int) -> 
     linear system ``(I - E[A_b (x) A_b]) vec M = vec E[c_b c_b^T]``; it exists iff the spectral radius ``rho`` of
     ``E[A_b (x) A_b]`` is below 1 (else ``inf`` entries). Returns ``(M[:d, :d], rho)``.
 
-    For a constant Hessian and noise covariance that commute this is the matrix form of Liu, Ziyin, Ueda 2021's
-    ``Sigma = lr C [H (1 - mu)(2 - lr H / (1 + mu))]^{-1}`` (tested in tests/phenomena/test_sgd_fluctuation.py).
+    In one dimension this is :func:`exact_variance` (the paper's closed form); as ``B -> inf`` at fixed ``B Sigma``
+    it is the discrete Lyapunov solution of the additive-noise problem, whose commuting case is Liu, Ziyin, Ueda
+    2021's ``Sigma = lr C [H (1 - mu)(2 - lr H / (1 + mu))]^{-1}`` (both tested in tests/phenomena).
     """
     _, hi, z = _per_sample(x, y)
     n, d = x.shape
