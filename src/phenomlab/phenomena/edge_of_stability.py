@@ -293,21 +293,30 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     from ..report.figures import new_figure, save
 
     runs = result.data["runs"]
+    control = result.data.get("control")
     total = result.data["total_steps"]
     fig, (ax, bx) = new_figure(ncols=2, width=5.5, height=4.0)
-    for i, r in enumerate(runs):
-        c = f"C{i}"
-        ax.plot(r["steps"], r["sharpness"], color=c, lw=1.2, label=f"lr={r['lr']:g}")
-        ax.axhline(r["threshold"], color=c, ls="--", lw=0.9)
-        bx.plot(r["steps"], r["train_loss"], color=c, lw=1.0, label=f"lr={r['lr']:g}")
+    series = [(f"C{i}", f"lr={r['lr']:g}", r) for i, r in enumerate(runs)]
+    if control is not None:
+        series.append(("grey", f"control lr={control['lr']:g}", control))
+    for c, label, r in series:
+        ax.plot(r["steps"], r["sharpness"], color=c, lw=1.2, label=label)
+        if r is not control:
+            ax.axhline(r["threshold"], color=c, ls="--", lw=0.9)
+        loss = r["train_loss"]
+        bx.plot(range(len(loss)), loss, color=c, lw=0.6, label=label)
     ax.axvspan(total / 2, total, color="grey", alpha=0.08, label="last half (judged)")
     ax.set_xlabel("GD step")
     ax.set_ylabel("sharpness  lambda_max(Hessian)")
-    ax.set_title("sharpness; dashed: 2/lr")
+    ax.set_title(
+        f"sharpness; dashed: 2/lr (control's 2/lr={control['threshold']:.0f} off scale)"
+        if control
+        else "sharpness; dashed: 2/lr"
+    )
     ax.legend(fontsize=8)
     bx.set_yscale("log")
     bx.set_xlabel("GD step")
-    bx.set_ylabel(f"training loss ({result.config['loss']})")
+    bx.set_ylabel(f"training loss ({result.config['loss']}), every step")
     bx.set_title("full-batch training loss")
     bx.legend(fontsize=8)
     return [save(fig, out_dir, "sharpness")]
