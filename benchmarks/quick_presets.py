@@ -43,8 +43,8 @@ BUDGET_S = {
     "effective-depth": 180,
     "collapse-transfer": 180,
     "ssl-clustering": 240,
-    "sgd-fluctuation": 30,
-    "edge-of-stability": 180,
+    "sgd-fluctuation": 60,
+    "edge-of-stability": 240,
     "ntk-mup": 240,
 }
 
