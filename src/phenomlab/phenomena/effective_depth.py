@@ -13,7 +13,8 @@ and the deciding numbers are the means of ``L*`` over them. Checks:
 - on clean labels the top layers are redundant: mean ``L*(noise 0) < L``;
 - ``Spearman(noise, mean L*)`` over ``noise_levels`` >= ``NOISE_SPEARMAN`` (0.9);
 - ``mean L*(max noise) - mean L*(0) >= NOISE_GAIN`` (2 layers);
-- control: at ``control_noise`` the mean ``L*`` over ``control_depths`` varies by <= ``DEPTH_RANGE`` (1 layer).
+- controls: the mean ``L*`` varies by <= ``DEPTH_RANGE`` (1 layer) over ``control_depths`` at noise 0 and over
+  ``noisy_control_depths`` (depths above the noisy task's ``L*``) at ``noisy_control_noise``.
 
 Background, measurements and caveats: docs/phenomena/effective-depth.md.
 """
