@@ -4,65 +4,122 @@ from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import collapse_transfer as ct
 
-# a reduced config: 12 classes, a tiny net, a few dozen steps (a few seconds on 2 cores)
 SMALL = ct.PRESETS["smoke"]
+COUNTS = [5, 10, 20, 40]
+RAW = 0.2
+
+CHECKS = {
+    "spearman(K, cdnv_new)",
+    "spearman(cdnv_new, fewshot_error)",
+    "fewshot_error(K=40)/input",
+    "mnist1d_fewshot_error/input",
+    "control_linear_spearman(cdnv_new, fewshot_error)",
+    "control_linear_fewshot_error(K=40)/input",
+    "control_mnist1d_linear_fewshot_error/input",
+}
 
 
-def make_result(train, test, new, fewshot):
-    cfg = build_config(ct.Config, ct.PRESETS)
-    steps = [100 * i for i in range(len(train))]
-    data = {
-        "steps": steps,
-        "cdnv_source_train": train,
-        "cdnv_source_test": test,
-        "cdnv_new": new,
-        "fewshot_error": fewshot,
-        "train_acc": [0.5] * len(steps),
-        "test_acc": [0.5] * len(steps),
-        "fewshot_error_input": 0.2,
-        "chance_error": 0.8,
+def encoder(cdnvs, errors):
+    """Per K the three inits' new-class CDNV and 5-shot error (a small spread around the given means)."""
+    return {
+        "cdnv_new": [[c * 0.98, c, c * 1.02] for c in cdnvs],
+        "fewshot_error": [[e - 0.002, e, e + 0.002] for e in errors],
+        "train_acc": [[1.0] * 3 for _ in cdnvs],
+        "test_acc": [[0.9] * 3 for _ in cdnvs],
     }
-    return Result(ct.ID, cfg.to_dict(), 0, data)
 
 
-FALLING = [4.0, 2.0, 1.0, 0.6, 0.4, 0.3]
+def present(**over):
+    """Collapse-transfer present: the MLP collapses more with K and transfers; the linear encoder neither."""
+    d = {
+        "source_counts": COUNTS,
+        "inits": 3,
+        "fewshot_error_input": RAW,
+        "cdnv_new_input": 3.3,
+        "chance_error": 0.8,
+        "mlp": encoder([2.0, 1.2, 0.8, 0.6], [0.25, 0.15, 0.09, 0.06]),
+        # the linear encoder: CDNV falls but few-shot error stays near the raw input's, unordered
+        "linear": encoder([2.0, 1.9, 1.8, 1.7], [0.19, 0.2, 0.185, 0.195]),
+        "mnist1d": {
+            "fewshot_error_input": 0.68,
+            "cdnv_new_input": 16.0,
+            "mlp": {"cdnv_new": [2.4, 2.5, 2.3], "fewshot_error": [0.4, 0.41, 0.39]},
+            "linear": {"cdnv_new": [2.5, 2.6, 2.5], "fewshot_error": [0.56, 0.57, 0.56]},
+        },
+    }
+    d.update(over)
+    return Result(ct.ID, build_config(ct.Config, ct.PRESETS, "quick").to_dict(), 0, d)
 
 
 def checks(v):
     return {c.name: c.passed for c in v.checks}
 
 
-def test_signature_passes_when_collapse_transfers():
-    v = ct.signature(make_result(FALLING, FALLING, [5.0, 3.0, 2.0, 1.5, 1.2, 1.0], [0.4, 0.3, 0.2, 0.15, 0.12, 0.1]))
+def test_present_passes_every_check():
+    v = ct.signature(present())
     assert v.passed, str(v)
-    assert set(checks(v)) == {
-        "cdnv_source_train_final/initial",
-        "cdnv_source_test_final/initial",
-        "cdnv_new_final/initial",
-        "fewshot_error_final/random_init",
-        "spearman(cdnv_new, fewshot_error)",
-    }
+    assert set(checks(v)) == CHECKS
 
 
-def test_signature_fails_when_new_classes_do_not_collapse():
-    # source collapses, new classes only fall to 0.8x: no transfer of collapse
-    v = ct.signature(make_result(FALLING, FALLING, [5.0, 4.8, 4.5, 4.3, 4.1, 4.0], [0.4, 0.39, 0.38, 0.37, 0.36, 0.35]))
-    assert not v.passed
+def test_no_collapse_gain_with_more_source_classes_fails():
+    # new-class CDNV does not fall with K (few-shot error still tracks it across runs)
+    v = ct.signature(present(mlp=encoder([0.8, 0.6, 2.0, 1.2], [0.09, 0.06, 0.25, 0.15])))
     c = checks(v)
-    assert not c["cdnv_new_final/initial"] and c["cdnv_source_train_final/initial"]
+    assert not c["spearman(K, cdnv_new)"] and c["spearman(cdnv_new, fewshot_error)"]
 
 
-def test_signature_fails_when_fewshot_gets_worse_or_does_not_track():
-    worse = ct.signature(make_result(FALLING, FALLING, FALLING, [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]))
-    c = checks(worse)
-    assert not worse.passed and not c["fewshot_error_final/random_init"]
-    assert not c["spearman(cdnv_new, fewshot_error)"]
-    # few-shot error falls overall but its ordering across checkpoints is unrelated to CDNV
-    scrambled = ct.signature(make_result(FALLING, FALLING, FALLING, [0.4, 0.1, 0.35, 0.12, 0.3, 0.2]))
-    c = checks(scrambled)
-    assert c["fewshot_error_final/random_init"] and not c["spearman(cdnv_new, fewshot_error)"]
-    constant = ct.signature(make_result(FALLING, FALLING, FALLING, [0.2] * 6))
-    assert not constant.passed  # an undefined rank correlation fails
+def test_fewshot_error_unrelated_to_cdnv_fails_link():
+    v = ct.signature(present(mlp=encoder([2.0, 1.2, 0.8, 0.6], [0.06, 0.25, 0.09, 0.15])))
+    c = checks(v)
+    assert not c["spearman(cdnv_new, fewshot_error)"] and c["spearman(K, cdnv_new)"]
+
+
+def test_small_gain_over_raw_input_fails():
+    # ordered, but at K=40 the error is 0.8 x the raw input's
+    v = ct.signature(present(mlp=encoder([2.0, 1.2, 0.8, 0.6], [0.3, 0.22, 0.18, 0.16])))
+    c = checks(v)
+    assert not c["fewshot_error(K=40)/input"] and c["spearman(cdnv_new, fewshot_error)"]
+
+
+def test_no_gain_on_mnist1d_fails():
+    r = present()
+    r.data["mnist1d"]["mlp"]["fewshot_error"] = [0.6, 0.61, 0.6]
+    c = checks(ct.signature(r))
+    assert not c["mnist1d_fewshot_error/input"] and c["fewshot_error(K=40)/input"]
+
+
+def test_linear_control_showing_the_link_fails():
+    # the linear encoder's error tracks its CDNV across runs (but stays above the gain bar)
+    v = ct.signature(present(linear=encoder([2.0, 1.9, 1.8, 1.7], [0.2, 0.19, 0.18, 0.17])))
+    c = checks(v)
+    assert not c["control_linear_spearman(cdnv_new, fewshot_error)"]
+    assert c["control_linear_fewshot_error(K=40)/input"]
+    assert sum(not ok for ok in c.values()) == 1
+
+
+def test_linear_control_showing_the_gain_fails():
+    # the measured Gaussian-mixture pattern: a linear projection onto the signal subspace transfers too
+    v = ct.signature(present(linear=encoder([2.0, 1.9, 1.8, 1.7], [0.03, 0.05, 0.04, 0.035])))
+    c = checks(v)
+    assert not c["control_linear_fewshot_error(K=40)/input"]
+    assert c["control_linear_spearman(cdnv_new, fewshot_error)"]
+    assert sum(not ok for ok in c.values()) == 1
+
+
+def test_linear_control_gain_on_mnist1d_fails():
+    r = present()
+    r.data["mnist1d"]["linear"]["fewshot_error"] = [0.4, 0.42, 0.41]
+    c = checks(ct.signature(r))
+    assert not c["control_mnist1d_linear_fewshot_error/input"]
+    assert sum(not ok for ok in c.values()) == 1
+
+
+def test_without_mnist1d_its_checks_are_absent():
+    v = ct.signature(present(mnist1d=None))
+    assert v.passed and set(checks(v)) == CHECKS - {
+        "mnist1d_fewshot_error/input",
+        "control_mnist1d_linear_fewshot_error/input",
+    }
 
 
 def test_data_structure():
@@ -77,11 +134,13 @@ def test_data_structure():
 def test_reduced_run_end_to_end(smoke):
     store, r = smoke(ct.ID)
     d = r.data
-    assert d["steps"] == [0, 10, 20, 30]
-    for k in ("cdnv_source_train", "cdnv_source_test", "cdnv_new", "fewshot_error"):
-        assert len(d[k]) == 4 and all(v >= 0 for v in d[k])
-    assert 0.0 <= d["fewshot_error_input"] <= 1.0
-    assert len(r.verdict.checks) == 5
+    assert d["source_counts"] == list(SMALL["source_counts"])
+    for enc in ("mlp", "linear"):
+        assert len(d[enc]["cdnv_new"]) == len(SMALL["source_counts"])
+        assert all(len(row) == SMALL["inits"] and min(row) >= 0 for row in d[enc]["cdnv_new"])
+        assert all(0.0 <= e <= 1.0 for row in d[enc]["fewshot_error"] for e in row)
+    assert 0.0 <= d["fewshot_error_input"] <= 1.0 and d["mnist1d"] is not None
+    assert {c.name for c in r.verdict.checks} == {n.replace("K=40", "K=8") for n in CHECKS}
     assert len(r.figures) == 2 and all(p.endswith(".png") for p in r.figures)
     assert all((store.root / "runs" / r.run_id / p.rsplit("/", 1)[-1]).exists() for p in r.figures)
 
@@ -90,6 +149,9 @@ def test_reduced_run_end_to_end(smoke):
     "over",
     [
         {"source_classes": 60},
+        {"source_counts": (5, 10, 50)},
+        {"source_counts": (10, 40)},
+        {"inits": 0},
         {"ways": 25},
         {"lr": -0.1},
         {"optimizer": "lbfgs"},
@@ -97,6 +159,7 @@ def test_reduced_run_end_to_end(smoke):
         {"shots": 0},
         {"nuisance_std": -1.0},
         {"n_classes": 2},
+        {"mnist1d_train": -1},
     ],
 )
 def test_bad_config(over):
