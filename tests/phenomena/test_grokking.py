@@ -88,3 +88,17 @@ def test_reduced_run_end_to_end(smoke):
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(grokking.Config, grokking.PRESETS, "quick", over)
+
+
+def test_each_remaining_check_fails_on_its_own_construction():
+    steps = [0, 100, 200, 600, 1000]
+    # never fits the training set: train_acc_reached fails
+    v = grokking.signature(make_result(steps, [0, 0.5, 0.6, 0.7, 0.8], [0, 0, 0, 0.1, 0.2], steps, [0] * 5, None, None))
+    assert not _check(v, "train_acc_reached").passed
+    # fits and generalises late, but never reaches 0.95 test accuracy: test_acc_reached fails
+    v = grokking.signature(make_result(steps, [0, 1, 1, 1, 1], [0, 0, 0.1, 0.5, 0.9], steps, [0] * 5, 100, None))
+    assert not _check(v, "test_acc_reached").passed and _check(v, "train_acc_reached").passed
+    # the control (no weight decay) generalises by T_gen too: only the control check fails
+    ctrl = make_result(steps, [0, 1, 1, 1, 1], [0, 0, 0.1, 0.97, 1], steps[:4], [0, 0.2, 0.5, 0.8], 100, 600)
+    v = grokking.signature(ctrl)
+    assert [c.name for c in v.checks if not c.passed] == ["control_test_acc_at_T_gen"]
