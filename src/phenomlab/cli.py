@@ -1,4 +1,4 @@
-"""The ``phenomlab`` command line: list, run, runs, show, sweep, compare, report, store check|rebuild.
+"""The ``phenomlab`` command line: list, run, runs, show, sweep, compare, report, export, store check|rebuild.
 
 Exit codes: 0 the verdict passed, 1 it did not (or the run failed), 2 bad input or an unusable store
 (one line on stderr, never a traceback). Every command that reads or writes runs takes ``--store DIR``
@@ -515,6 +515,34 @@ def report(
         entries = CATALOG
     page = render(open_store(store), report_dir, ref, everything=all_, catalogue=entries)
     console.print(f"report: {page.resolve()}", highlight=False, markup=False)
+
+
+@app.command(epilog=STORE_EPILOG)
+@_guard
+def export(
+    refs: Annotated[list[str] | None, typer.Argument(metavar="[RUN...]", help="run ids (prefixes)")] = None,
+    to: Annotated[str, typer.Option("--to", help="tracker: tensorboard")] = "tensorboard",
+    sweep_ref: Annotated[str | None, typer.Option("--sweep", help="every run of this sweep")] = None,
+    log_dir: Annotated[Path, typer.Option("--log-dir", help="where the tracker's files go")] = Path("phenomlab-tb"),
+    store: StoreOpt = None,
+) -> None:
+    """Export runs (metrics, config, verdict, figures) to TensorBoard event files: `tensorboard --logdir DIR`."""
+    from .report.tracking import TRACKERS, export_tensorboard
+
+    if to not in TRACKERS:
+        raise PhenomlabError(f"unknown tracker {to!r}; choose one of {', '.join(TRACKERS)} (MLflow: not yet)")
+    st = open_store(store)
+    if sweep_ref:
+        sw = st.sweep(sweep_ref)
+        if sw is None:
+            raise PhenomlabError(f"no sweep {sweep_ref!r} in {st.root}")
+        rows = [r for rid in sw["run_ids"] if (r := st.get(rid)) is not None]
+    elif refs:
+        rows = [resolve_run(st, ref) for ref in refs]
+    else:
+        raise PhenomlabError("name runs to export, or --sweep SWEEP")
+    folders = export_tensorboard(st, rows, log_dir)
+    console.print(f"wrote {len(folders)} run(s) to {log_dir}: tensorboard --logdir {log_dir}", markup=False)
 
 
 @store_app.command("check", epilog=STORE_EPILOG)
