@@ -147,6 +147,18 @@ def resolve_run(store: Any, ref: str) -> dict[str, Any]:
     return store.resolve_run(ref)
 
 
+def selected_runs(store: Any, refs: list[str] | None, sweep_ref: str | None, verb: str) -> list[dict[str, Any]]:
+    """The runs of sweep ``sweep_ref``, else the runs named by ``refs`` (id prefixes); ``verb`` names the command."""
+    if sweep_ref:
+        sw = store.sweep(sweep_ref)
+        if sw is None:
+            raise PhenomlabError(f"no sweep {sweep_ref!r} in {store.root}")
+        return [r for rid in sw["run_ids"] if (r := store.get(rid)) is not None]
+    if refs:
+        return [resolve_run(store, ref) for ref in refs]
+    raise PhenomlabError(f"name runs to {verb}, or --sweep SWEEP")
+
+
 @app.command("list", epilog=STORE_EPILOG)
 @_guard
 def list_cmd(
@@ -453,15 +465,7 @@ def compare(
     _check_format(fmt)
 
     st = open_store(store)
-    if sweep_ref:
-        sw = st.sweep(sweep_ref)
-        if sw is None:
-            raise PhenomlabError(f"no sweep {sweep_ref!r} in {st.root}")
-        rows = [r for rid in sw["run_ids"] if (r := st.get(rid)) is not None]
-    elif refs:
-        rows = [resolve_run(st, ref) for ref in refs]
-    else:
-        raise PhenomlabError("name runs to compare, or --sweep SWEEP")
+    rows = selected_runs(st, refs, sweep_ref, "compare")
     groups = aggregate(rows)
     tables = []
     for g in groups:
@@ -532,15 +536,7 @@ def export(
     if to not in TRACKERS:
         raise PhenomlabError(f"unknown tracker {to!r}; choose one of {', '.join(TRACKERS)} (MLflow: not yet)")
     st = open_store(store)
-    if sweep_ref:
-        sw = st.sweep(sweep_ref)
-        if sw is None:
-            raise PhenomlabError(f"no sweep {sweep_ref!r} in {st.root}")
-        rows = [r for rid in sw["run_ids"] if (r := st.get(rid)) is not None]
-    elif refs:
-        rows = [resolve_run(st, ref) for ref in refs]
-    else:
-        raise PhenomlabError("name runs to export, or --sweep SWEEP")
+    rows = selected_runs(st, refs, sweep_ref, "export")
     folders = export_tensorboard(st, rows, log_dir)
     console.print(f"wrote {len(folders)} run(s) to {log_dir}: tensorboard --logdir {log_dir}", markup=False)
 
