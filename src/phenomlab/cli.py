@@ -147,6 +147,10 @@ def resolve_run(store: Any, ref: str) -> dict[str, Any]:
     return store.resolve_run(ref)
 
 
+#: where ``export`` and ``run --log`` write by default, per tracker
+DEFAULT_LOG_DIR = {"tensorboard": "phenomlab-tb", "mlflow": "phenomlab-mlflow"}
+
+
 def selected_runs(store: Any, refs: list[str] | None, sweep_ref: str | None, verb: str) -> list[dict[str, Any]]:
     """The runs of sweep ``sweep_ref``, else the runs named by ``refs`` (id prefixes); ``verb`` names the command."""
     if sweep_ref:
@@ -214,21 +218,42 @@ def run(
     legacy_out: LegacyOut = None,
     force: Annotated[bool, typer.Option(help="recompute even if the run is stored")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    log: Annotated[
+        str | None, typer.Option("--log", help="also stream metrics while training to: tensorboard or mlflow")
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option("--log-dir", help="the tracker's folder (default phenomlab-tb / phenomlab-mlflow)")
+    ] = None,
 ) -> None:
     """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not)."""
     from .phenomena.lifecycle import run_phenomenon
 
-    result = run_phenomenon(
-        pid,
-        preset=preset,
-        overrides=parse_sets(set_),
-        seed=seed,
-        device=device,
-        out=store,
-        force=force,
-        progress=not quiet,
-        announce=lambda line: err.print(line, highlight=False, markup=False),
-    )
+    stream = None
+    if log is not None:
+        from .report.tracking import MetricStream
+        from .store.sqlite import RunStore
+
+        stream = MetricStream(log, log_dir or Path(DEFAULT_LOG_DIR.get(log, "phenomlab-logs")), RunStore(store))
+    try:
+        result = run_phenomenon(
+            pid,
+            preset=preset,
+            overrides=parse_sets(set_),
+            seed=seed,
+            device=device,
+            out=store,
+            store=stream.store if stream is not None else None,
+            force=force,
+            progress=not quiet,
+            announce=lambda line: err.print(line, highlight=False, markup=False),
+            on_log=stream,
+        )
+        if stream is not None:
+            where = stream.finish(stream.store.get(result.run_id))
+            err.print(f"{log}: run {result.run_id[:8]} logged to {stream.log_dir} ({where})", markup=False)
+    finally:
+        if stream is not None:
+            stream.close()
     if result.cached:
         console.print(f"run {result.run_id}: read from the store (finished earlier; --force recomputes)")
     _print_result(result)
@@ -525,20 +550,28 @@ def report(
 @_guard
 def export(
     refs: Annotated[list[str] | None, typer.Argument(metavar="[RUN...]", help="run ids (prefixes)")] = None,
-    to: Annotated[str, typer.Option("--to", help="tracker: tensorboard")] = "tensorboard",
+    to: Annotated[str, typer.Option("--to", help="tracker: tensorboard or mlflow")] = "tensorboard",
     sweep_ref: Annotated[str | None, typer.Option("--sweep", help="every run of this sweep")] = None,
-    log_dir: Annotated[Path, typer.Option("--log-dir", help="where the tracker's files go")] = Path("phenomlab-tb"),
+    log_dir: Annotated[
+        Path | None,
+        typer.Option("--log-dir", help="where the tracker's files go (default phenomlab-tb / phenomlab-mlflow)"),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Export runs (metrics, config, verdict, figures) to TensorBoard event files: `tensorboard --logdir DIR`."""
-    from .report.tracking import TRACKERS, export_tensorboard
+    """Export runs (metrics, config, verdict, figures) to TensorBoard event files or an MLflow file store.
+
+    View them with `tensorboard --logdir DIR` or `MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri DIR`.
+    """
+    from .report.tracking import TRACKERS, export
 
     if to not in TRACKERS:
-        raise PhenomlabError(f"unknown tracker {to!r}; choose one of {', '.join(TRACKERS)} (MLflow: not yet)")
+        raise PhenomlabError(f"unknown tracker {to!r}; choose one of {', '.join(TRACKERS)}")
     st = open_store(store)
     rows = selected_runs(st, refs, sweep_ref, "export")
-    folders = export_tensorboard(st, rows, log_dir)
-    console.print(f"wrote {len(folders)} run(s) to {log_dir}: tensorboard --logdir {log_dir}", markup=False)
+    where = log_dir or Path(DEFAULT_LOG_DIR[to])
+    written = export(to, st, rows, where)
+    view = f"tensorboard --logdir {where}" if to == "tensorboard" else f"mlflow ui --backend-store-uri {where}"
+    console.print(f"wrote {len(written)} run(s) to {where}: {view}", markup=False)
 
 
 @store_app.command("check", epilog=STORE_EPILOG)

@@ -31,8 +31,10 @@ class RunContext:
         store: Any = None,
         run_id: str | None = None,
         progress: bool = False,
+        on_log: Callable[[int, Mapping[str, float]], None] | None = None,
     ) -> None:
         self.seed = int(seed)
+        self.on_log = on_log  # e.g. a tracker streaming the run (``phenomlab run --log tensorboard``)
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.store = store
@@ -51,6 +53,8 @@ class RunContext:
             return
         named = {f"{prefix}/{k}" if prefix else k: v for k, v in metrics.items()}
         self.store.log_metrics(self.run_id, step, named)
+        if self.on_log is not None:
+            self.on_log(step, named)
 
     def checkpoint_path(self, name: str) -> Path | None:
         return None if self.run_dir is None else self.run_dir / f"{name}.ckpt"

@@ -106,11 +106,13 @@ def run_phenomenon(
     sweep_id: str | None = None,
     config: PhenomenonConfig | None = None,
     announce: Announce | None = None,
+    on_log: Callable[[str, int, Mapping[str, float]], None] | None = None,
 ) -> Result:
     """Run ``pid`` with a config built from ``preset`` + ``overrides`` and seed ``seed`` (see the module docstring).
 
     ``force=True`` recomputes a stored run (its sweep memberships are kept). ``announce(line)`` receives one line
-    when the run is started, resumed, or waits for another process holding the same run.
+    when the run is started, resumed, or waits for another process holding the same run. ``on_log(run_id, step,
+    metrics)`` receives each metric record as it is stored while the run trains (a tracker streaming it).
     """
     seed = check_seed(seed)
     mod = registry.get(pid)
@@ -145,7 +147,10 @@ def run_phenomenon(
         t0 = time.perf_counter()
         try:
             if measured is None:
-                ctx = RunContext(seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress)
+                sink = None if on_log is None else (lambda step, metrics: on_log(rid, step, metrics))
+                ctx = RunContext(
+                    seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress, on_log=sink
+                )
                 seed_everything(seed)
                 # a reproduction owns its process: its probes may run small kernels on one thread (probes.threads)
                 with threads():
