@@ -31,9 +31,10 @@ Class-conditional definitions (Benny et al.), with ``p(c)`` the class frequencie
   ``FID <= N/(N-1) BCFID + (N-K)/(N-1) WCFID``; with equal class means and class covariances inside each
   set this is an equality, ``FID = (N-K)/(N-1) WCFID`` (both tested in tests/probes/test_generative.py).
 - For a good conditional generator BCIS is high (up to the number of classes) and WCIS low (near 1: each
-  class is classified consistently); ``IS`` depends on the pooled samples only, so it cannot tell a
-  class-consistent generator from one that ignores the class (``BCIS`` falls as ``WCIS`` rises), and ``FID``, ``IS``, ``BCIS``, ``WCIS`` and ``BCFID`` are all blind
-  to a permutation of the class labels; only ``WCFID`` compares each class with the same real class.
+  class is classified consistently). ``IS`` depends on the pooled samples only, so it cannot tell a
+  class-consistent generator from one that ignores the class (``BCIS`` falls as ``WCIS`` rises); ``FID``,
+  ``IS``, ``BCIS``, ``WCIS`` and ``BCFID`` are all blind to a permutation of the class labels; only
+  ``WCFID`` compares each class with the same real class.
 
 These definitions satisfy the two relations the paper states between its metrics and the unconditional ones
 (a product for IS, an upper bound for FID); both are tested, the bound in its exact finite-sample form.
