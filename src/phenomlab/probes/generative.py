@@ -28,8 +28,9 @@ Class-conditional definitions (Benny et al.), with ``p(c)`` the class frequencie
   and positively homogeneous, hence subadditive over that split.
 - Finite samples (unbiased covariances), equal class counts ``n`` in both sets, ``K`` classes, ``N = K n``:
   the total covariance is ``((N-K) W + N S_B) / (N-1)`` with ``W`` the mean class covariance, so exactly
-  ``FID <= N/(N-1) BCFID + (N-K)/(N-1) WCFID``; with equal class means and class covariances inside each
-  set this is an equality, ``FID = (N-K)/(N-1) WCFID`` (both tested in tests/probes/test_generative.py).
+  ``FID <= N/(N-1) BCFID + (N-K)/(N-1) WCFID``; when every class of both sets has the same mean and the
+  classes of each set share one covariance, ``BCFID = 0`` and ``FID = (N-K)/(N-1) WCFID`` exactly (both
+  tested in tests/probes/test_generative.py).
 - For a good conditional generator BCIS is high (up to the number of classes) and WCIS low (near 1: each
   class is classified consistently). ``IS`` depends on the pooled samples only, so it cannot tell a
   class-consistent generator from one that ignores the class (``BCIS`` falls as ``WCIS`` rises); ``FID``,
