@@ -40,6 +40,14 @@ def test_present_passes():
     v = MOD.signature(make_result())
     assert v.passed, str(v)
     assert any(c.name.startswith("control") for c in v.checks)
+    # identical IS and FID for the label-error generators: zero shift passes
+    same = {
+        (g, mt): PRESENT["perfect"][i] for g in ("swap", "ignore") for i, mt in ((2, "FID"), (3, "BCIS"), (4, "WCIS"))
+    }
+    same[("swap", "WCFID")] = same[("ignore", "WCFID")] = 288.0
+    same[("ignore", "BCFID")] = 72.0
+    v = MOD.signature(make_result(same))
+    assert _check(v, "control_is_blind_to_labels").value == 0.0 and _check(v, "control_is_blind_to_labels").passed
 
 
 @pytest.mark.parametrize(

@@ -215,7 +215,8 @@ def signature(result: Result) -> Verdict:
     bound = max(r["FID"] / (r["BCFID"] + r["WCFID"]) for r in per)
     P = M["perfect"]
     fid_shift = max(abs(M[gn]["FID"] / P["FID"] - 1) for gn in ("swap", "ignore"))
-    is_shift = max(_log_dev(M[gn]["IS"], P["IS"]) or math.inf for gn in ("swap", "ignore"))
+    is_devs = [_log_dev(M[gn]["IS"], P["IS"]) for gn in ("swap", "ignore")]
+    is_shift = None if any(v is None for v in is_devs) else max(is_devs)
     devs = [_log_dev(P[mt], M["real"][mt]) for mt in ("BCFID", "WCFID", "BCIS", "WCIS")]
     perfect_dev = None if any(v is None for v in devs) else max(devs)
     checks = [
