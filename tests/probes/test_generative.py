@@ -175,3 +175,71 @@ def test_bad_inputs():
         conditional_fid(torch.randn(6, 2), yr, torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 0, 1]))
     with pytest.raises(ValueError, match="different lengths"):
         conditional_fid(torch.randn(6, 2), yr[:5], torch.randn(6, 2), yr)
+
+
+def test_conditional_scores_brute_force_loops():
+    # BCIS / WCIS by explicit loops over classes and samples, natural log, against the vectorised probe
+    g = torch.Generator().manual_seed(5)
+    N, K, C = 60, 4, 3
+    probs = (torch.randn(N, K, generator=g, dtype=torch.float64) * 1.5).softmax(1)
+    labels = torch.randint(0, C, (N,), generator=g)
+    P, y = probs.tolist(), labels.tolist()
+    py = [sum(P[i][k] for i in range(N)) / N for k in range(K)]
+    between = within = 0.0
+    for c in range(C):
+        rows = [P[i] for i in range(N) if y[i] == c]
+        pyc = [sum(r[k] for r in rows) / len(rows) for k in range(K)]
+        between += len(rows) / N * sum(pyc[k] * math.log(pyc[k] / py[k]) for k in range(K))
+        within += sum(sum(r[k] * math.log(r[k] / pyc[k]) for k in range(K)) for r in rows) / N
+    s = conditional_scores(probs, labels)
+    assert math.isclose(s["BCIS"], math.exp(between), rel_tol=1e-12)
+    assert math.isclose(s["WCIS"], math.exp(within), rel_tol=1e-12)
+    # invariant under a relabelling of the conditioning classes (blind to class swaps)
+    s2 = conditional_scores(probs, (labels + 1) % C)
+    assert all(math.isclose(s[k], s2[k], rel_tol=1e-12) for k in s)
+
+
+def test_fid_bound_exact_finite_sample():
+    # equal class counts n in both sets: FID <= N/(N-1) BCFID + (N-K)/(N-1) WCFID for any samples
+    g = torch.Generator().manual_seed(6)
+    worst = 0.0
+    for trial in range(60):
+        K, n, d = 2 + trial % 4, 3 + trial % 7, 1 + trial % 5
+        N = K * n
+        lab = torch.arange(K).repeat_interleave(n)
+        scale_r = torch.rand(K, 1, 1, generator=g, dtype=torch.float64) * 3
+        scale_f = torch.rand(K, 1, 1, generator=g, dtype=torch.float64) * 3
+        zr = torch.randn(K, n, d, generator=g, dtype=torch.float64).pow(3) * scale_r  # heavy-tailed, not Gaussian
+        zf = torch.randn(K, n, d, generator=g, dtype=torch.float64) * scale_f
+        xr = (zr + 2 * torch.randn(K, 1, d, generator=g, dtype=torch.float64)).reshape(N, d)
+        xf = (zf + 2 * torch.randn(K, 1, d, generator=g, dtype=torch.float64)).reshape(N, d)
+        r = conditional_fid(xr, lab, xf, lab)
+        bound = N / (N - 1) * r["BCFID"] + (N - K) / (N - 1) * r["WCFID"]
+        assert r["FID"] <= bound * (1 + 1e-9) + 1e-12
+        worst = max(worst, r["FID"] / bound)
+    assert worst < 1.0
+    # equality case: every class has the same points, centred (S_B = 0 and all S_c equal in each set)
+    K, n, d = 3, 8, 4
+    N = K * n
+    zr = torch.randn(n, d, generator=g, dtype=torch.float64)
+    zf = torch.randn(n, d, generator=g, dtype=torch.float64) * 2
+    zr, zf = zr - zr.mean(0), zf - zf.mean(0)  # equal means too, so BCFID = 0
+    lab = torch.arange(K).repeat_interleave(n)
+    r = conditional_fid(zr.repeat(K, 1), lab, zf.repeat(K, 1), lab)
+    assert r["BCFID"] < 1e-12
+    assert math.isclose(r["FID"], (N - K) / (N - 1) * r["WCFID"], rel_tol=1e-10)
+    assert math.isclose(r["WCFID"], fid(zr, zf), rel_tol=1e-12)
+
+
+def test_class_swap_moves_only_wcfid():
+    # condition c generates real class c+1: pooled features and class means unchanged, per-class FID large
+    g = torch.Generator().manual_seed(7)
+    K, n, d = 4, 50, 3
+    means = torch.randn(K, d, generator=g, dtype=torch.float64) * 5
+    lab = torch.arange(K).repeat_interleave(n)
+    xr = means[lab] + torch.randn(K * n, d, generator=g, dtype=torch.float64)
+    xg = means[lab] + torch.randn(K * n, d, generator=g, dtype=torch.float64)
+    good, swap = conditional_fid(xr, lab, xg, lab), conditional_fid(xr, lab, xg, (lab + 1) % K)
+    assert math.isclose(good["FID"], swap["FID"], rel_tol=1e-12)
+    assert math.isclose(good["BCFID"], swap["BCFID"], rel_tol=1e-9, abs_tol=1e-12)
+    assert swap["WCFID"] > 50 * good["WCFID"]

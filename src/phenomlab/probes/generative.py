@@ -22,8 +22,23 @@ Class-conditional definitions (Benny et al.), with ``p(c)`` the class frequencie
   distance between the Gaussians fitted to the class means, ``N(E_c mu_c, Cov_c(mu_c))``, of the real and
   the generated data; ``WCFID = E_c d^2(N(mu_c^r, S_c^r), N(mu_c^g, S_c^g))`` is the per-class FID
   averaged over the classes (weights: the real class frequencies). Both are zero when the class-wise
-  Gaussians coincide, and ``FID <= BCFID + WCFID`` for population moments (the squared Frechet distance
-  is jointly convex and subadditive over the between/within decomposition of the covariance).
+  Gaussians coincide, and ``FID <= BCFID + WCFID`` (the paper's upper bound) for population moments when
+  both sets share the class distribution ``p(c)``, as in conditional generation: the covariance splits
+  into ``sum_c p(c) S_c + S_B`` and the squared Bures distance (the trace part of ``d^2``) is jointly convex
+  and positively homogeneous, hence subadditive over that split.
+- Finite samples (unbiased covariances), equal class counts ``n`` in both sets, ``K`` classes, ``N = K n``:
+  the total covariance is ``((N-K) W + N S_B) / (N-1)`` with ``W`` the mean class covariance, so exactly
+  ``FID <= N/(N-1) BCFID + (N-K)/(N-1) WCFID``; when every class of both sets has the same mean and the
+  classes of each set share one covariance, ``BCFID = 0`` and ``FID = (N-K)/(N-1) WCFID`` exactly (both
+  tested in tests/probes/test_generative.py).
+- For a good conditional generator BCIS is high (up to the number of classes) and WCIS low (near 1: each
+  class is classified consistently). ``IS`` depends on the pooled samples only, so it cannot tell a
+  class-consistent generator from one that ignores the class (``BCIS`` falls as ``WCIS`` rises); ``FID``,
+  ``IS``, ``BCIS``, ``WCIS`` and ``BCFID`` are all blind to a permutation of the class labels; only
+  ``WCFID`` compares each class with the same real class.
+
+These definitions satisfy the two relations the paper states between its metrics and the unconditional ones
+(a product for IS, an upper bound for FID); both are tested, the bound in its exact finite-sample form.
 """
 
 from __future__ import annotations
