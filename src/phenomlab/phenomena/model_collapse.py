@@ -195,7 +195,7 @@ class VAE(nn.Module):
         z = m + torch.randn(m.shape, generator=g, dtype=m.dtype) * (0.5 * lv).exp()
         rec = ((self.dec(z) - x) ** 2).sum(1).mean()
         kl = 0.5 * (m**2 + lv.exp() - lv - 1).sum(1).mean()
-        return rec + kl, {"reconstruction": float(rec), "kl": float(kl)}
+        return rec + kl, {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
     def sample(self, n: int, g: torch.Generator) -> torch.Tensor:
