@@ -1,4 +1,4 @@
-"""model-collapse: each check fails on a constructed result without the phenomenon; helpers against hand computations."""
+"""model-collapse: each check fails on a constructed result without the phenomenon; helpers vs hand computations."""
 
 import copy
 import math
