@@ -96,7 +96,13 @@ def test_reduced_run_end_to_end(smoke):
 
 @pytest.mark.parametrize(
     "over",
-    [{"bandwidths": (2.0, 2.0)}, {"bandwidths": (4.0, 1.0)}, {"bandwidths": (0.0, 1.0)}, {"params": 0}, {"lrs": (-1.0,)}],
+    [
+        {"bandwidths": (2.0, 2.0)},
+        {"bandwidths": (4.0, 1.0)},
+        {"bandwidths": (0.0, 1.0)},
+        {"params": 0},
+        {"lrs": (-1.0,)},
+    ],
 )
 def test_bad_config(over):
     with pytest.raises(ConfigError):
