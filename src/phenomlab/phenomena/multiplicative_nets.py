@@ -25,8 +25,10 @@ its targets. Checks:
 - ``control_ratio_at_min_B``: at the smallest bandwidth the gap closes, ``max(r, 1/r) <= CONTROL_MAX_RATIO`` (1.5)
   with ``r`` the geometric-mean ratio there.
 
-Seed std of the deciding numbers (quick preset, seeds 0-2): see the constants below and
-docs/phenomena/multiplicative-nets.md.
+Outcome (quick preset, seeds 0-4): NOT REPRODUCED. The multiplicative net is 10-40x better at B <= 4 and the
+advantage shrinks to ~1.5x at B = 8 (a depth-4 product net is a degree-16 polynomial, too low for the highest
+frequencies): the gap falls with bandwidth instead of growing, and does not close on the low-bandwidth control.
+Seed std of the deciding numbers next to the constants below; details in docs/phenomena/multiplicative-nets.md.
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ ID = "multiplicative-nets"
 
 FAMILIES = ("relu", "mult")
 #: MSE(ReLU) / MSE(mult) at the largest bandwidth at least this (issue threshold).
+#: Quick preset, seeds 0-2: 1.51 +- 0.39 (seed std); seeds 3, 4: 1.65, 2.70.
 MIN_RATIO = 2.0
 #: Spearman(B, log ratio) across targets at least this: the gap grows with bandwidth.
+#: Quick preset, seeds 0-2: -0.72 +- 0.12; seeds 3, 4: -0.73, -0.73 (the gap shrinks with B).
 MIN_SPEARMAN = 0.7
 #: at the smallest bandwidth the ratio is within a factor 1.5 of 1 either way ("near 1"; issue suggestion).
+#: Quick preset, seeds 0-2: 20.7 +- 3.1; seeds 3, 4: 20.1, 33.6 (mult is far better already at B = 1).
 CONTROL_MAX_RATIO = 1.5
 #: points of the separate sample that standardises each target
 _NORM_POINTS = 20_000
