@@ -25,9 +25,10 @@ its targets. Checks:
 - ``control_ratio_at_min_B``: at the smallest bandwidth the gap closes, ``max(r, 1/r) <= CONTROL_MAX_RATIO`` (1.5)
   with ``r`` the geometric-mean ratio there.
 
-Outcome (quick preset, seeds 0-4): NOT REPRODUCED. The multiplicative net is 10-40x better at B <= 4 and the
-advantage shrinks to ~1.5x at B = 8 (a depth-4 product net is a degree-16 polynomial, too low for the highest
-frequencies): the gap falls with bandwidth instead of growing, and does not close on the low-bandwidth control.
+Outcome (quick preset, seeds 0-4): NOT REPRODUCED. The multiplicative net is 18-46x better at B <= 2 (1.5-21x at
+B = 4) and the advantage shrinks to ~1.5x at B = 8 (a depth-4 product net is a degree-16 polynomial, too low for
+the highest frequencies): the gap falls with bandwidth instead of growing, and does not close on the
+low-bandwidth control.
 Seed std of the deciding numbers next to the constants below; details in docs/phenomena/multiplicative-nets.md.
 """
 
