@@ -53,6 +53,7 @@ from phenomlab.probes.curvature import (
     lanczos_eigenvalues,
     model_hvp,
     top_hessian_eigenvalue,
+    trace_estimate,
 )
 
 Row = dict[str, Any]
@@ -275,6 +276,118 @@ def bench_curvature(repeats: int = 5, threads: str = "both") -> list[Row]:
     return rows
 
 
+def _trace_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, budgets: tuple[int, ...], seeds: int, methods: tuple[str, ...]
+) -> tuple[float, float, float, dict[tuple[str, int], tuple[float, float, str]]]:
+    """Reference trace, Hutchinson's per-probe sd and, per (method, budget), our RMS relative error."""
+    mv = model_hvp(model, nn.CrossEntropyLoss(), (x, y))
+    kw = {"dtype": mv.dtype, "device": mv.device}
+    t0 = time.perf_counter()
+    ref, ref_se = trace_estimate(mv, mv.n, samples=800, method="krylov", seed=10**6, **kw)
+    t_ref = time.perf_counter() - t0
+    _, h_se = trace_estimate(mv, mv.n, samples=200, method="hutchinson", seed=10**6 + 1, **kw)
+    sd1 = h_se * math.sqrt(200)
+    print(
+        f"bench_trace_equal_accuracy: reference tr(H) = {ref:.3f} +- {ref_se:.3f} ({t_ref:.0f} s); "
+        f"Hutchinson per-probe sd {sd1:.2f} ({sd1 / ref:.3f} relative)",
+        flush=True,
+    )
+    acc: dict[tuple[str, int], tuple[float, float, str]] = {}
+    for method in methods:
+        for m in budgets:
+            outs = [trace_estimate(mv, mv.n, samples=m, method=method, seed=s, **kw) for s in range(seeds)]
+            est = np.array([o[0] for o in outs])
+            se = np.array([o[1] for o in outs])
+            rms_se = float(np.sqrt(np.mean(se**2))) / ref
+            rms_emp = float(np.sqrt(np.mean((est - ref) ** 2))) / ref
+            acc[(method, m)] = (rms_se, rms_emp, f"{est[0]:.2f} +- {se[0]:.2f}")
+            print(f"  {method} m={m}: rms rel err {rms_se:.4f} (error bars), {rms_emp:.4f} (vs reference)", flush=True)
+    return ref, ref_se, sd1, acc
+
+
+def bench_trace_equal_accuracy(
+    budgets: tuple[int, ...] = (16, 24, 40),
+    seeds: int = 10,
+    repeats: int = 2,
+    threads: str = "both",
+    methods: tuple[str, ...] = ("krylov", "hutch++"),
+) -> list[Row]:
+    """Hessian trace at equal accuracy: Hessian-vector products and time each method needs.
+
+    Reference ``tr(H)``: the Krylov-deflated estimator with 800 products (400 Lanczos steps + 400
+    deflated probes), quoted with its standard error. Our accuracy at a budget ``m`` is the RMS relative
+    error of ``trace_estimate(method, samples=m)``: ``sqrt(mean se^2)`` over ``seeds`` runs (the
+    estimators are unbiased, so the mean squared error bar is their variance; many more degrees of
+    freedom than the spread of ``seeds`` estimates), with the empirical RMS error against the
+    reference next to it; the larger of the two is the accuracy matched. Hutchinson's error with
+    ``m`` Rademacher probes is exactly ``sd_1 / sqrt(m)``, ``sd_1`` the per-probe standard deviation
+    (from 200 probes), so PyHessian needs ``m_H = (sd_1 / (err * tr))^2`` products for the same
+    error. Times: PyHessian's ``trace(maxIter=m_H, tol=0)`` vs ``hessian_trace(samples=m,
+    method=...)``, both building their graphs, interleaved, minimum over ``repeats``. The untimed
+    accuracy runs use one thread.
+    """
+    try:
+        import pyhessian
+        from pyhessian import hessian as PyHessian
+    except ImportError as exc:
+        print(f"bench_trace_equal_accuracy: skipped, PyHessian not installed ({exc})")
+        return [{"bench": "hessian_trace_equal_accuracy", "skipped": "pyhessian not installed"}]
+    model, x, y = _data_and_model()
+    loss_fn = nn.CrossEntropyLoss()
+    with _threads("single"):
+        ref, ref_se, sd1, acc = _trace_accuracy(model, x, y, budgets, seeds, methods)
+    version = getattr(pyhessian, "__version__", "0.1")
+    rows: list[Row] = []
+    seeds_it = iter(range(10**6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mode in _modes(threads):
+            with _threads(mode):
+                for (method, m), (rms_se, rms_emp, example) in acc.items():
+                    # The larger of the two error measures: the comparison never flatters our side.
+                    err = max(rms_se, rms_emp)
+                    m_h = max(1, math.ceil((sd1 / (err * ref)) ** 2))
+
+                    def theirs(m_h: int = m_h) -> float:
+                        torch.manual_seed(next(seeds_it))
+                        try:
+                            h = PyHessian(model, loss_fn, data=(x, y), cuda=False)
+                            return float(np.mean(h.trace(maxIter=m_h, tol=0.0)))
+                        finally:
+                            _clear_grads(model)
+
+                    def ours(m: int = m, method: str = method) -> float:
+                        return hessian_trace(model, loss_fn, (x, y), samples=m, method=method, seed=next(seeds_it))
+
+                    t, _ = _interleaved({"ours": ours, "theirs": theirs}, repeats)
+                    rows.append(
+                        {
+                            "bench": "hessian_trace_equal_accuracy",
+                            "variant": f"{method} {m} HVPs vs Hutchinson {m_h} HVPs",
+                            "reference_lib": f"pyhessian {version}",
+                            "threads": mode,
+                            "rel_err": float(f"{err:.3g}"),
+                            "ours_rms_rel_err_from_error_bars": float(f"{rms_se:.3g}"),
+                            "ours_rms_rel_err_vs_ref": float(f"{rms_emp:.3g}"),
+                            "ours_hvps": m,
+                            "theirs_hvps": m_h,
+                            "hvp_ratio": round(m_h / m, 2),
+                            "ours_s": round(t["ours"], 4),
+                            "theirs_s": round(t["theirs"], 4),
+                            "ratio_theirs_over_ours": round(t["theirs"] / t["ours"], 2),
+                            "goal_ratio": 2.0,
+                            "ours_seed0_estimate": example,
+                            "reference_trace": f"{ref:.3f} +- {ref_se:.3f}",
+                            "hutchinson_rel_sd_per_probe": round(sd1 / ref, 4),
+                            "load": _load(),
+                        }
+                    )
+    print("bench_trace_equal_accuracy")
+    for r in rows:
+        print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.items()))
+    return rows
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
@@ -309,7 +422,7 @@ def _part_a() -> list[Row]:
 
 
 _REF_TIME_KEYS = ("theirs_s", "ww_s", "torch_cka_s")
-_ACC_KEYS = ("max_alpha_abs_diff", "abs_diff", "max_abs_diff", "rel_agreement", "agree")
+_ACC_KEYS = ("rel_err", "max_alpha_abs_diff", "abs_diff", "max_abs_diff", "rel_agreement", "agree")
 
 
 def _summary(r: Row) -> dict[str, str]:
@@ -368,9 +481,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         help="both = default and single; managed = phenomlab inside probes.threads() (adaptive), others as default",
     )
     ap.add_argument("--skip-a", action="store_true", help="do not run benchmarks/spectra_cka_collapse_vs_libraries.py")
+    ap.add_argument("--trace-only", action="store_true", help="only the Hessian trace at equal accuracy")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {_load()}")
-    rows = bench_curvature(repeats=args.repeats, threads=args.threads)
+    rows = bench_trace_equal_accuracy(repeats=max(2, args.repeats // 2), threads=args.threads)
+    if args.trace_only:
+        print()
+        print_table(rows)
+        return rows
+    rows += bench_curvature(repeats=args.repeats, threads=args.threads)
     if not args.skip_a:
         rows += _part_a()
     print()

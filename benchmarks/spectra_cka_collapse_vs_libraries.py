@@ -1,6 +1,6 @@
 """Benchmarks for phenomlab.probes part A: collapse, spectra (vs WeightWatcher), CKA (vs torch-cka).
 
-Run:  .bench-venv/bin/python benchmarks/spectra_cka_collapse_vs_libraries.py
+Run:  .bench-venv/bin/python benchmarks/spectra_cka_collapse_vs_libraries.py [--only spectra] [--threads single]
 The reference libraries (weightwatcher, torch-cka) live only in the benchmark venv; a missing one is
 reported as "not installed" and its comparison skipped. Every function returns a list of dict rows and
 prints them. Timings are wall-clock minima over ``repeats`` runs after one warm-up run; the machine's
@@ -61,6 +61,18 @@ def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def _time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """Minimum wall time of each function over ``repeats`` rounds, one call of each per round, after a warm-up."""
+    outs = {k: fn() for k, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best, outs
 
 
 @contextlib.contextmanager
@@ -177,7 +189,7 @@ def _spectra_model(seed: int = 0) -> nn.Module:
     return m
 
 
-def bench_spectra(repeats: int = 3, threads: str = "both") -> list[Row]:
+def bench_spectra(repeats: int = 5, threads: str = "both") -> list[Row]:
     """``layer_spectra`` vs ``weightwatcher.WeightWatcher(model=m).analyze()``: alpha per layer and time."""
     m = _spectra_model()
     rows: list[Row] = []
@@ -187,8 +199,8 @@ def bench_spectra(repeats: int = 3, threads: str = "both") -> list[Row]:
         ww = None
     for mode in _modes(threads):
         with _threads(mode):
-            t_ours, ours = _time(lambda: layer_spectra(m), repeats)
             if ww is None:
+                t_ours, ours = _time(lambda: layer_spectra(m), repeats)
                 rows.append(
                     {"bench": "spectra", "threads": mode, "ours_s": round(t_ours, 4), "weightwatcher": "not installed"}
                 )
@@ -200,7 +212,9 @@ def bench_spectra(repeats: int = 3, threads: str = "both") -> list[Row]:
                     warnings.simplefilter("ignore")
                     return ww.WeightWatcher(model=m).analyze()
 
-            t_ww, details = _time(run_ww, repeats)
+            # Interleaved (ours, theirs, ours, ...) so that a load change on the shared machine hits both.
+            t, outs = _time_interleaved({"ours": lambda: layer_spectra(m), "ww": run_ww}, repeats)
+            t_ours, ours, t_ww, details = t["ours"], outs["ours"], t["ww"], outs["ww"]
         ww_alpha = [float(a) for a in details["alpha"].to_numpy()]
         ww_shapes = [(int(nn_), int(mm)) for nn_, mm in zip(details["N"], details["M"], strict=True)]
         our_rows = [r for r in ours if min(r["matrix_shape"]) >= 8]  # WW skips layers with < 8 eigenvalues
@@ -321,7 +335,15 @@ def bench_cka(n: int = 4096, batch_size: int = 256, repeats: int = 2, threads: s
 
 
 if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["collapse", "spectra", "cka"], action="append", help="only these (repeatable)")
+    ap.add_argument("--threads", choices=["both", "default", "single", "managed"], default="both")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default: each benchmark's own)")
+    args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {_load()}")
-    bench_collapse()
-    bench_spectra()
-    bench_cka()
+    extra = {} if args.repeats is None else {"repeats": args.repeats}
+    for name, fn in (("collapse", bench_collapse), ("spectra", bench_spectra), ("cka", bench_cka)):
+        if not args.only or name in args.only:
+            fn(threads=args.threads, **extra)

@@ -207,6 +207,31 @@ def test_layer_spectra_gram_and_svd_methods_agree():
         layer_spectra(net, method="qr")
 
 
+def test_layer_spectra_gram_matches_float64_svd_for_every_layout():
+    # Tall, wide and conv weights, a non-contiguous (transposed) weight and a float16 one: the Gram path
+    # (dsyrk on a column-major view + dsyevd) must give the float64 SVD's spectrum and alpha.
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(30, 70), nn.Linear(70, 25), nn.Conv2d(3, 6, 3), nn.Linear(40, 40), nn.Linear(33, 12))
+    with torch.no_grad():
+        net[3].weight = nn.Parameter(torch.randn(40, 40).T * 0.1)  # non-contiguous
+        net[4].half()
+    assert not net[3].weight.is_contiguous()
+    rows = layer_spectra(net, method="gram")
+    assert len(rows) == 5
+    for r, mod in zip(rows, net, strict=True):
+        w = mod.weight.detach().double().reshape(mod.weight.shape[0], -1).numpy()
+        sv = np.linalg.svd(w, compute_uv=False)
+        assert r["spectral_norm"] == pytest.approx(sv[0], rel=1e-12)
+        assert r["frobenius_norm"] == pytest.approx(np.sqrt((sv**2).sum()), rel=1e-12)
+        assert r["stable_rank"] == pytest.approx((sv**2).sum() / sv[0] ** 2, rel=1e-12)
+        p = sv / sv.sum()
+        assert r["effective_rank"] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-10)
+        assert r["rank"] == int((sv > 1e-3 * sv[0]).sum())
+        ref = power_law_alpha(torch.from_numpy(np.sort(sv**2)))
+        assert r["alpha"] == pytest.approx(ref.alpha, rel=1e-9)
+        assert r["n_tail"] == ref.n_tail
+
+
 def test_small_sample_fit_matches_weightwatcher_rule():
     # 9-19 values: bias-corrected alpha = 1 + (n-1)/sum log(x/xmin), only tails of >= 8 points scored.
     x = np.sort(pareto(15, 2.5, seed=4))
