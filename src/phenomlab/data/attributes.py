@@ -26,12 +26,12 @@ import torch
 from ..errors import PhenomlabError
 from .base import Dataset
 
-__all__ = ["hidden_attributes", "key_leaf"]
+__all__ = ["hidden_attributes", "key_leaf", "random_key"]
 
 LABELINGS = ("key", "random_partition")
 
 
-def _random_key(k: int, depth: int, g: torch.Generator) -> list[int]:
+def random_key(k: int, depth: int, g: torch.Generator) -> list[int]:
     """The attribute tested at each node of a complete depth-``depth`` tree, heap order."""
     node_attr: list[int] = []
     uses = [0] * k
@@ -91,7 +91,7 @@ def hidden_attributes(
         raise PhenomlabError(f"labels must be one of {LABELINGS}, got {labels!r}")
     g = torch.Generator().manual_seed(seed)
     bits = 2 ** torch.arange(k)
-    node_attr = _random_key(k, depth, g)
+    node_attr = random_key(k, depth, g)
     # a balanced random table: combination -> class
     table = torch.arange(2**k) % n_classes
     table = table[torch.randperm(2**k, generator=g)]
