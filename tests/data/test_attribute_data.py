@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from phenomlab.data import hidden_attributes
-from phenomlab.data.attributes import random_key, key_leaf
+from phenomlab.data.attributes import key_leaf, random_key
 from phenomlab.errors import PhenomlabError
 
 
