@@ -1,5 +1,6 @@
 """Datasets as tensors, all generated or shipped: nothing is downloaded at run time."""
 
+from .attributes import hidden_attributes
 from .base import Dataset, from_npz, from_tensors
 from .synthetic import digits, gaussian_mixture, mnist1d, modular_arithmetic, teacher_student
 from .wrappers import class_split, with_label_noise, with_random_labels
@@ -10,6 +11,7 @@ __all__ = [
     "from_tensors",
     "digits",
     "gaussian_mixture",
+    "hidden_attributes",
     "mnist1d",
     "modular_arithmetic",
     "teacher_student",
