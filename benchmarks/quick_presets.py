@@ -76,7 +76,7 @@ def last_touched(pid: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ids", default="", help="comma-separated ids (default: every implemented Tier 1 id)")
+    ap.add_argument("--ids", default="", help="comma-separated ids (default: every implemented id)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
