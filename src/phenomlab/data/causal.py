@@ -169,7 +169,10 @@ def quantile_vectors(
     if not 1 <= k <= subsample <= n:
         raise ConfigError(f"need 1 <= k <= subsample <= n, got k={k}, subsample={subsample}, n={n}")
     lead = v.shape[:-1]
-    idx = torch.rand(*lead, n_vectors, n, generator=g).argsort(-1)[..., :subsample]
-    vals = torch.gather(v[..., None, :].expand(*lead, n_vectors, n), -1, idx).sort(-1).values
+    flat = v.reshape(-1, n)
     pos = torch.round((torch.arange(k, dtype=torch.float64) + 0.5) * subsample / k - 0.5).long()
-    return vals[..., pos]
+    out = torch.empty(flat.shape[0], n_vectors, k, dtype=v.dtype)
+    for i, row in enumerate(flat):  # one variable at a time keeps the [n_vectors, n] permutations small
+        idx = torch.rand(n_vectors, n, generator=g).argsort(-1)[:, :subsample]
+        out[i] = row[idx].sort(-1).values[:, pos]
+    return out.reshape(*lead, n_vectors, k)
