@@ -156,9 +156,7 @@ def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(z / math.sqrt(2)))
 
 
-def quantile_vectors(
-    v: torch.Tensor, n_vectors: int, subsample: int, k: int, g: torch.Generator
-) -> torch.Tensor:
+def quantile_vectors(v: torch.Tensor, n_vectors: int, subsample: int, k: int, g: torch.Generator) -> torch.Tensor:
     """``[..., n_vectors, k]``: quantile vectors of the samples ``v`` (``[..., n]``).
 
     Each vector draws ``subsample`` of the ``n`` samples without replacement, sorts them and keeps the

@@ -76,7 +76,7 @@ def autoencoder_complexity(
     (full batch); members share no parameters, so summing their losses trains each independently.
     """
     if train.dim() != 3 or test.dim() != 3 or train.shape[0] != test.shape[0] or train.shape[2] != test.shape[2]:
-        raise ConfigError(f"train/test must be [P, R, k] with equal P and k, got {tuple(train.shape)}, {tuple(test.shape)}")
+        raise ConfigError(f"train/test must be [P, R, k] with equal P and k: {tuple(train.shape)}, {tuple(test.shape)}")
     g = torch.Generator().manual_seed(seed)
     ae = BatchedAutoencoder(train.shape[0], train.shape[2], hidden, bottleneck, g).to(train.dtype)
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
