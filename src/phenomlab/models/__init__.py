@@ -2,7 +2,8 @@
 
 from .cnn import SmallCNN
 from .ensemble import MLPEnsemble
+from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .token import EmbedMLP, Transformer1L
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPEnsemble", "SmallCNN", "EmbedMLP", "Transformer1L"]
+__all__ = ["ACTIVATIONS", "MLP", "MLPEnsemble", "SmallCNN", "EmbedMLP", "Transformer1L", "HyperNet", "hyperkernel_limit"]
