@@ -6,4 +6,5 @@ from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .token import EmbedMLP, Transformer1L
 
-__all__ = ["ACTIVATIONS", "MLP", "MLPEnsemble", "SmallCNN", "EmbedMLP", "Transformer1L", "HyperNet", "hyperkernel_limit"]
+__all__ = ["ACTIVATIONS", "MLP", "MLPEnsemble", "SmallCNN", "EmbedMLP", "Transformer1L"]
+__all__ += ["HyperNet", "hyperkernel_limit"]

@@ -38,7 +38,12 @@ class HyperNet(nn.Module):
 
     def __init__(self, z_dim: int, x_dim: int, meta_width: int, primary_width: int) -> None:
         super().__init__()
-        for name, v in (("z_dim", z_dim), ("x_dim", x_dim), ("meta_width", meta_width), ("primary_width", primary_width)):
+        for name, v in (
+            ("z_dim", z_dim),
+            ("x_dim", x_dim),
+            ("meta_width", meta_width),
+            ("primary_width", primary_width),
+        ):
             if v <= 0:
                 raise PhenomlabError(f"HyperNet {name} must be positive, got {v}")
         self.z_dim, self.x_dim = z_dim, x_dim
@@ -74,6 +79,11 @@ class HyperNet(nn.Module):
 
     def forward(self, inp: Tensor) -> Tensor:
         z, x = self.split(inp)
+        if z.shape[0] > 1:
+            # many (z, x) pairs share a task z: run the (costly) meta-network once per distinct z
+            zu, idx = torch.unique(z, dim=0, return_inverse=True)
+            U, v = self.primary_weights(zu)
+            return self.primary(x, U[idx], v[idx]).unsqueeze(-1)
         U, v = self.primary_weights(z)
         return self.primary(x, U, v).unsqueeze(-1)
 
