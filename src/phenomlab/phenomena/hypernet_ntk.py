@@ -238,7 +238,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
 
     d = result.data
     arms = _arms(d)
-    fig, axes = new_figure(ncols=2, width=10.0, height=4.0)
+    fig, axes = new_figure(ncols=2, width=5.5, height=4.2)
     panels = (
         (axes[0], ("change_vs_n_g", "change_vs_n_f"), "relative kernel change ||Θ_T-Θ_0||/||Θ_0||"),
         (axes[1], ("init_dev_vs_n_g", "init_dev_vs_n_f"), "||Θ_0-Θ_∞||/||Θ_∞|| (hyperkernel)"),
