@@ -4,6 +4,7 @@ discrete-attribute net; a stacked MLP ensemble."""
 from .cnn import SmallCNN
 from .discrete import DiscreteAttributeNet
 from .ensemble import MLPEnsemble
+from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
 from .token import EmbedMLP, Transformer1L
@@ -20,4 +21,6 @@ __all__ = [
     "Transformer1L",
     "match_width",
     "param_count",
+    "HyperNet",
+    "hyperkernel_limit",
 ]
