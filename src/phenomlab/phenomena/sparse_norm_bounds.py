@@ -78,7 +78,7 @@ class SparseConvNet(nn.Module):
 @dataclass(frozen=True)
 class Config(
     PhenomenonConfig,
-    training(optimizer="sgd", lr=0.05, steps=3000, batch_size=64, weight_decay=5e-4, momentum=0.9, eval_every=3000),
+    training(optimizer="sgd", lr=0.05, steps=2000, batch_size=64, weight_decay=5e-4, momentum=0.9, eval_every=2000),
 ):
     widths: tuple[int, ...] = param((16, 32, 64), "conv channels (one net per width and training-set size)", gt=0)
     train_sizes: tuple[int, ...] = param((500, 1000, 2000, 4000), "nested mnist1d training-set sizes", gt=0)
