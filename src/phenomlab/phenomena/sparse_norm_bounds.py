@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..data import mnist1d
-from ..errors import ConfigError
+from ..errors import ConfigError, PhenomlabError
 from ..probes.bounds import network_bounds
 from ._stats import fmt, spearman
 from .config import PhenomenonConfig, param, training
@@ -99,7 +99,7 @@ class Config(
 
 PRESETS: dict[str, dict[str, Any]] = {
     # seconds: checks the pipeline (run, store, verdict, figures), not the phenomenon
-    "smoke": dict(widths=(8, 16), train_sizes=(200, 400), n_test=400, steps=150, eval_every=150),
+    "smoke": dict(widths=(16,), train_sizes=(100, 200, 300), n_test=400, lr=0.1, steps=800, eval_every=800),
     "quick": {},
     # more widths and sizes, longer training
     "paper": dict(widths=(16, 32, 64, 128), train_sizes=(500, 1000, 2000, 4000, 8000), n_test=4000, steps=10000),
@@ -122,23 +122,24 @@ def _grid(cfg: Config, ctx: RunContext, ds: Any, strides: tuple[int, ...], tag: 
                 eval_sets={"test": (ds.x_test.to(ctx.device), ds.y_test.to(ctx.device))},
             )
             train_acc, test_acc = hist.column("train_acc")[-1], hist.column("test_acc")[-1]
-            b = network_bounds(net.cpu(), x, y, cfg.margin_quantile)
-            runs.append(
-                {
-                    "n": n,
-                    "width": w,
-                    "train_acc": train_acc,
-                    "test_acc": test_acc,
-                    "gap": train_acc - test_acc,
-                    "sparse": b.sparse,
-                    "toeplitz": b.toeplitz,
-                    "ratio": b.ratio,
-                    "margin": b.margin,
-                    "ramp_loss": b.ramp_loss,
-                    "filter_norms": list(b.filter_norms),
-                    "toeplitz_norms": list(b.toeplitz_norms),
-                }
-            )
+            run = {"n": n, "width": w, "train_acc": train_acc, "test_acc": test_acc, "gap": train_acc - test_acc}
+            try:
+                b = network_bounds(net.cpu(), x, y, cfg.margin_quantile)
+            except PhenomlabError:
+                # the margin quantile is <= 0: the net misclassifies that fraction of its training set, the bound
+                # at that margin is undefined; recorded as missing, and every check reading it fails
+                run.update(sparse=None, toeplitz=None, ratio=None, margin=None, ramp_loss=None)
+            else:
+                run.update(
+                    sparse=b.sparse,
+                    toeplitz=b.toeplitz,
+                    ratio=b.ratio,
+                    margin=b.margin,
+                    ramp_loss=b.ramp_loss,
+                    filter_norms=list(b.filter_norms),
+                    toeplitz_norms=list(b.toeplitz_norms),
+                )
+            runs.append(run)
     return runs
 
 
@@ -152,6 +153,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def _spearman(runs: list[dict[str, Any]], key: str) -> float | None:
+    if any(r[key] is None for r in runs):
+        return None
     return spearman([r[key] for r in runs], [r["gap"] for r in runs], min_points=3)
 
 
@@ -170,15 +173,17 @@ def deciding_numbers(data: dict[str, Any]) -> dict[str, float | None]:
     main, ctrl = data["runs"], data["control_runs"]
     pooled = main + ctrl
     sp_pooled, tp_pooled = _spearman(pooled, "sparse"), _spearman(pooled, "toeplitz")
+    complete = bool(main) and all(r["ratio"] is not None for r in main)
     return {
-        "min_ratio": min(r["ratio"] for r in main) if main else None,
+        "unfitted": sum(r["sparse"] is None for r in pooled),
+        "min_ratio": min(r["ratio"] for r in main) if complete else None,
         "spearman_sparse": _spearman(main, "sparse"),
         "spearman_toeplitz": _spearman(main, "toeplitz"),
         "within_size_spearman_sparse": _within_size_spearman(main, "sparse"),
         "pooled_spearman_sparse": sp_pooled,
         "pooled_spearman_toeplitz": tp_pooled,
         "tracking_advantage": None if sp_pooled is None or tp_pooled is None else sp_pooled - tp_pooled,
-        "min_sparse_bound": min(r["sparse"] for r in main) if main else None,
+        "min_sparse_bound": min(r["sparse"] for r in main) if complete else None,
         "max_gap": max(r["gap"] for r in main) if main else None,
     }
 
@@ -208,6 +213,8 @@ def signature(result: Result) -> Verdict:
         f"{fmt(v['pooled_spearman_sparse'])} vs Toeplitz {fmt(v['pooled_spearman_toeplitz'])}; smallest sparse "
         f"bound {fmt(v['min_sparse_bound'], '.3g')} (largest gap {fmt(v['max_gap'])})"
     )
+    if v["unfitted"]:
+        summary += f"; {v['unfitted']} nets misclassify more than the margin quantile of their training set (no bound)"
     return Verdict(checks, summary)
 
 
@@ -218,19 +225,22 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     fig, axes = new_figure(ncols=2, width=5.5, height=4.0)
     ax = axes[0]
     for runs, marker, tag in ((d["runs"], "o", "main"), (d["control_runs"], "^", "control arch")):
+        runs = [r for r in runs if r["sparse"] is not None]
         gaps = [r["gap"] for r in runs]
         ax.scatter(gaps, [r["sparse"] for r in runs], marker=marker, color="C0", label=f"sparse ({tag})")
         ax.scatter(gaps, [r["toeplitz"] for r in runs], marker=marker, color="C3", label=f"Toeplitz ({tag})")
-    ax.set_yscale("log")
+    if any(r["sparse"] is not None for r in d["runs"] + d["control_runs"]):
+        ax.set_yscale("log")
     ax.set_xlabel("measured gap (train acc - test acc)")
     ax.set_ylabel("bound on the gap")
     ax.legend(fontsize=7)
     ax = axes[1]
     for w in sorted({r["width"] for r in d["runs"]}):
-        rs = sorted((r for r in d["runs"] if r["width"] == w), key=lambda r: r["n"])
+        rs = sorted((r for r in d["runs"] if r["width"] == w and r["sparse"] is not None), key=lambda r: r["n"])
         ax.plot([r["n"] for r in rs], [r["sparse"] for r in rs], marker="o", label=f"sparse bound, width {w}")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if any(r["sparse"] is not None for r in d["runs"]):
+        ax.set_yscale("log")
     ax.set_xlabel("training-set size")
     ax.set_ylabel("sparse bound")
     twin = ax.twinx()
