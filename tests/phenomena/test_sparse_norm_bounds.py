@@ -87,6 +87,9 @@ def test_within_size_spearman():
     d = snb.deciding_numbers({"runs": _tracking_main(), "control_runs": _control_arch()})
     assert d["within_size_spearman_sparse"] == pytest.approx(1.0)
     assert d["spearman_sparse"] == pytest.approx(1.0)
+    # gap(4000) / gap(500) at width 32, the median width
+    assert d["gap_change_over_sizes"] == pytest.approx(_gap(4000, 32) / _gap(500, 32))
+    assert d["bound_change_over_sizes"] == pytest.approx(d["gap_change_over_sizes"])
 
 
 def test_model_is_the_architecture_the_probe_covers():

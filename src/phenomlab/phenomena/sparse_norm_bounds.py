@@ -168,6 +168,18 @@ def _within_size_spearman(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def _size_change(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Median over widths of ``key`` at the largest training set / at the smallest (how it moves with ``n``)."""
+    sizes = sorted({r["n"] for r in runs})
+    ratios = []
+    for w in sorted({r["width"] for r in runs}):
+        by_n = {r["n"]: r[key] for r in runs if r["width"] == w}
+        lo, hi = by_n.get(sizes[0]), by_n.get(sizes[-1])
+        if lo is not None and hi is not None and lo > 0:
+            ratios.append(hi / lo)
+    return statistics.median(ratios) if ratios and len(sizes) > 1 else None
+
+
 def deciding_numbers(data: dict[str, Any]) -> dict[str, float | None]:
     """The numbers the checks read, plus informative ones (within-size tracking, bound range)."""
     main, ctrl = data["runs"], data["control_runs"]
@@ -183,6 +195,8 @@ def deciding_numbers(data: dict[str, Any]) -> dict[str, float | None]:
         "pooled_spearman_sparse": sp_pooled,
         "pooled_spearman_toeplitz": tp_pooled,
         "tracking_advantage": None if sp_pooled is None or tp_pooled is None else sp_pooled - tp_pooled,
+        "bound_change_over_sizes": _size_change(main, "sparse"),
+        "gap_change_over_sizes": _size_change(main, "gap"),
         "min_sparse_bound": min(r["sparse"] for r in main) if complete else None,
         "max_gap": max(r["gap"] for r in main) if main else None,
     }
@@ -210,7 +224,9 @@ def signature(result: Result) -> Verdict:
     summary = (
         f"Toeplitz/sparse >= {fmt(v['min_ratio'], '.1f')}x; Spearman(sparse bound, gap) {fmt(v['spearman_sparse'])} "
         f"(within sizes {fmt(v['within_size_spearman_sparse'])}); pooled with the control architecture: sparse "
-        f"{fmt(v['pooled_spearman_sparse'])} vs Toeplitz {fmt(v['pooled_spearman_toeplitz'])}; smallest sparse "
+        f"{fmt(v['pooled_spearman_sparse'])} vs Toeplitz {fmt(v['pooled_spearman_toeplitz'])}; from the smallest to "
+        f"the largest training set the sparse bound changes {fmt(v['bound_change_over_sizes'], '.2f')}x and the gap "
+        f"{fmt(v['gap_change_over_sizes'], '.2f')}x; smallest sparse "
         f"bound {fmt(v['min_sparse_bound'], '.3g')} (largest gap {fmt(v['max_gap'])})"
     )
     if v["unfitted"]:
