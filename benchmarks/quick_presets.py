@@ -46,6 +46,7 @@ BUDGET_S = {
     "sgd-fluctuation": 60,
     "edge-of-stability": 240,
     "ntk-mup": 240,
+    "hyper-singan": 600,
 }
 
 

@@ -1,10 +1,11 @@
-"""Models with named layers: MLP, small CNN, embedding+MLP, 1-layer transformer, multiplicative-gate nets, a
-discrete-attribute net; a stacked MLP ensemble."""
+"""Models with named layers: MLP, small CNN, embedding+MLP, 1-layer transformer, multiplicative-gate nets,
+hypernetworks (NTK-parametrised; a single-image-GAN emitter), a discrete-attribute net; a stacked MLP ensemble."""
 
 from .cnn import SmallCNN
 from .discrete import DiscreteAttributeNet
 from .ensemble import MLPEnsemble
-from .hypernet import HyperNet, hyperkernel_limit
+
+__all__ = []
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
 from .token import EmbedMLP, Transformer1L
@@ -23,4 +24,5 @@ __all__ = [
     "param_count",
     "HyperNet",
     "hyperkernel_limit",
+    "HyperSinGAN",
 ]
