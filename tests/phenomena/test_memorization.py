@@ -1,0 +1,166 @@
+import math
+
+import pytest
+import torch
+
+from phenomlab.data import digits
+from phenomlab.errors import ConfigError
+from phenomlab.models import MLP
+from phenomlab.phenomena import Result, build_config, memorization
+
+CAP = 8000
+GRID = list(range(0, CAP + 1, 50))
+LEVELS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def rep(t_fit, test=0.9):
+    """One noise-level run: fits at ``t_fit`` (None: never, stuck at 0.9 train accuracy)."""
+    if t_fit is None:
+        return {"steps": [0, CAP], "train_acc": [0.1, 0.9], "test_acc": [0.1, test], "steps_to_fit": None}
+    return {"steps": [0, t_fit], "train_acc": [0.1, 1.0], "test_acc": [0.1, test], "steps_to_fit": t_fit}
+
+
+def split(t_clean, t_noisy, base=None):
+    """Subset curves: the clean (A) / noisy (B) subset jumps from 0.05 to 0.95 at ``t_clean`` / ``t_noisy``."""
+    out = dict(base or {"train_acc": [0.5] * len(GRID), "test_acc": [0.5] * len(GRID), "steps_to_fit": None})
+    out["steps"] = GRID
+    out["clean_acc"] = [0.95 if s >= t_clean else 0.05 for s in GRID]
+    out["noisy_acc"] = [0.95 if t_noisy is not None and s >= t_noisy else 0.05 for s in GRID]
+    if base is not None:
+        out["train_acc"] = [1.0 if s >= base["steps_to_fit"] else 0.5 for s in GRID]
+        out["test_acc"] = [base["test_acc"][-1]] * len(GRID)
+    return out
+
+
+def make_result(
+    fit=(300, 2000, 2500, 3000, 3300, 3600),
+    random_test=0.1,
+    random_inputs=1500,
+    arpit=(100, 1000),
+    drop_noisy=(150, 4000),
+    control=(100, 100),
+    drop_clean=(150, 150),
+):
+    cfg = build_config(memorization.Config, memorization.PRESETS)
+    runs = {}
+    for p, t in zip(LEVELS, fit, strict=True):
+        test = random_test if p == 1.0 else 0.9 - 0.6 * p
+        reps = [rep(t, test) for _ in range(3)]
+        if p == 0.4:
+            reps[0] = split(*arpit, base=reps[0])
+        if p == 0.0:
+            reps[0] = split(*control, base=reps[0])
+        runs[str(p)] = reps
+    data = {
+        "noise_levels": LEVELS,
+        "runs": runs,
+        "random_inputs": rep(random_inputs, 0.1),
+        "dropout_noisy": split(*drop_noisy),
+        "dropout_clean": split(*drop_clean),
+        "n_noisy": 485,
+        "n_test": 449,
+        "n_classes": 10,
+        "max_steps": CAP,
+    }
+    return Result("memorization", cfg.to_dict(), 0, data)
+
+
+def failed(result):
+    v = memorization.signature(result)
+    return [c.name for c in v.checks if not c.passed]
+
+
+def test_present_passes_every_check():
+    v = memorization.signature(make_result())
+    assert v.passed, str(v)
+    assert any(c.name.startswith("control") for c in v.checks)
+
+
+@pytest.mark.parametrize(
+    "over, name",
+    [
+        # the random-input run never fits
+        ({"random_inputs": None}, "all_fit"),
+        # steps-to-fit not monotone in the noise fraction: Spearman = 1 - 6*10/210 = 0.714
+        ({"fit": (300, 3000, 2000, 3300, 2500, 3600)}, "spearman_noise_steps"),
+        # monotone but random labels fit only 1.83x slower than clean ones
+        ({"fit": (300, 350, 400, 450, 500, 550)}, "fit_time_ratio"),
+        # the net generalises from random labels (test acc 0.2, far from chance 0.1)
+        ({"random_test": 0.2}, "random_label_test_gap"),
+        # clean and noisy examples learned together
+        ({"arpit": (100, 100)}, "noisy_acc_when_clean_fit"),
+        # dropout slows the noisy subset (1200/1000 = 1.2x) less than the clean one (1.5x)
+        ({"drop_noisy": (150, 1200)}, "dropout_slowdown_ratio"),
+        # control: the arbitrary part B of clean data lags part A as much as noisy labels would
+        ({"control": (100, 1000)}, "control_split_acc_when_fit"),
+        # control: dropout slows part B of clean data 4x vs 1.5x for part A (ratio 2.67)
+        ({"drop_clean": (150, 400)}, "control_dropout_split_ratio"),
+    ],
+)
+def test_each_check_fails_on_its_construction(over, name):
+    assert failed(make_result(**over)) == [name]
+
+
+def test_slowdown_counts_a_never_fitting_dropout_run_at_the_cap():
+    base = split(100, 1000)
+    ratio, sn, sc = memorization.slowdown_ratio(base, split(200, None), CAP)
+    assert (sn, sc) == (CAP / 1000, 2.0) and ratio == pytest.approx(CAP / 1000 / 2.0)
+    # no reference time (the run without dropout never fitted the subset): undefined
+    assert memorization.slowdown_ratio(split(100, None), split(200, None), CAP)[0] is None
+
+
+def test_mean_steps_to_fit_and_helpers():
+    assert memorization.mean_steps_to_fit([rep(100), rep(300)]) == 200
+    assert memorization.mean_steps_to_fit([rep(100), rep(None)]) is None
+    assert memorization.first_step([0, 10, 20], [0.1, 0.95, 0.99], 0.9) == 10
+    assert memorization.first_step([0, 10], [0.1, 0.2], 0.9) is None
+    assert (
+        memorization.acc_at([0, 10, 20], [0.1, 0.5, 0.9], 10) == 0.5 and memorization.acc_at([0], [0.1], None) is None
+    )
+
+
+def test_gaussian_inputs_match_moments_and_keep_labels():
+    ds = digits(seed=0)
+    g = memorization.gaussian_inputs(ds, seed=3)
+    assert torch.equal(g.y_train, ds.y_train) and g.x_train.shape == ds.x_train.shape
+    assert torch.allclose(g.x_train.mean(0), ds.x_train.mean(0), atol=0.1)
+    assert torch.allclose(g.x_train.std(0), ds.x_train.std(0), atol=0.1)
+    assert not torch.allclose(g.x_train, ds.x_train)
+
+
+def test_dropout_mlp_is_the_mlp_in_eval_mode():
+    torch.manual_seed(0)
+    ref = MLP(8, 3, width=16, depth=2)
+    torch.manual_seed(0)
+    net = memorization.DropoutMLP(8, 3, width=16, depth=2, p=0.5).eval()
+    x = torch.randn(5, 8)
+    assert torch.allclose(ref(x), net(x))
+    net.train()
+    torch.manual_seed(1)
+    # in training mode about half the hidden units are dropped, so the output changes
+    assert not torch.allclose(ref(x), net(x))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"noise_levels": (0.0, 0.5)},
+        {"noise_levels": (0.2, 0.5, 1.0)},
+        {"noise_levels": (0.0, 0.5, 1.5)},
+        {"arpit_noise": 0.3},
+        {"dropout": 1.0},
+        {"replicates": 0},
+    ],
+)
+def test_bad_config(over):
+    with pytest.raises(ConfigError):
+        build_config(memorization.Config, memorization.PRESETS, "quick", over)
+
+
+def test_smoke_run_end_to_end(smoke):
+    store, r = smoke("memorization")
+    names = {c.name for c in r.verdict.checks}
+    assert "control_split_acc_when_fit" in names and "control_dropout_split_ratio" in names
+    assert len(r.data["runs"]["0.0"]) == r.config["replicates"]
+    assert all(math.isfinite(a) for a in r.data["runs"]["1.0"][0]["train_acc"])
+    assert all(p.endswith(".png") for p in r.figures)
