@@ -4,8 +4,8 @@ hypernetworks (NTK-parametrised; a single-image-GAN emitter), a discrete-attribu
 from .cnn import SmallCNN
 from .discrete import DiscreteAttributeNet
 from .ensemble import MLPEnsemble
-
-__all__ = []
+from .hypergan import HyperSinGAN
+from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
 from .token import EmbedMLP, Transformer1L
