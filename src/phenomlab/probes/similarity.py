@@ -464,13 +464,13 @@ def cca_matrix(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], tol: floa
     keep N well above the widths compared.
     """
     xs, ys, _ = _layers(feats_a, feats_b)
-    ua = [_orthobasis(_center(t), tol)[0] for t in xs]
-    ub = [_orthobasis(_center(t), tol)[0] for t in ys]
+    # float64 throughout: the bases of wide layers lose the small canonical correlations in float32
+    ua = [_orthobasis(_center(t.double()), tol)[0] for t in xs]
+    ub = [_orthobasis(_center(t.double()), tol)[0] for t in ys]
     out = torch.empty(len(xs), len(ys), dtype=torch.float64)
     for i, a in enumerate(ua):
         for j, b in enumerate(ub):
-            dtype = torch.promote_types(a.dtype, b.dtype)
-            out[i, j] = float(torch.linalg.svdvals(a.to(dtype).T @ b.to(dtype)).clamp_(0.0, 1.0).mean())
+            out[i, j] = float(torch.linalg.svdvals(a.T @ b.to(a.device)).clamp_(0.0, 1.0).mean())
     return out
 
 
