@@ -1,5 +1,7 @@
 """representation-similarity: each check fails on a constructed result without the phenomenon."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,13 +10,23 @@ from phenomlab.phenomena import representation_similarity as rs
 from phenomlab.phenomena.verdict import Result
 
 
+def pairs(means: list[float], spread: float = 0.01, nets: int = 4) -> list[list[list[float | None]]]:
+    """Per-width nets x nets same-layer CKA: the width's mean plus a fixed pattern of +-spread per pair."""
+    return [
+        [[None if a == b else m + spread * ((a + b) % 3 - 1) for b in range(nets)] for a in range(nets)] for m in means
+    ]
+
+
 def present() -> dict:
+    means = [0.80, 0.83, 0.87, 0.94]
     return {
         "widths": [4, 8, 16, 32],
-        "same_layer_cka": [0.80, 0.83, 0.87, 0.94],
+        "same_layer_cka": means,
+        "pair_cka": pairs(means),
         "cka_id": [0.7, 0.73, 0.93, 1.0],
         "cca_id": 0.1,
-        "test_acc": [[0.9] * 3] * 4,
+        "test_acc": [[0.9] * 4] * 4,
+        "boot_seed": 0,
     }
 
 
@@ -41,14 +53,30 @@ def test_cca_identifying_as_well_as_cka_fails_the_control():
 
 def test_no_width_trend_fails():
     d = present()
-    d["same_layer_cka"] = [0.80, 0.95, 0.83, 0.94]  # non-monotone: Spearman 0.4
-    assert "width_trend" in failing(d)
+    d["pair_cka"] = pairs([0.88, 0.86, 0.89, 0.87], spread=0.05)  # flat within the nets' spread
+    d["same_layer_cka"] = [0.88, 0.86, 0.89, 0.87]
+    assert failing(d) == {"width_trend_ci_low", "width_gain"}
 
 
-def test_flat_width_trend_fails_the_gain():
+def test_small_width_gain_fails():
     d = present()
-    d["same_layer_cka"] = [0.90, 0.905, 0.91, 0.92]  # monotone but within seed noise
+    d["same_layer_cka"] = [0.90, 0.905, 0.91, 0.92]
+    d["pair_cka"] = pairs(d["same_layer_cka"], spread=0.001)  # a real but tiny trend
     assert failing(d) == {"width_gain"}
+
+
+def test_width_slope_ci_by_hand():
+    m = pairs([0.5, 0.6, 0.7], spread=0.0)
+    s, lo, hi = rs.width_slope_ci([2, 4, 8], m, seed=0, n_boot=50)
+    assert s == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    assert rs.slope([0.0, 1.0, 2.0], [1.0, 3.0, 5.0]) == pytest.approx(2.0)
+
+
+def test_mean_off_diagonal_skips_self_pairs():
+    m = [[None, 1.0, 2.0], [1.0, None, 3.0], [2.0, 3.0, None]]
+    assert rs._mean_off_diagonal(m, [0, 1, 2]) == pytest.approx(2.0)
+    assert rs._mean_off_diagonal(m, [0, 0, 1]) == pytest.approx(1.0)  # resampled net 0 twice: only 0-1 pairs
+    assert math.isnan(rs._mean_off_diagonal(m, [2, 2, 2]))
 
 
 def test_identification_counts_diagonal_argmax():

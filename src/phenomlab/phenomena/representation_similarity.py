@@ -15,8 +15,9 @@ post-activation layers on ``n_examples`` test signals (flattened). Checks:
   the paper shows failing), on the same nets and examples, scores at least ``MIN_GAP`` (0.2) lower. ``rho_bar``
   is 1 by construction once a layer's width reaches the number of examples (the paper's Theorem 1), so
   ``n_examples`` must be at least twice the widest flattened layer: the failure is then measured, not forced;
-- ``width_trend``: Spearman(width, mean same-layer CKA across pairs of nets) over the widths ``>= MIN_SPEARMAN``
-  (0.9), across separately trained nets (not checkpoints), and ``width_gain``: mean same-layer CKA at the widest
+- ``width_trend_ci_low``: the least-squares slope of same-layer CKA (mean over layers, per pair of nets) against
+  log2(width), across separately trained nets (not checkpoints); the lower end of its 95% bootstrap interval
+  (nets resampled within each width) must be ``> 0``; and ``width_gain``: mean same-layer CKA at the widest
   width minus at the narrowest ``>= MIN_GAIN`` (0.05).
 
 Seed standard deviations of each deciding number: docs/BENCHMARKS.md. Background: docs/phenomena/
@@ -26,6 +27,8 @@ representation-similarity.md.
 from __future__ import annotations
 
 import itertools
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from ..errors import ConfigError
 from ..models import SmallCNN
 from ..probes.activations import features
 from ..probes.similarity import cca_matrix, cka_matrix
-from ._stats import fmt, spearman
+from ._stats import fmt
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -46,7 +49,7 @@ ID = "representation-similarity"
 
 MIN_CKA_ID = 0.9
 MIN_GAP = 0.2
-MIN_SPEARMAN = 0.9
+N_BOOT = 2000
 MIN_GAIN = 0.05
 LAYERS = ("act1", "act2", "act3", "act4", "act_fc")
 SIGNAL_LENGTH = 40  # MNIST-1D
@@ -55,7 +58,7 @@ SIGNAL_LENGTH = 40  # MNIST-1D
 @dataclass(frozen=True)
 class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1500, batch_size=128, eval_every=1500)):
     widths: tuple[int, ...] = param((4, 8, 16, 32), "channels per conv layer, one set of nets per width", gt=0)
-    nets: int = param(3, "independently initialised nets per width", ge=2)
+    nets: int = param(4, "independently initialised nets per width", ge=2)
     n_train: int = param(4000, "MNIST-1D training signals", ge=100)
     n_examples: int = param(3000, "test signals on which representations are compared", ge=10)
 
@@ -84,9 +87,52 @@ def identification(sims: list[torch.Tensor]) -> float:
     return hits / sum(s.shape[0] for s in sims)
 
 
+def _mean_off_diagonal(m: list[list[float | None]], idx: list[int]) -> float:
+    """Mean of ``m[idx[a]][idx[b]]`` over positions ``a != b`` whose nets differ and whose value is finite."""
+    vals = [
+        v
+        for a, i in enumerate(idx)
+        for b, j in enumerate(idx)
+        if a != b and i != j and (v := m[i][j]) is not None and math.isfinite(v)
+    ]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def slope(x: list[float], y: list[float]) -> float:
+    """Least-squares slope of ``y`` on ``x``."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+
+
+def width_slope_ci(
+    widths: list[int], pair_cka: list[list[list[float | None]]], seed: int, n_boot: int = N_BOOT
+) -> tuple[float, float, float]:
+    """Slope of mean same-layer CKA on log2(width) and its 95% percentile bootstrap interval, the nets of each
+    width resampled with replacement (pairs of a net with itself are skipped)."""
+    x = [math.log2(w) for w in widths]
+    point = slope(x, [_mean_off_diagonal(m, list(range(len(m)))) for m in pair_cka])
+    rng = random.Random(seed)
+    boots = []
+    for _ in range(n_boot):
+        ys = [_mean_off_diagonal(m, [rng.randrange(len(m)) for _ in m]) for m in pair_cka]
+        if all(math.isfinite(y) for y in ys):
+            boots.append(slope(x, ys))
+    boots.sort()
+    if not boots:
+        return point, math.nan, math.nan
+    return point, boots[int(0.025 * len(boots))], boots[min(int(0.975 * len(boots)), len(boots) - 1)]
+
+
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ds = mnist1d(n_train=cfg.n_train, n_test=cfg.n_examples, seed=ctx.seed_for("data")).to(ctx.device)
-    out: dict[str, Any] = {"widths": list(cfg.widths), "same_layer_cka": [], "cka_id": [], "test_acc": []}
+    out: dict[str, Any] = {
+        "widths": list(cfg.widths),
+        "same_layer_cka": [],
+        "pair_cka": [],
+        "cka_id": [],
+        "test_acc": [],
+        "boot_seed": ctx.seed_for("bootstrap"),
+    }
     for c in cfg.widths:
         feats, accs = [], []
         for k in range(cfg.nets):
@@ -97,7 +143,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             feats.append(features(net, ds.x_test, list(LAYERS)))
         pairs = list(itertools.permutations(range(cfg.nets), 2))
         cka = [cka_matrix(feats[a], feats[b]) for a, b in pairs]
-        out["same_layer_cka"].append(float(torch.stack([m.diagonal() for m in cka]).nanmean()))  # a dead layer: NaN
+        # mean over layers of each ordered pair's same-layer CKA (NaN: a dead layer, skipped)
+        per_pair = {p: float(m.diagonal().nanmean()) for p, m in zip(pairs, cka, strict=True)}
+        out["pair_cka"].append([[per_pair.get((a, b)) for b in range(cfg.nets)] for a in range(cfg.nets)])
+        out["same_layer_cka"].append(float(torch.tensor(list(per_pair.values())).nanmean()))
         out["cka_id"].append(identification(cka))
         out["test_acc"].append(accs)
         if c == max(cfg.widths):
@@ -113,7 +162,7 @@ def signature(result: Result) -> Verdict:
     d = result.data
     cka_id = d["cka_id"][d["widths"].index(max(d["widths"]))]
     gap = cka_id - d["cca_id"] if d.get("cca_id") is not None else None
-    rho = spearman(d["widths"], d["same_layer_cka"], min_points=3)
+    trend, lo, hi = width_slope_ci(d["widths"], d["pair_cka"], d["boot_seed"])
     order = sorted(range(len(d["widths"])), key=lambda i: d["widths"][i])
     gain = d["same_layer_cka"][order[-1]] - d["same_layer_cka"][order[0]]
     checks = [
@@ -125,7 +174,13 @@ def signature(result: Result) -> Verdict:
             MIN_GAP,
             "CKA's identification rate minus mean CCA's on the same nets (CCA must fail)",
         ),
-        check("width_trend", rho, ">=", MIN_SPEARMAN, "Spearman(width, mean same-layer CKA across seeds)"),
+        check(
+            "width_trend_ci_low",
+            lo if math.isfinite(lo) else None,
+            ">",
+            0.0,
+            f"same-layer CKA vs log2(width): slope {trend:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] (nets bootstrapped)",
+        ),
         check("width_gain", gain, ">=", MIN_GAIN, "same-layer CKA: widest minus narrowest width"),
     ]
     summary = (
