@@ -57,7 +57,7 @@ SIGNAL_LENGTH = 40  # MNIST-1D
 
 @dataclass(frozen=True)
 class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1500, batch_size=128, eval_every=1500)):
-    widths: tuple[int, ...] = param((4, 8, 16, 32), "channels per conv layer, one set of nets per width", gt=0)
+    widths: tuple[int, ...] = param((8, 16, 32), "channels per conv layer, one set of nets per width", gt=0)
     nets: int = param(4, "independently initialised nets per width", ge=2)
     n_train: int = param(4000, "MNIST-1D training signals", ge=100)
     n_examples: int = param(3000, "test signals on which representations are compared", ge=10)
