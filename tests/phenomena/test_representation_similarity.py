@@ -26,7 +26,6 @@ def present() -> dict:
         "cka_id": [0.7, 0.73, 0.93, 1.0],
         "cca_id": 0.1,
         "test_acc": [[0.9] * 4] * 4,
-        "boot_seed": 0,
     }
 
 
@@ -65,11 +64,15 @@ def test_small_width_gain_fails():
     assert failing(d) == {"width_gain"}
 
 
-def test_width_slope_ci_by_hand():
-    m = pairs([0.5, 0.6, 0.7], spread=0.0)
-    s, lo, hi = rs.width_slope_ci([2, 4, 8], m, seed=0, n_boot=50)
-    assert s == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+def test_jackknife_and_slope_interval_by_hand():
+    m = [[None, 1.0, 2.0], [1.0, None, 3.0], [2.0, 3.0, None]]
+    assert rs.jackknife_var(m) == pytest.approx(4 / 3)  # leave-one-out means 3, 2, 1
     assert rs.slope([0.0, 1.0, 2.0], [1.0, 3.0, 5.0]) == pytest.approx(2.0)
+    shifted = [[[None if v is None else v + c for v in row] for row in m] for c in (0.0, 1.0, 2.0)]
+    point, lo, hi = rs.width_slope_ci([2, 4, 8], shifted)
+    # slope 1 per doubling; var = sum_w ((x_w - 1)/2)^2 * 4/3 = 2/3; df = (2/3)^2 / (2 (1/3)^2 / 2) = 4
+    half = 2.7764451051977987 * math.sqrt(2 / 3)
+    assert point == pytest.approx(1.0) and lo == pytest.approx(1 - half) and hi == pytest.approx(1 + half)
 
 
 def test_mean_off_diagonal_skips_self_pairs():

@@ -16,8 +16,8 @@ post-activation layers on ``n_examples`` test signals (flattened). Checks:
   is 1 by construction once a layer's width reaches the number of examples (the paper's Theorem 1), so
   ``n_examples`` must be at least twice the widest flattened layer: the failure is then measured, not forced;
 - ``width_trend_ci_low``: the least-squares slope of same-layer CKA (mean over layers, per pair of nets) against
-  log2(width), across separately trained nets (not checkpoints); the lower end of its 95% bootstrap interval
-  (nets resampled within each width) must be ``> 0``; and ``width_gain``: mean same-layer CKA at the widest
+  log2(width), across separately trained nets (not checkpoints); the lower end of its 95% interval (jackknife over
+  the nets of each width, Student t) must be ``> 0``; and ``width_gain``: mean same-layer CKA at the widest
   width minus at the narrowest ``>= MIN_GAIN`` (0.05).
 
 Seed standard deviations of each deciding number: docs/BENCHMARKS.md. Background: docs/phenomena/
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ ID = "representation-similarity"
 
 MIN_CKA_ID = 0.9
 MIN_GAP = 0.2
-N_BOOT = 2000
 MIN_GAIN = 0.05
 LAYERS = ("act1", "act2", "act3", "act4", "act_fc")
 SIGNAL_LENGTH = 40  # MNIST-1D
@@ -77,7 +75,7 @@ class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1500, b
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(widths=(2, 3, 4), nets=2, steps=50, eval_every=50, n_train=400, n_examples=400),
     "quick": {},
-    "paper": dict(widths=(4, 8, 16, 32, 64), nets=5, steps=5000, eval_every=5000, n_examples=6000),
+    "paper": dict(widths=(8, 16, 32, 64), nets=5, steps=5000, eval_every=5000, n_examples=6000),
 }
 
 
@@ -104,23 +102,37 @@ def slope(x: list[float], y: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
 
 
-def width_slope_ci(
-    widths: list[int], pair_cka: list[list[list[float | None]]], seed: int, n_boot: int = N_BOOT
-) -> tuple[float, float, float]:
-    """Slope of mean same-layer CKA on log2(width) and its 95% percentile bootstrap interval, the nets of each
-    width resampled with replacement (pairs of a net with itself are skipped)."""
+def jackknife_var(m: list[list[float | None]]) -> float:
+    """Jackknife variance of the mean over pairs of distinct nets (a U-statistic), leaving out one net at a time:
+    ``(n-1)/n sum_i (mean_without_i - mean of those)^2`` (Efron & Stein 1981)."""
+    n = len(m)
+    loo = [_mean_off_diagonal(m, [j for j in range(n) if j != i]) for i in range(n)]
+    loo = [v for v in loo if math.isfinite(v)]
+    if len(loo) < 2:
+        return math.nan
+    mean = sum(loo) / len(loo)
+    return (len(loo) - 1) / len(loo) * sum((v - mean) ** 2 for v in loo)
+
+
+def width_slope_ci(widths: list[int], pair_cka: list[list[list[float | None]]]) -> tuple[float, float, float]:
+    """Slope of mean same-layer CKA on log2(width) with a 95% interval: per width the jackknife variance over its
+    nets (the widths are trained independently), propagated through the least-squares weights, and a Student t
+    quantile with Welch-Satterthwaite degrees of freedom (each width contributing n_nets - 1)."""
+    from scipy.stats import t as student_t
+
     x = [math.log2(w) for w in widths]
-    point = slope(x, [_mean_off_diagonal(m, list(range(len(m)))) for m in pair_cka])
-    rng = random.Random(seed)
-    boots = []
-    for _ in range(n_boot):
-        ys = [_mean_off_diagonal(m, [rng.randrange(len(m)) for _ in m]) for m in pair_cka]
-        if all(math.isfinite(y) for y in ys):
-            boots.append(slope(x, ys))
-    boots.sort()
-    if not boots:
+    means = [_mean_off_diagonal(m, list(range(len(m)))) for m in pair_cka]
+    point = slope(x, means)
+    mx = sum(x) / len(x)
+    sxx = sum((a - mx) ** 2 for a in x)
+    terms = [((a - mx) / sxx) ** 2 * jackknife_var(m) for a, m in zip(x, pair_cka, strict=True)]
+    dfs = [len(m) - 1 for m in pair_cka]
+    var = sum(terms)
+    if not math.isfinite(var) or var <= 0:
         return point, math.nan, math.nan
-    return point, boots[int(0.025 * len(boots))], boots[min(int(0.975 * len(boots)), len(boots) - 1)]
+    df = var**2 / sum(tv**2 / d for tv, d in zip(terms, dfs, strict=True) if tv > 0)
+    half = float(student_t.ppf(0.975, df)) * math.sqrt(var)
+    return point, point - half, point + half
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -131,7 +143,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "pair_cka": [],
         "cka_id": [],
         "test_acc": [],
-        "boot_seed": ctx.seed_for("bootstrap"),
     }
     for c in cfg.widths:
         feats, accs = [], []
@@ -162,7 +173,7 @@ def signature(result: Result) -> Verdict:
     d = result.data
     cka_id = d["cka_id"][d["widths"].index(max(d["widths"]))]
     gap = cka_id - d["cca_id"] if d.get("cca_id") is not None else None
-    trend, lo, hi = width_slope_ci(d["widths"], d["pair_cka"], d["boot_seed"])
+    trend, lo, hi = width_slope_ci(d["widths"], d["pair_cka"])
     order = sorted(range(len(d["widths"])), key=lambda i: d["widths"][i])
     gain = d["same_layer_cka"][order[-1]] - d["same_layer_cka"][order[0]]
     checks = [
@@ -179,7 +190,7 @@ def signature(result: Result) -> Verdict:
             lo if math.isfinite(lo) else None,
             ">",
             0.0,
-            f"same-layer CKA vs log2(width): slope {trend:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] (nets bootstrapped)",
+            f"same-layer CKA vs log2(width): slope {trend:.3f}, 95% CI [{lo:.3f}, {hi:.3f}] (jackknife over nets)",
         ),
         check("width_gain", gain, ">=", MIN_GAIN, "same-layer CKA: widest minus narrowest width"),
     ]
