@@ -8,6 +8,7 @@ from phenomlab.errors import PhenomlabError
 from phenomlab.probes.similarity import (
     MinibatchCKA,
     cca,
+    cca_matrix,
     cka_matrix,
     hsic1,
     linear_cka,
@@ -304,3 +305,26 @@ def test_cka_of_a_constant_representation_is_nan_with_warning(name, value):
             assert np.isnan(CKA_FNS[name](*args))
     # A barely varying representation is still defined.
     assert np.isfinite(CKA_FNS[name](const + 1e-3 * x[:, :5], y))
+
+
+def test_cca_matrix_equals_mean_cca_per_pair():
+    g = torch.Generator().manual_seed(0)
+    a = {"l1": torch.randn(60, 5, generator=g, dtype=torch.float64), "l2": torch.randn(60, 3, 2, generator=g).double()}
+    b = {
+        "m1": torch.randn(60, 7, generator=g, dtype=torch.float64),
+        "m2": a["l1"] @ torch.randn(5, 5, generator=g, dtype=torch.float64),
+    }
+    m = cca_matrix(a, b)
+    assert m.shape == (2, 2)
+    for i, x in enumerate(a.values()):
+        for j, y in enumerate(b.values()):
+            assert float(m[i, j]) == pytest.approx(float(cca(x, y).mean()), abs=1e-12)
+    assert float(m[0, 1]) == pytest.approx(1.0, abs=1e-12)  # an invertible linear map of the same layer
+
+
+def test_cca_matrix_is_one_when_width_reaches_examples():
+    # Kornblith et al. 2019, Theorem 1: any two layers at least as wide as N look identical to CCA
+    g = torch.Generator().manual_seed(1)
+    a = {"x": torch.randn(10, 12, generator=g, dtype=torch.float64)}
+    b = {"y": torch.randn(10, 15, generator=g, dtype=torch.float64)}
+    assert float(cca_matrix(a, b)[0, 0]) == pytest.approx(1.0, abs=1e-9)

@@ -43,6 +43,7 @@ __all__ = [
     "MinibatchCKA",
     "cka_matrix",
     "cca",
+    "cca_matrix",
     "svcca",
     "pwcca",
 ]
@@ -451,6 +452,26 @@ def cca(x: Any, y: Any, tol: float | None = None) -> Tensor:
     ux, _, _ = _orthobasis(_center(a), tol)
     uy, _, _ = _orthobasis(_center(b), tol)
     return torch.linalg.svdvals(ux.T @ uy).clamp_(0.0, 1.0)
+
+
+@single_threaded
+def cca_matrix(feats_a: Mapping[str, Any], feats_b: Mapping[str, Any], tol: float | None = None) -> Tensor:
+    """Mean canonical correlation ``rho_bar`` (the mean of :func:`cca`) between every layer of ``feats_a`` (rows)
+    and every layer of ``feats_b`` (columns), each layer's orthonormal basis computed once.
+
+    ``rho_bar`` is invariant to invertible linear maps of either representation, so it is 1 for any two layers
+    whose width reaches the number of examples (Kornblith, Norouzi, Lee, Hinton 2019, arXiv 1905.00414, Thm 1):
+    keep N well above the widths compared.
+    """
+    xs, ys, _ = _layers(feats_a, feats_b)
+    # float64 throughout: the bases of wide layers lose the small canonical correlations in float32
+    ua = [_orthobasis(_center(t.double()), tol)[0] for t in xs]
+    ub = [_orthobasis(_center(t.double()), tol)[0] for t in ys]
+    out = torch.empty(len(xs), len(ys), dtype=torch.float64)
+    for i, a in enumerate(ua):
+        for j, b in enumerate(ub):
+            out[i, j] = float(torch.linalg.svdvals(a.T @ b.to(a.device)).clamp_(0.0, 1.0).mean())
+    return out
 
 
 def _svd_reduce(x: Tensor, keep: float | int) -> Tensor:
