@@ -19,6 +19,12 @@ def spearman(x: Sequence[float], y: Sequence[float], min_points: int = 2) -> flo
     return None if math.isnan(rho) else rho
 
 
+def slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``y`` on ``x``: ``sum (x - mean x)(y - mean y) / sum (x - mean x)^2``."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+
+
 def fmt(v: float | None, spec: str = ".3f") -> str:
     """``v`` formatted with ``spec``, or ``n/a`` for a value that was never measured."""
     return "n/a" if v is None else format(v, spec)

@@ -44,7 +44,7 @@ import torch
 from ..errors import ConfigError
 from ..models.hypernet import HyperNet, hyperkernel_limit
 from ..probes.kernels import empirical_ntk, kernel_change
-from ._stats import fmt
+from ._stats import fmt, slope
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -157,7 +157,7 @@ def loglog_slope(widths: list[float], values: list[float]) -> float | None:
     """Least-squares slope of ``log(values)`` vs ``log(widths)``; None if fewer than 2 points or a value <= 0."""
     if len(widths) < 2 or any(v is None or not v > 0 for v in values):
         return None
-    return float(np.polyfit(np.log(widths), np.log(values), 1)[0])
+    return slope(np.log(widths).tolist(), np.log(values).tolist())
 
 
 def slope_with_ci(widths: list[float], per_seed: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:

@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from ..models import SmallCNN
 from ..probes.activations import features
 from ..probes.similarity import cca_matrix, cka_matrix
-from ._stats import fmt
+from ._stats import fmt, slope
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -94,12 +94,6 @@ def _mean_off_diagonal(m: list[list[float | None]], idx: list[int]) -> float:
         if a != b and i != j and (v := m[i][j]) is not None and math.isfinite(v)
     ]
     return sum(vals) / len(vals) if vals else math.nan
-
-
-def slope(x: list[float], y: list[float]) -> float:
-    """Least-squares slope of ``y`` on ``x``."""
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
 
 
 def jackknife_var(m: list[list[float | None]]) -> float:
