@@ -1,5 +1,6 @@
 """Models with named layers: MLP, small CNN, embedding+MLP, 1-layer transformer, multiplicative-gate nets,
-hypernetworks (NTK-parametrised; a single-image-GAN emitter), a discrete-attribute net; a stacked MLP ensemble."""
+hypernetworks (NTK-parametrised; a single-image-GAN emitter), a discrete-attribute net; a stacked MLP ensemble;
+SP/NTK/muP parametrisations of any of them (``models.parametrisation``)."""
 
 from .cnn import SmallCNN
 from .discrete import DiscreteAttributeNet
@@ -8,6 +9,7 @@ from .hypergan import HyperSinGAN
 from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
+from .parametrisation import param_groups, parametrisation_rules, parametrise
 from .token import EmbedMLP, Transformer1L
 
 __all__ = [
@@ -25,4 +27,7 @@ __all__ = [
     "HyperNet",
     "hyperkernel_limit",
     "HyperSinGAN",
+    "parametrise",
+    "param_groups",
+    "parametrisation_rules",
 ]

@@ -13,6 +13,11 @@ model helpers that collect features by module name with forward hooks. Submodule
 - ``stability``: Lyapunov exponents and moment growth of SGD (Ziyin et al. 2023)
 - ``landscape``: loss slices, interpolation barriers, permutation matching (Ainsworth et al. 2023)
 - ``generative``: FID and class-conditional FID/IS (Heusel et al. 2017; Benny et al. 2020)
+- ``bounds``: norm-based Rademacher bounds, sparse (filter-norm) vs standard (Galanti et al. 2023)
+- ``causal``: distribution complexity as an autoencoder's reconstruction error on quantiles
+- ``patches``: patch features and single-image FID for single-image GANs
+- ``attributes``: mean best correlation of units with hidden attributes
+- ``coords``: coordinate check, activation size per layer vs width (Yang et al. 2021, muP)
 
 ``probes.X`` is every name of every submodule's ``__all__`` (plus :func:`threads`, the opt-in thread
 control), resolved lazily: importing this package imports no submodule, and ``probes.linear_cka``

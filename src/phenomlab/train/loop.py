@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.parametrisation import param_groups
 from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, check_finite, evaluate_sets
 
 
@@ -192,7 +193,8 @@ def train(
     if objective is not None and loss is not None:
         raise ConfigError("give either loss or objective, not both: the objective replaces the loss")
     lf = loss or loss_fn(cfg.loss)
-    opt = optimizer or make_optimizer(model.parameters(), cfg)
+    # a parametrised model (models.parametrisation) carries per-parameter learning rates and weight decays
+    opt = optimizer or make_optimizer(param_groups(model, cfg.optimizer, cfg.lr, cfg.weight_decay), cfg)
     sets = {"train": (x, y), **(eval_sets or {})}
     order_seed = seed if batch_seed is None else batch_seed
     engine = Engine(cfg, model, opt, History(), seed=order_seed, checkpoint=checkpoint, progress=progress)
