@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from phenomlab.errors import PhenomlabError
 from phenomlab.models import MLP, Transformer1L
@@ -182,3 +183,31 @@ def test_mup_attention_logits_scale_as_one_over_d_head() -> None:
     effective = model.attn.in_proj_weight
     torch.testing.assert_close(effective[:64], ref.attn.in_proj_weight[:64] * 0.5, rtol=1e-15, atol=0)
     torch.testing.assert_close(effective[64:], ref.attn.in_proj_weight[64:], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("scheme", ["ntk", "mup"])
+def test_folded_multipliers_train_identically(scheme: str, optimizer: str) -> None:
+    """W = c w: the folded parametrisation follows the same trajectory of effective weights (5 steps)."""
+    x, y = torch.randn(20, 8, dtype=torch.float64), torch.randint(0, 3, (20,))
+    runs = []
+    for fold in (None, optimizer):
+        model = _mlp(64)
+        parametrise(model, scheme, base=_mlp(16), fold_for=fold)
+        kw = {"eps": 1e-30} if optimizer != "sgd" else {"momentum": 0.5}
+        opt = make_optimizer(model, optimizer, 1e-2, weight_decay=1e-3, **kw)
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        runs.append(model)
+    if scheme == "mup":
+        assert not any(isinstance(m, nn.Linear) and parametrize.is_parametrized(m) for m in runs[1].modules())
+    for (n, a), (_, b) in zip(_effective(runs[0]), _effective(runs[1]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=n)
+
+
+def _effective(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [
+        (n, getattr(m, p)) for n, m in model.named_modules() for p in ("weight", "bias") if isinstance(m, nn.Linear)
+    ]

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -55,6 +55,7 @@ __all__ = [
     "SCHEMES",
     "ParamRule",
     "Parametrisation",
+    "fold_multipliers",
     "make_optimizer",
     "param_groups",
     "parametrisation_rules",
@@ -202,6 +203,30 @@ def parametrisation_rules(model: nn.Module, scheme: str, base: nn.Module | None 
     return rules
 
 
+def fold_multipliers(rules: dict[str, ParamRule], optimizer: str) -> dict[str, ParamRule]:
+    """Equivalent rules without forward multipliers, for models that cannot carry them (e.g. stacked ensembles).
+
+    abc-parametrisations related by ``W = c w`` train identically (Yang & Hu 2021, arXiv 2011.14522, Sec. 3):
+    for Adam-like optimisers (which normalise the gradient scale) a multiplier ``c`` equals ``init_scale * c``
+    with ``lr_scale * c`` (Adam's L2 weight decay ``/ c^2``, AdamW's decoupled one ``/ c``, keeping ``lr * wd``);
+    for SGD it equals ``init_scale * c`` with ``lr_scale * c^2`` (L2 weight decay ``/ c^2``). Adam's epsilon is
+    then effectively multiplied by ``c`` (a negligible change at the default 1e-8). Row multipliers are not folded.
+    """
+    family = _family(optimizer)
+    out = {}
+    for name, r in rules.items():
+        if r.rows:
+            raise PhenomlabError(f"{name}: a row multiplier (attention) cannot be folded into the init")
+        c = r.multiplier
+        if family == "sgd":
+            lr, wd = r.lr_scale_sgd * c**2, r.wd_scale_sgd / c**2
+            out[name] = replace(r, init_scale=r.init_scale * c, multiplier=1.0, lr_scale_sgd=lr, wd_scale_sgd=wd)
+        else:
+            lr, wd = r.lr_scale_adam * c, r.wd_scale_adam / (c if optimizer == "adamw" else c**2)
+            out[name] = replace(r, init_scale=r.init_scale * c, multiplier=1.0, lr_scale_adam=lr, wd_scale_adam=wd)
+    return out
+
+
 def _sibling(name: str, p_name: str, other: str) -> str:
     return name[: len(name) - len(p_name)] + other
 
@@ -218,13 +243,19 @@ class _Scale(nn.Module):
         return w * self.scale.to(w.dtype)
 
 
-def parametrise(model: nn.Module, scheme: str, base: nn.Module | None = None) -> Parametrisation:
+def parametrise(
+    model: nn.Module, scheme: str, base: nn.Module | None = None, fold_for: str | None = None
+) -> Parametrisation:
     """Apply ``scheme`` to a freshly initialised ``model`` in place and record it on ``model.parametrisation``.
 
     Rescales the stored parameters (``init_scale``) and registers the forward multipliers; the optimiser's
-    per-parameter learning rates come from :func:`param_groups`. Returns what was applied.
+    per-parameter learning rates come from :func:`param_groups`. ``fold_for="adam"`` (or ``"sgd"``, ...) folds the
+    multipliers into init and learning rates (:func:`fold_multipliers`): the same training under that optimiser
+    family, with no parametrisation registered. Returns what was applied.
     """
     rules = parametrisation_rules(model, scheme, base)
+    if fold_for is not None:
+        rules = fold_multipliers(rules, fold_for)
     owners = _owners(model)
     with torch.no_grad():
         for name, rule in rules.items():
