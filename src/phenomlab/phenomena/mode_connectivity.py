@@ -28,7 +28,8 @@ Checks (thresholds; mean +- seed std over seeds 0-2 of the quick preset in brack
 - ``children_min_train_acc`` >= 0.99: every child fits its training set (barriers are between trained nets) [1.0];
 - ``instability_k0_pts`` >= 5: forked at initialisation the two children are not linearly connected [see
   ``INSTABILITY_K0_MIN``];
-- ``instability_last_fork_pts`` <= 2 (issue) and ``instability_ratio_last_vs_k0`` <= 0.5 (design notes);
+- ``instability_last_fork_pts`` <= 2 (issue; with the check above it implies the design notes' ratio to k = 0 of
+  at most 0.5);
 - ``spearman_fork_step_instability`` <= -0.8: instability falls with the fork step, across fork points;
 - ``independent_barrier_pts`` >= 5: independent runs have an error barrier to cut;
 - ``matching_loss_barrier_cut`` and ``matching_error_barrier_cut`` >= 0.5 (catalogue): weight matching removes at
@@ -42,6 +43,7 @@ Background, measurements and caveats: docs/phenomena/mode-connectivity.md.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Dataset, digits, mnist1d
-from ..errors import ConfigError
+from ..errors import ConfigError, PhenomlabError
 from ..models import MLP
 from ..models.ensemble import MLPEnsemble
 from ..probes.landscape import interpolation_curve, permutation_match_mlp
@@ -69,9 +71,9 @@ MIN_TRAIN_ACC = 0.99
 #: forked at step 0, the children must be clearly unstable (Frankle et al.'s unstable regime), well above the
 #: ~0.3 pts an already-stable pair shows on 2,000 test points (1 pt = 20 test points)
 INSTABILITY_K0_MIN = 5.0
-#: "~0" once k passes the early point: the issue's 2 pts, and at most half the k = 0 instability (design notes)
+#: "~0" once k passes the early point: the issue's 2 pts. With INSTABILITY_K0_MIN this implies the design notes'
+#: "at most half the k = 0 instability" (2 / 5 = 0.4), so that ratio is reported, not checked twice
 INSTABILITY_LAST_MAX = 2.0
-INSTABILITY_RATIO_MAX = 0.5
 #: falls across fork points: with 4 fork points one adjacent swap gives rho = -0.8
 SPEARMAN_MAX = -0.8
 #: independent runs must have a real error barrier for "cutting it in half" to mean something
@@ -86,9 +88,7 @@ CONTROL_CUT_MAX = 0.2
 class Config(
     PhenomenonConfig,
     data(("mnist1d", "digits"), n_train=4000, n_test=2000),
-    training(
-        optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, steps=3000, schedule="cosine", eval_every=1000
-    ),
+    training(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, steps=3000, schedule="cosine", eval_every=1000),
 ):
     width: int = param(256, "MLP hidden width (both hidden layers)", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
@@ -125,15 +125,14 @@ def _dataset(cfg: Config, seed: int) -> Dataset:
     return digits(seed=seed)
 
 
-def permute_hidden(model: MLP, perms: list[Tensor]) -> MLP:
+def permute_hidden(model: nn.Module, perms: list[Tensor]) -> nn.Module:
     """A copy of ``model`` whose hidden layer ``l`` has its units reordered by ``perms[l]`` (unit ``i`` of the copy
     is unit ``perms[l][i]`` of the original): ``W_l <- W_l[p_l][:, p_{l-1}]``, ``b_l <- b_l[p_l]``,
     ``W_out <- W_out[:, p_last]``. The copy computes the same function (hidden units are exchangeable)."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if len(perms) != len(layers) - 1:
-        raise ConfigError(f"need {len(layers) - 1} permutations (one per hidden layer), got {len(perms)}")
-    out = MLP(model.fc1.in_features, model.out.out_features, model.width, model.depth).to(model.out.weight.device)
-    out.load_state_dict(model.state_dict())
+        raise PhenomlabError(f"need {len(layers) - 1} permutations (one per hidden layer), got {len(perms)}")
+    out = copy.deepcopy(model)
     new = [m for m in out.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for i, (src, dst) in enumerate(zip(layers, new, strict=True)):
@@ -296,13 +295,6 @@ def signature(result: Result) -> Verdict:
             "test-error barrier (pts) between two children forked at the last fork step",
         ),
         check(
-            "instability_ratio_last_vs_k0",
-            n["instability_ratio_last_vs_k0"],
-            "<=",
-            INSTABILITY_RATIO_MAX,
-            "instability at the last fork step / at k = 0",
-        ),
-        check(
             "spearman_fork_step_instability",
             n["spearman_fork_step_instability"],
             "<=",
@@ -345,7 +337,9 @@ def signature(result: Result) -> Verdict:
             "1 - error barrier after a random hidden-unit permutation / before (mean over draws)",
         ),
     ]
-    inst = ", ".join(f"k={k}: {v:.2f}" for k, v in zip(result.data["fork_steps"], result.data["instability_pts"]))
+    inst = ", ".join(
+        f"k={k}: {v:.2f}" for k, v in zip(result.data["fork_steps"], result.data["instability_pts"], strict=True)
+    )
     ref = n["reference_instability_pts"]
     summary = (
         f"instability (test-error barrier, pts) {inst}; independent runs: barrier {n['independent_barrier_pts']:.2f} "
