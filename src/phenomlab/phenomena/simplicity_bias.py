@@ -81,7 +81,7 @@ class Config(
     PhenomenonConfig,
     training(optimizer="adam", lr=3e-3, steps=2000, batch_size=256, eval_every=200),
 ):
-    lms_n_train: int = param(10000, "LMS training points", gt=0)
+    lms_n_train: int = param(50000, "LMS training points (the paper's 50k)", gt=0)
     lms_n_test: int = param(2000, "LMS test points", gt=0)
     n_slabs: int = param(49, "LMS slab coordinates (the paper's LMS-5 has 49, d = 50)", ge=1)
     slabs: int = param(5, "slabs per slab coordinate (odd)", ge=3)
@@ -122,8 +122,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=50,
     ),
     "quick": {},
-    # the paper's LMS-5 size (50k points, d = 50), a wider net and longer training
-    "paper": dict(lms_n_train=50000, lms_n_test=10000, dom_n_train=8000, dom_n_test=2000, width=300, steps=6000),
+    # more test points and dominoes rows, a wider net and longer training
+    "paper": dict(lms_n_test=10000, dom_n_train=8000, dom_n_test=2000, width=300, steps=6000),
 }
 
 
