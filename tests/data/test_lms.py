@@ -91,7 +91,10 @@ def test_dominoes_pair_each_signal_with_an_image_of_the_paired_class():
     ds = dominoes(120, 60, seed=4, digit_classes=(0, 1), signal_classes=(0, 3))
     img = digits(seed=4)
     assert ds.input_shape == (104,) and ds.n_classes == 2 and set(ds.y_train.tolist()) == {0, 1}
-    for x, y, pool_x, pool_y in ((ds.x_train, ds.y_train, img.x_train, img.y_train), (ds.x_test, ds.y_test, img.x_test, img.y_test)):
+    for x, y, pool_x, pool_y in (
+        (ds.x_train, ds.y_train, img.x_train, img.y_train),
+        (ds.x_test, ds.y_test, img.x_test, img.y_test),
+    ):
         for label, cls in enumerate((0, 1)):
             half = x[y == label, 40:]
             # an affine copy of an image of class `cls` from the matching split ...
@@ -104,13 +107,19 @@ def test_dominoes_pair_each_signal_with_an_image_of_the_paired_class():
     raw = sig.x_train[keep]
     assert torch.allclose(ds.x_train[:, :40], (raw - raw.mean()) / raw.std(), atol=1e-5)
     assert torch.equal(ds.y_train, (sig.y_train[keep] == 3).long())
-    assert abs(float(ds.x_train[:, 40:].mean())) < 1e-5 and float(ds.x_train[:, 40:].std()) == pytest.approx(1, abs=1e-4)
+    assert abs(float(ds.x_train[:, 40:].mean())) < 1e-5 and float(ds.x_train[:, 40:].std()) == pytest.approx(
+        1, abs=1e-4
+    )
 
 
 def test_ten_class_dominoes_and_bad_input():
     ds = dominoes(200, 100, seed=0)
     assert ds.n_classes == 10 and ds.meta["blocks"] == {"mnist1d": [0, 40], "digits": [40, 104]}
-    for kw in ({"digit_classes": (0, 1), "signal_classes": (0,)}, {"digit_classes": (0, 0)}, {"digit_classes": (0, 12)}):
+    for kw in (
+        {"digit_classes": (0, 1), "signal_classes": (0,)},
+        {"digit_classes": (0, 0)},
+        {"digit_classes": (0, 12)},
+    ):
         with pytest.raises(PhenomlabError):
             dominoes(20, 10, **kw)
     with pytest.raises(PhenomlabError):

@@ -24,7 +24,14 @@ def setting(blocks, probes, main, control):
     """One constructed setting: probe accuracies per block (S = the higher) and (clean, S-rand, S^c-rand) per arm."""
     simple = max(probes, key=lambda i: probes[i])
     arms = {
-        arm: {"steps": [0, 1], "train_acc": [0.5, 1.0], "test_acc": [0.5, v[0]], "clean": v[0], "s_rand": v[1], "sc_rand": v[2]}
+        arm: {
+            "steps": [0, 1],
+            "train_acc": [0.5, 1.0],
+            "test_acc": [0.5, v[0]],
+            "clean": v[0],
+            "s_rand": v[1],
+            "sc_rand": v[2],
+        }
         for arm, v in (("main", main), ("control", control))
     }
     return {

@@ -143,6 +143,44 @@ def _blocks(ds: Dataset, setting: str) -> dict[str, list[int]]:
     return {k: list(v) for k, v in ds.meta["blocks"].items()}
 
 
+def _arm(
+    cfg: Config, ctx: RunContext, ds: Dataset, setting: str, arm: str, s_cols: slice, c_cols: slice
+) -> dict[str, Any]:
+    """Train one net (``arm`` "main", or "control" with S shuffled across the training rows) and measure its clean
+    and randomised test accuracies."""
+    x_tr, x_te = ds.x_train, ds.x_test
+    if arm == "control":
+        # S carries no label information in training (nor at test): only S^c can be learned
+        x_tr = shuffle_columns(x_tr, s_cols, ctx.generator(setting, "control-train"))
+        x_te = shuffle_columns(x_te, s_cols, ctx.generator(setting, "control-test"))
+    torch.manual_seed(ctx.seed_for(setting, "init"))
+    net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
+    y_te = ds.y_test.to(ctx.device)
+    hist = ctx.train(
+        f"{setting}-{arm}",
+        net,
+        (x_tr.to(ctx.device), ds.y_train.to(ctx.device)),
+        cfg.train_config(),
+        eval_sets={"test": (x_te.to(ctx.device), y_te)},
+    )
+
+    def acc(x: torch.Tensor) -> float:
+        return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
+
+    def randomised(cols: slice, what: str) -> float:
+        gens = [ctx.generator(setting, arm, what, i) for i in range(cfg.n_shuffles)]
+        return sum(acc(shuffle_columns(x_te, cols, g)) for g in gens) / cfg.n_shuffles
+
+    return {
+        "steps": hist.column("step"),
+        "train_acc": hist.column("train_acc"),
+        "test_acc": hist.column("test_acc"),
+        "clean": acc(x_te),
+        "s_rand": randomised(s_cols, "s"),
+        "sc_rand": randomised(c_cols, "sc"),
+    }
+
+
 def _experiment(cfg: Config, ctx: RunContext, ds: Dataset, setting: str) -> dict[str, Any]:
     """Probe both blocks, pick S by the probes, train the main net and the control, measure randomised accuracy."""
     blocks = _blocks(ds, setting)
@@ -160,37 +198,7 @@ def _experiment(cfg: Config, ctx: RunContext, ds: Dataset, setting: str) -> dict
         "complex": complex_,
     }
     for arm in ("main", "control"):
-        x_tr, x_te = ds.x_train, ds.x_test
-        if arm == "control":
-            # S carries no label information in training (nor at test): only S^c can be learned
-            x_tr = shuffle_columns(x_tr, s_cols, ctx.generator(setting, "control-train"))
-            x_te = shuffle_columns(x_te, s_cols, ctx.generator(setting, "control-test"))
-        torch.manual_seed(ctx.seed_for(setting, "init"))
-        net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
-        hist = ctx.train(
-            f"{setting}-{arm}",
-            net,
-            (x_tr.to(ctx.device), ds.y_train.to(ctx.device)),
-            cfg.train_config(),
-            eval_sets={"test": (x_te.to(ctx.device), ds.y_test.to(ctx.device))},
-        )
-        y_te = ds.y_test.to(ctx.device)
-
-        def acc(x: torch.Tensor) -> float:
-            return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
-
-        def randomised(cols: slice, what: str) -> float:
-            accs = [acc(shuffle_columns(x_te, cols, ctx.generator(setting, arm, what, i))) for i in range(cfg.n_shuffles)]
-            return sum(accs) / len(accs)
-
-        out[arm] = {
-            "steps": hist.column("step"),
-            "train_acc": hist.column("train_acc"),
-            "test_acc": hist.column("test_acc"),
-            "clean": acc(x_te),
-            "s_rand": randomised(s_cols, "s"),
-            "sc_rand": randomised(c_cols, "sc"),
-        }
+        out[arm] = _arm(cfg, ctx, ds, setting, arm, s_cols, c_cols)
     return out
 
 
@@ -268,9 +276,10 @@ def signature(result: Result) -> Verdict:
 
     def line(label: str, e: dict[str, Any]) -> str:
         m, c = e["main"], e["control"]
-        probes = ", ".join(f"{k} {fmt(v)}" for k, v in e["probe"].items())
+        s, sc = e["simple"], e["complex"]
         return (
-            f"{label}: S = {e['simple']} (linear probe {probes}); clean {fmt(m['clean'])}, S-rand "
+            f"{label}: S = {s} (linear probe {fmt(e['probe'][s])} vs {sc} {fmt(e['probe'][sc])}); "
+            f"clean {fmt(m['clean'])}, S-rand "
             f"{fmt(m['s_rand'])}, S^c-rand {fmt(m['sc_rand'])}; control (S shuffled in training) "
             f"{fmt(c['clean'])} -> S^c-rand {fmt(c['sc_rand'])}"
         )
