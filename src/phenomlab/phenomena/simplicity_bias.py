@@ -25,16 +25,19 @@ Protocol (both settings, the same MLP, optimiser and steps):
 - Reported, not checked (``ten_class``): the same dominoes over all ten classes (digit c with signal c).
 
 Checks (thresholds from the design notes or fixed a priori; quick preset, seeds 0-2: mean ± seed std):
-- ``lms_test_acc`` >= 0.95 [TBD]; ``lms_probe_gap`` = probe(S) - probe(S^c) >= 0.2 [TBD];
-- ``lms_s_randomized_acc`` <= 0.6 (design; chance 0.5) [TBD];
-- ``lms_sc_randomized_acc`` >= 0.95 (design) [TBD];
-- ``dom_test_acc`` >= 0.95 [TBD]; ``dom_probe_gap`` >= 0.2 [TBD];
-- ``dom_s_randomized_acc`` <= chance + 0.1 (design) [TBD];
-- ``dom_sc_randomized_cost`` = clean - S^c-randomised accuracy <= 0.05 (design) [TBD];
+- ``lms_test_acc`` >= 0.95 [1.000 ± 0.000]; ``lms_probe_gap`` = probe(S) - probe(S^c) >= 0.2 [0.505 ± 0.007];
+- ``lms_s_randomized_acc`` <= chance + 0.1 = 0.6 (design) [0.491 ± 0.014];
+- ``lms_sc_randomized_acc`` >= 0.95 (design) [1.000 ± 0.000];
+- ``dom_test_acc`` >= 0.95 [0.999 ± 0.002]; ``dom_probe_gap`` >= 0.2 [0.325 ± 0.009];
+- ``dom_s_randomized_acc`` <= chance + 0.1 = 0.6 (design) [0.502 ± 0.005];
+- ``dom_sc_randomized_cost`` = clean - S^c-randomised accuracy <= 0.05 (design) [-0.001 ± 0.001];
 - ``control_lms_sc_learned`` and ``control_dom_sc_learned``: the control's test accuracy >= 0.9
-  [TBD];
+  [LMS 1.000 ± 0.000; dominoes 0.986 ± 0.002];
 - ``control_lms_sc_drop`` and ``control_dom_sc_drop``: the control's clean - S^c-randomised accuracy >= 0.35
-  (at least 70% of the way from 1 to chance 0.5) [TBD].
+  (70% of the way from 1 to chance 0.5) [LMS 0.501 ± 0.004; dominoes 0.491 ± 0.009].
+Measured S (by the probes, every seed): the linear coordinate (probe 1.00 vs slabs 0.50) and the digit half
+(1.00 vs MNIST-1D 0.67). Ten-class dominoes (reported): the net leans on the digit half (randomising it: 0.121
+± 0.004, chance 0.1) but not only on it: randomising MNIST-1D costs 0.096 ± 0.010 of 0.976 clean accuracy.
 
 Background, measurements and caveats: docs/phenomena/simplicity-bias.md.
 """
