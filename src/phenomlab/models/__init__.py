@@ -10,6 +10,7 @@ from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
 from .parametrisation import param_groups, parametrisation_rules, parametrise
+from .subspace import SubspaceModel
 from .token import EmbedMLP, Transformer1L
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "parametrise",
     "param_groups",
     "parametrisation_rules",
+    "SubspaceModel",
 ]
