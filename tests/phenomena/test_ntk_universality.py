@@ -12,7 +12,7 @@ ARCHS = ntk_universality.ARCHS
 
 def present(readout, arch, width):
     # NTK: the deviation falls like 1/sqrt(n) or faster; muP: O(1) at every width
-    return 2 / math.sqrt(width) if readout == "ntk" else 0.3
+    return 0.5 / math.sqrt(width) if readout == "ntk" else 0.3
 
 
 def make_result(dev=present, loss_ratio=lambda readout, arch, width, s: 0.1):
@@ -47,6 +47,7 @@ def test_present_passes_every_check():
     assert {c.name for c in v.checks} == {
         *(f"dev_slope_{a}" for a in ARCHS),
         *(f"control_mup_slope_{a}" for a in ARCHS),
+        "control_mup_gap",
         "train_loss_ratio",
         "control_mup_trained",
     }
@@ -56,17 +57,26 @@ def test_present_passes_every_check():
 def test_one_architecture_that_does_not_linearise_fails(arch):
     # "every architecture": a deviation that falls only like n^-0.2 for one of them fails that check alone
     def dev(r, a, w):
-        return 0.5 * w**-0.2 if (r, a) == ("ntk", arch) else present(r, a, w)
+        return 0.1 * w**-0.2 if (r, a) == ("ntk", arch) else present(r, a, w)
 
     assert _failed(make_result(dev=dev)) == [f"dev_slope_{arch}"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_control_fails_when_mup_also_linearises(arch):
+def test_control_fails_when_mup_deviation_also_shrinks(arch):
     def dev(r, a, w):
-        return 2 / math.sqrt(w) if a == arch else present(r, a, w)
+        return 1.2 * math.sqrt(64 / w) if (r, a) == ("mup", arch) else present(r, a, w)
 
     assert _failed(make_result(dev=dev)) == [f"control_mup_slope_{arch}"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_control_fails_when_mup_deviation_is_flat_but_small(arch):
+    # flat, but only ~3x the NTK deviation at the largest width: not "much weaker"
+    def dev(r, a, w):
+        return 0.05 if (r, a) == ("mup", arch) else present(r, a, w)
+
+    assert _failed(make_result(dev=dev)) == ["control_mup_gap"]
 
 
 def test_stalled_ntk_run_fails():
@@ -88,6 +98,10 @@ def test_diverged_run_leaves_its_slope_unmeasured():
     for k in ("dev", "change", "loss0", "lossT", "loss_lin"):
         cell[k][1] = None
     assert _failed(r) == ["dev_slope_mlp", "train_loss_ratio"]
+    cell["dev"][1], cell["loss0"][1], cell["lossT"][1] = 0.01, 1.0, 0.1
+    last = next(c for c in r.data["cells"] if (c["readout"], c["arch"], c["width"]) == ("mup", "rnn", 1024))
+    last["dev"][0] = None
+    assert _failed(r) == ["control_mup_slope_rnn", "control_mup_gap"]
 
 
 def test_kernel_gd_prediction_equals_gd_on_the_linear_model():

@@ -23,14 +23,19 @@ fitted to the per-width means over initialisations, 90% CIs by resampling the in
 
 Checks (thresholds from the issue; quick preset, seeds 0-2: mean +- seed std of each deciding number in brackets):
 - ``dev_slope_mlp``, ``dev_slope_rnn``, ``dev_slope_attention``: log-log slope of the deviation vs width under NTK
-  parametrisation <= ``MAX_SLOPE`` (-0.3) for EVERY architecture [see SEED_STATS below];
-- ``control_mup_slope_<arch>``: the same slope under muP >= ``CONTROL_MIN_SLOPE``: feature learning keeps the
-  deviation from shrinking [see SEED_STATS];
+  parametrisation <= ``MAX_SLOPE`` (-0.3) for EVERY architecture [mlp -0.90 +- 0.06, rnn -0.74 +- 0.05,
+  attention -0.64 +- 0.08];
+- ``control_mup_slope_<arch>``: the same slope under muP > ``CONTROL_MIN_SLOPE`` (-0.3): the claim's own check
+  fails there, feature learning keeps the deviation from shrinking [mlp -0.00 +- 0.12, rnn 0.02 +- 0.11,
+  attention -0.06 +- 0.05];
+- ``control_mup_gap``: at the largest width the muP deviation is >= ``CONTROL_MIN_GAP`` (5) times the NTK one for
+  every architecture [14.3 +- 6.8; in logs 2.58 +- 0.48, so 5 is 2 seed std below the mean];
 - ``train_loss_ratio``: the worst final / initial training loss over all NTK runs <= ``MAX_LOSS_RATIO``: the
-  dynamics are compared after real training;
+  dynamics are compared after real training [0.36 +- 0.03];
 - ``control_mup_trained``: the median final / initial training loss over the muP runs <= ``MAX_LOSS_RATIO`` (the
   median: muP at lr ~ 1/lambda_max(Theta_0) is sometimes unstable at small width, since its kernel grows several
-  fold during training; such a run only raises the small-width deviation, i.e. works against the control).
+  fold during training; such a run only raises the small-width deviation, i.e. works against the control)
+  [0.07 +- 0.05].
 
 Protocol choices (measured while designing, on seeds 0-2 only): tanh rather than ReLU (with ReLU, activation-pattern
 flips made the MLP's deviation plateau between widths 256 and 1024 at ~0.02-0.04 before falling again); a target
@@ -66,9 +71,12 @@ ARCHS = ("mlp", "rnn", "attention")
 READOUTS = ("ntk", "mup")
 #: the deviation shrinks with width: log-log slope <= -0.3 (the issue's number; theory: -0.5 to -1)
 MAX_SLOPE = -0.3
-#: muP: the deviation does not shrink; its slope stays above -0.15 (half the claim's threshold: a flat curve with
-#: seed noise; the feature-learning limit predicts 0)
-CONTROL_MIN_SLOPE = -0.15
+#: muP: the deviation does not shrink, i.e. the claim's own check fails: slope > -0.3 (the feature-learning limit
+#: predicts 0; finite-width corrections and unstable small-width muP runs spread it: seeds 0-2 std 0.05-0.12)
+CONTROL_MIN_SLOPE = MAX_SLOPE
+#: ... and at the largest width the muP deviation is >= 5x the NTK one for every architecture (much weaker, not just
+#: slower): kernel dynamics miss feature learning by O(1), NTK-param nets by O(1/sqrt(n)) or less
+CONTROL_MIN_GAP = 5.0
 #: every run must at least halve its training loss, otherwise "it followed the kernel" means little
 MAX_LOSS_RATIO = 0.5
 #: bootstrap resamples and the two-sided CI level of the slope CIs
@@ -238,6 +246,17 @@ def loss_ratios(d: dict[str, Any], readout: str) -> list[float]:
     ]
 
 
+def min_gap(d: dict[str, Any]) -> float | None:
+    """min over architectures of (mean muP deviation) / (mean NTK deviation) at the largest width."""
+    gaps = []
+    for a in ARCHS:
+        mup, ntk = _mean(_series(d, "mup", a, "dev")[-1]), _mean(_series(d, "ntk", a, "dev")[-1])
+        if mup is None or ntk is None or ntk <= 0:
+            return None
+        gaps.append(mup / ntk)
+    return min(gaps)
+
+
 def fits(d: dict[str, Any]) -> dict[tuple[str, str], tuple[float | None, tuple]]:
     """``(readout, arch) -> (slope, CI)`` of the deviation vs width."""
     return {(r, a): slope_with_ci(d["widths"], _series(d, r, a, "dev")) for r in READOUTS for a in ARCHS}
@@ -262,13 +281,21 @@ def signature(result: Result) -> Verdict:
         check(
             f"control_mup_slope_{a}",
             f[("mup", a)][0],
-            ">=",
+            ">",
             CONTROL_MIN_SLOPE,
             f"{a}, muP (feature learning): the deviation does not shrink with width",
         )
         for a in ARCHS
     ]
+    gap = min_gap(d)
     checks += [
+        check(
+            "control_mup_gap",
+            gap,
+            ">=",
+            CONTROL_MIN_GAP,
+            f"min over architectures of muP / NTK mean deviation at width {w1}",
+        ),
         check(
             "train_loss_ratio",
             max(ratios["ntk"]),
