@@ -8,6 +8,7 @@ from .hypergan import HyperSinGAN
 from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
+from .ntk_param import NTKMLP, NTKRNN, NTKAttention, NTKLinear, NTKRNNCell
 from .token import EmbedMLP, Transformer1L
 
 __all__ = [
@@ -25,4 +26,9 @@ __all__ = [
     "HyperNet",
     "hyperkernel_limit",
     "HyperSinGAN",
+    "NTKLinear",
+    "NTKMLP",
+    "NTKRNNCell",
+    "NTKRNN",
+    "NTKAttention",
 ]
