@@ -9,6 +9,7 @@ from .hypergan import HyperSinGAN
 from .hypernet import HyperNet, hyperkernel_limit
 from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
+from .ntk_param import NTKMLP, NTKRNN, NTKAttention, NTKLinear, NTKRNNCell
 from .parametrisation import param_groups, parametrisation_rules, parametrise
 from .subspace import SubspaceModel
 from .token import EmbedMLP, Transformer1L
@@ -32,4 +33,9 @@ __all__ = [
     "param_groups",
     "parametrisation_rules",
     "SubspaceModel",
+    "NTKLinear",
+    "NTKMLP",
+    "NTKRNNCell",
+    "NTKRNN",
+    "NTKAttention",
 ]
