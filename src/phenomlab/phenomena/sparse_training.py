@@ -16,17 +16,22 @@ at ``d = 0.05`` (3 random masks), SET (3 masks each) and RigL (1 mask each) at `
 1000}, and the control at ``d = 0.9``: static, SET and RigL at ``dT = 100``. Accuracies are averaged over the
 masks of a condition.
 
-Checks (thresholds fixed on seeds 0-2; seed std next to each, see docs/phenomena/sparse-training.md):
+Checks (thresholds fixed on seeds 0-2; mean +- seed std over seeds 0-2 in brackets; docs/phenomena/sparse-training.md):
 - ``dynamic_minus_static_pts`` >= 2: mean test accuracy of all dynamic conditions (SET and RigL at every ``dT``,
-  no selection of the best) minus the static mean, in points (design threshold, for the best run);
+  no selection of the best) minus the static mean, in points (design threshold, there for the best run)
+  [7.54 +- 0.73; the best condition: 13.9 +- 0.7];
 - ``set_itop_rate_span`` >= 0.1: the SET conditions' ``R_s`` range (max - min) spans at least 0.1, so the
-  correlation below is over really different exploration (a precondition, not the claim);
-- ``itop_spearman_set`` >= 0.8: Spearman(``R_s``, test accuracy) across the SET ``dT`` conditions (runs, not
-  checkpoints; issue threshold);
-- ``control_high_density_gain_pts`` <= 1: at density 0.9 (an almost dense net, ``R_s`` can rise by 0.1 at most)
-  dynamic minus static must be about zero: mean of SET and RigL minus static, in points;
+  correlation below is over really different exploration (a precondition, not the claim) [0.502 +- 0.000];
+- ``itop_spearman_set`` >= 0.8: Spearman(``R_s``, test accuracy) across the six SET ``dT`` conditions (runs, not
+  checkpoints; issue threshold) [0.938 +- 0.009];
+- ``control_high_density_gain_pts`` <= 1.5: at density 0.9 (an almost dense net; ``R_s`` can rise by 0.1 at most)
+  dynamic minus static must be about zero: mean of SET and RigL minus static, in points [0.05 +- 0.79]. 1.5 pts is
+  2 binomial sd of one 4,000-point test accuracy (0.75 pt); it stays below the 2 pts the low density must gain;
 - ``max_inactive_weight_abs`` <= 0 and ``max_density_change`` <= 0: inactive weights stayed exactly zero and every
   net kept its exact number of active weights (prune and regrow balance in every layer).
+
+RigL's accuracy does not follow its (much smaller) ``R_s`` across ``dT`` (Spearman 0.30 +- 0.35): reported as
+``itop_spearman_rigl``, not checked.
 """
 
 from __future__ import annotations
@@ -49,14 +54,19 @@ from .verdict import Result, Verdict, check
 
 ID = "sparse-training"
 
-#: dynamic minus static at density d, in points (design doc: >= 2 for the best run; here for the mean of all)
+#: dynamic minus static at density d, in points (design doc: >= 2 for the best run; here for the mean of all).
+#: Seeds 0-2: 7.54 +- 0.73 pts.
 MIN_DYNAMIC_GAIN_PTS = 2.0
-#: the SET conditions must explore really different numbers of weights for the correlation to mean anything
+#: the SET conditions must explore really different numbers of weights for the correlation to mean anything.
+#: Seeds 0-2: 0.502 +- 0.000 (R_s from 0.065 at dT 1000 to 0.567 at dT 25).
 MIN_ITOP_SPAN = 0.1
-#: Spearman(R_s, test acc) across the SET update intervals (issue threshold)
+#: Spearman(R_s, test acc) across the SET update intervals (issue threshold). Seeds 0-2: 0.938 +- 0.009.
 MIN_ITOP_SPEARMAN = 0.8
-#: control: at density 0.9 dynamic minus static stays within 1 pt (about 1.5 binomial sd of a 4,000-point test acc)
-MAX_CONTROL_GAIN_PTS = 1.0
+#: control: at density 0.9 dynamic minus static stays within 1.5 pts = 2 binomial sd (0.75 pt) of a 4,000-point test
+#: accuracy. Seeds 0-2: 0.05 +- 0.79 pts (the a-priori noise model for mean(SET, RigL) - static gives sd 0.9 pt).
+#: Set at 1 pt first; raised to 1.5 after seeds 0-2 (all of which pass either way) because 1 pt was only 1.2 sd of
+#: the measured noise above zero, and before seeds 3-4 were seen.
+MAX_CONTROL_GAIN_PTS = 1.5
 
 
 @dataclass(frozen=True)
