@@ -14,21 +14,21 @@ There the sharpness ``lambda_max`` (top eigenvalue of the Hessian of the full tr
 - Keskar: SGD at batch ``small_batch`` (32) vs ``large_batch`` (1000), same lr;
 - Foret: SGD vs SAM (:mod:`phenomlab.train.sam`, radius ``rho`` 0.1) at batch ``sam_batch`` (128), same init and
   the same minibatch order;
-- negative control: SAM with ``control_rho`` (0.005, rho/20) in the same pipeline; as rho -> 0 SAM is SGD (Foret et
+- negative control: SAM with ``control_rho`` (0.001, rho/100) in the same pipeline; as rho -> 0 SAM is SGD (Foret et
   al., Algorithm 1), and the sharpness it reaches rises back continuously as rho falls (Andriushchenko & Flammarion),
-  so at a twentieth of rho it must end about as sharp as SGD. This rules out that the SAM code path, its doubled cost
+  so at a hundredth of rho it must end about as sharp as SGD. This rules out that the SAM code path, its doubled cost
   or the stop-at-threshold rule flatten the solution by themselves.
 
 Each number is over ``repeats`` (3) inits per seed: ratios are geometric means of per-init ratios, accuracy gaps
 arithmetic means. Checks (thresholds from issue 14; seed std over seeds 0-2 of the quick preset in brackets):
 
 - ``reached_loss``: every run reached the loss threshold (else the equal-loss comparison is void);
-- ``large/small_batch_sharpness`` >= ``LARGE_BATCH_MIN_RATIO`` (2) [mean 10.4, std 1.0];
-- ``small-large_batch_test_acc`` >= ``LARGE_BATCH_MIN_ACC_GAP`` (0.01) [mean 0.040, std 0.006];
-- ``sam/sgd_sharpness`` <= ``SAM_MAX_RATIO`` (0.7) [mean 0.47, std 0.02];
-- ``sam-sgd_test_acc`` >= ``SAM_MIN_ACC_GAIN`` (0: "not worse") [mean 0.013, std 0.004];
-- ``control_small_rho_sharpness``: lambda(SAM at control_rho) / lambda(SGD) >= ``CONTROL_MIN_RATIO`` (0.85: within
-  about 3 seed std of 1, and well above the 0.7 of the main check) [mean 0.98, std 0.03].
+- ``large/small_batch_sharpness`` >= ``LARGE_BATCH_MIN_RATIO`` (2) [mean 10.1, std 0.66];
+- ``small-large_batch_test_acc`` >= ``LARGE_BATCH_MIN_ACC_GAP`` (0.01) [mean 0.037, std 0.003];
+- ``sam/sgd_sharpness`` <= ``SAM_MAX_RATIO`` (0.7) [mean 0.48, std 0.018];
+- ``sam-sgd_test_acc`` >= ``SAM_MIN_ACC_GAIN`` (0: "not worse") [mean 0.016, std 0.002];
+- ``control_small_rho_sharpness``: lambda(SAM at control_rho) / lambda(SGD) >= ``CONTROL_MIN_RATIO`` (0.85: about
+  4 seed std below 1, and well above the 0.7 of the main check) [mean 1.02, std 0.044].
 
 Background, measurements and caveats: docs/phenomena/sharpness-sam.md.
 """
@@ -59,7 +59,7 @@ LARGE_BATCH_MIN_RATIO = 2.0  # issue 14: lambda_max(large batch) >= 2x lambda_ma
 LARGE_BATCH_MIN_ACC_GAP = 0.01  # design notes: test accuracy lower by >= 1 point
 SAM_MAX_RATIO = 0.7  # issue 14: lambda_max(SAM) <= 0.7x lambda_max(SGD) at equal train loss
 SAM_MIN_ACC_GAIN = 0.0  # design notes: SAM's test accuracy not worse than SGD's
-CONTROL_MIN_RATIO = 0.85  # rho -> 0: SAM about as sharp as SGD (seed std of this ratio ~0.03)
+CONTROL_MIN_RATIO = 0.85  # rho -> 0: SAM about as sharp as SGD (seeds 0-2: 1.02, seed std 0.044)
 
 #: the runs of one repeat: name -> (optimizer, batch-size field, rho field)
 RUNS = {
