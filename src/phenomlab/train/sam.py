@@ -9,7 +9,8 @@ Foret, Kleiner, Mobahi, Neyshabur 2021, "Sharpness-Aware Minimization for Effici
 and the base optimiser (here SGD with heavy-ball or Nesterov momentum and L2 weight decay, as in the paper's
 experiments) takes its step from ``w`` with ``g_SAM`` in place of ``g``. ``||g||`` is the norm over all the
 parameters of the optimiser together (the paper's single perturbation of the whole weight vector; no ``m``-sharpness
-split of the batch). Two gradient evaluations per step.
+split of the batch). Two gradient evaluations per step (a model in train mode runs both forward passes in
+train mode, so BatchNorm running statistics see two updates per step, as in the paper's implementation).
 
 Usage by hand (what :func:`phenomlab.train.train` does when ``TrainConfig.optimizer == "sam"``)::
 
