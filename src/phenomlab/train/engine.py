@@ -32,7 +32,7 @@ from ..seeding import derive_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "sam")
 SCHEDULES = ("constant", "cosine", "linear")
 LOSSES = ("cross_entropy", "mse")
 
@@ -45,6 +45,8 @@ class TrainConfig:
     ``eval_every`` counts optimiser steps; evaluation also runs at step 0 and at the last step.
     ``weight_decay`` is L2 added to the gradient for SGD/Adam and decoupled for AdamW
     (Loshchilov & Hutter 2019, arXiv 1711.05101).
+    ``optimizer="sam"`` is SAM (Foret et al. 2021, arXiv 2010.01412) on SGD with ``momentum``/``nesterov``/
+    ``weight_decay``: each step takes the minibatch gradient at ``w + sam_rho g/||g||`` (:mod:`phenomlab.train.sam`).
     """
 
     steps: int = 1000
@@ -61,6 +63,7 @@ class TrainConfig:
     loss: str = "cross_entropy"
     grad_clip: float | None = None
     eval_batch_size: int = 8192
+    sam_rho: float = 0.05
     # how often a resumable run writes its checkpoint; the env var lets tests and clusters tune it
     checkpoint_seconds: float = field(
         default_factory=lambda: float(os.environ.get("PHENOMLAB_CHECKPOINT_SECONDS", "10"))
@@ -79,6 +82,7 @@ class TrainConfig:
             (self.eval_every > 0, f"eval_every must be positive, got {self.eval_every}"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}"),
+            (0 <= self.sam_rho < math.inf, f"sam_rho must be a finite number >= 0, got {self.sam_rho}"),
         ):
             if not ok:
                 raise ConfigError(problem)

@@ -172,6 +172,8 @@ def train_ensemble(
     ``checkpoint``: resumable like :func:`phenomlab.train.train`.
     """
     cfg.validate()
+    if cfg.optimizer == "sam":  # one perturbation per member would need per-member gradient norms
+        raise ConfigError("optimizer 'sam' is not supported for ensembles; train the members with train()")
     if on_nan not in ("raise", "continue"):
         raise ConfigError(f"on_nan must be 'raise' or 'continue', got {on_nan!r}")
     x, y = train_data

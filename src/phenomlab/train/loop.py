@@ -1,8 +1,8 @@
 """The one training loop every phenomenon uses: a step function on :class:`phenomlab.train.engine.Engine`.
 
-Features: SGD (momentum/Nesterov), Adam, AdamW; weight decay; full batch or minibatch; constant,
-cosine or linear schedules with warm-up; evaluation every ``eval_every`` steps on named sets;
-callbacks that log probe measurements or stop training; checkpoints that resume bit-exactly
+Features: SGD (momentum/Nesterov), Adam, AdamW, SAM on SGD (:mod:`phenomlab.train.sam`); weight decay; full
+batch or minibatch; constant, cosine or linear schedules with warm-up; evaluation every ``eval_every`` steps on
+named sets; callbacks that log probe measurements or stop training; checkpoints that resume bit-exactly
 (model, optimiser, step, history and the batch order, which is a pure function of seed and epoch);
 NaN/inf detection that names the step; a rich progress bar. The supervised loss on ``(x, y)`` can be
 replaced by any ``objective`` (e.g. a self-supervised loss on augmented views) without giving up
@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.parametrisation import param_groups
 from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, check_finite, evaluate_sets
+from .sam import SAM, sam_gradient
 
 
 @dataclass
@@ -69,7 +70,10 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names. ``fused=True`` asks for torch's fused Adam/AdamW kernel (one call for all
     parameter tensors; the same update rule, float rounding aside), which pays off when a model has many
-    large tensors, e.g. the stacked members of an ensemble; SGD ignores it."""
+    large tensors, e.g. the stacked members of an ensemble; SGD and SAM ignore it."""
+    if cfg.optimizer == "sam":
+        sgd = {"momentum": cfg.momentum, "nesterov": cfg.nesterov, "weight_decay": cfg.weight_decay}
+        return SAM(params, lr=cfg.lr, rho=cfg.sam_rho, **sgd)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
@@ -201,6 +205,9 @@ def train(
     obj_sums: dict[str, float] = {}  # the objective and its parts summed since the previous evaluation
     obj_count = 0
 
+    def minibatch_loss(xb: torch.Tensor, yb: torch.Tensor, t: int) -> torch.Tensor:
+        return lf(model(xb), yb) if objective is None else _objective_value(objective(model, xb, yb, t))[0]
+
     def step(t: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
         nonlocal obj_count
         opt.zero_grad(set_to_none=True)
@@ -213,6 +220,8 @@ def train(
                 obj_sums[k] = obj_sums.get(k, 0.0) + v
             obj_count += 1
         batch_loss.backward()
+        if isinstance(opt, SAM):  # the gradient at w + rho g/||g|| on the same minibatch replaces g
+            check_finite(t, "SAM perturbed loss", sam_gradient(opt, lambda: minibatch_loss(xb, yb, t)))
         if cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()

@@ -1,0 +1,115 @@
+import math
+
+import pytest
+
+from phenomlab.errors import ConfigError
+from phenomlab.phenomena import Result, build_config, sharpness_sam
+
+# a constructed "phenomenon present" result: per run, sharpness and test accuracy for 3 repeats
+PRESENT = {
+    "small_batch": ([1.0, 1.2, 0.9], [0.58, 0.57, 0.59]),
+    "large_batch": ([10.0, 11.0, 9.0], [0.54, 0.53, 0.55]),
+    "sgd": ([5.0, 5.2, 4.8], [0.55, 0.55, 0.56]),
+    "sam": ([2.4, 2.5, 2.3], [0.57, 0.56, 0.57]),
+    "control_sam": ([5.1, 5.0, 4.9], [0.55, 0.56, 0.55]),
+}
+
+
+def make_result(overrides=None, losses=None):
+    cfg = build_config(sharpness_sam.Config, sharpness_sam.PRESETS)
+    spec = {**PRESENT, **(overrides or {})}
+    runs = {}
+    for name, (sharp, acc) in spec.items():
+        runs[name] = [
+            {
+                "sharpness": s,
+                "test_acc": a,
+                "train_loss": (losses or {}).get(name, 0.049),
+                "steps": 700,
+                "reached": (losses or {}).get(name, 0.049) <= 0.05,
+                "loss_curve_steps": [0, 700],
+                "loss_curve": [2.3, (losses or {}).get(name, 0.049)],
+            }
+            for s, a in zip(sharp, acc, strict=True)
+        ]
+    return Result(sharpness_sam.ID, cfg.to_dict(), 0, {"runs": runs, "loss_threshold": 0.05})
+
+
+def _check(v, name):
+    return next(c for c in v.checks if c.name == name)
+
+
+def test_present_passes_every_check():
+    v = sharpness_sam.signature(make_result())
+    assert v.passed, str(v)
+    n = sharpness_sam.numbers(make_result().data)
+    # geometric mean of the per-repeat ratios, arithmetic mean of the accuracy gaps
+    assert n["lb_sb_ratio"] == pytest.approx((10 / 1.0 * 11 / 1.2 * 9 / 0.9) ** (1 / 3))
+    assert n["sam_sgd_acc_gain"] == pytest.approx((0.02 + 0.01 + 0.01) / 3)
+
+
+@pytest.mark.parametrize(
+    "overrides, losses, failing",
+    [
+        # large batch no sharper than small batch (only 1.5x)
+        ({"large_batch": ([1.5, 1.8, 1.35], [0.54, 0.53, 0.55])}, None, "large/small_batch_sharpness"),
+        # large batch sharper but generalises as well
+        ({"large_batch": ([10.0, 11.0, 9.0], [0.58, 0.57, 0.59])}, None, "small-large_batch_test_acc"),
+        # SAM only 10% flatter than SGD
+        ({"sam": ([4.5, 4.7, 4.3], [0.57, 0.56, 0.57])}, None, "sam/sgd_sharpness"),
+        # SAM flatter but generalises worse
+        ({"sam": ([2.4, 2.5, 2.3], [0.53, 0.54, 0.53])}, None, "sam-sgd_test_acc"),
+        # the control (rho -> 0) is as flat as SAM: the flattening is not SAM's perturbation
+        ({"control_sam": ([2.5, 2.6, 2.4], [0.55, 0.56, 0.55])}, None, "control_small_rho_sharpness"),
+        # a run stopped at the step cap above the loss threshold: no equal-loss comparison
+        (None, {"sam": 0.2}, "reached_loss"),
+    ],
+)
+def test_each_check_can_fail(overrides, losses, failing):
+    v = sharpness_sam.signature(make_result(overrides, losses))
+    assert not v.passed
+    assert not _check(v, failing).passed
+    # and only that check (the constructed results differ in one respect)
+    assert [c.name for c in v.checks if not c.passed] == [failing]
+
+
+def test_non_positive_sharpness_is_missing_not_a_pass():
+    v = sharpness_sam.signature(make_result({"sam": ([-1.0, 2.5, 2.3], [0.57, 0.56, 0.57])}))
+    assert _check(v, "sam/sgd_sharpness").value is None and not v.passed
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"control_rho": 0.2},  # control radius above rho
+        {"small_batch": 2000},  # small batch not below large batch
+        {"large_batch": 5000},  # large batch above the training set
+        {"rho": 0.0},
+        {"repeats": 0},
+    ],
+)
+def test_bad_configs_are_rejected(over):
+    with pytest.raises(ConfigError):
+        build_config(sharpness_sam.Config, sharpness_sam.PRESETS, "quick", over)
+
+
+def test_eval_every_scales_with_batch():
+    cfg = build_config(sharpness_sam.Config, sharpness_sam.PRESETS)
+    assert sharpness_sam._eval_every(cfg, cfg.sam_batch) == cfg.eval_every
+    assert sharpness_sam._eval_every(cfg, cfg.small_batch) == round(cfg.eval_every * cfg.sam_batch / cfg.small_batch)
+    assert sharpness_sam._eval_every(cfg, cfg.large_batch) == 1
+    assert math.isfinite(sharpness_sam.CONTROL_MIN_RATIO)
+
+
+def test_smoke_run_end_to_end(smoke):
+    _, r = smoke(sharpness_sam.ID)
+    assert {c.name for c in r.verdict.checks} == {
+        "reached_loss",
+        "large/small_batch_sharpness",
+        "small-large_batch_test_acc",
+        "sam/sgd_sharpness",
+        "sam-sgd_test_acc",
+        "control_small_rho_sharpness",
+    }
+    assert set(r.data["runs"]) == set(sharpness_sam.RUNS)
+    assert all(run["sharpness"] > 0 for runs in r.data["runs"].values() for run in runs)
