@@ -77,6 +77,7 @@ def test_relu_exact_compression_is_reported_as_estimator_dependent_not_checked()
 def test_fit_check_fails_when_a_net_does_not_learn():
     v = information_plane.signature(make_result(traj(RISE_FALL, RISE_FALL), traj(RISE, RISE, ity=[0.1, 0.2, 0.3, 0.5])))
     assert failed(v) == ["fit_I(T;Y)/H(Y)"]
+    assert "relu did not fit the labels" in v.summary
 
 
 def test_dead_layer_gives_no_ratio_and_fails():

@@ -291,7 +291,11 @@ def signature(result: Result) -> Verdict:
         if "compression" in o and len(o) > 1:
             disagree.append(a)
     summary = "; ".join(parts) + f"; ReLU exact end/peak (reported, not checked) {fmt(relu['exact'], '.3f')}"
-    summary += f"; fit I(T;Y)/H(Y) {fmt(fit, '.3f')}"
+    fits = {a: min(d[a][f"{e}_ity"][-1][-1] for e in ESTIMATORS) / d["h_y"] for a in ACTIVATIONS}
+    summary += "; fit I(T;Y)/H(Y) " + ", ".join(f"{a} {fmt(fits[a], '.3f')}" for a in ACTIVATIONS)
+    unfit = [a for a in ACTIVATIONS if fits[a] < FIT_MIN_ITY]
+    if unfit:
+        summary += f" ({', '.join(unfit)} did not fit the labels: its ratios say nothing about compression)"
     summary += (
         f"; estimator-dependent for {', '.join(disagree)}"
         if disagree

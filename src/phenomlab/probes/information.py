@@ -42,7 +42,8 @@ def _entropy_from_inverse(inverse: Tensor, n_symbols: int) -> float:
     counts = torch.bincount(inverse, minlength=n_symbols).to(torch.float64)
     counts = counts[counts > 0]
     p = counts / counts.sum()
-    return float(-(p * torch.log(p)).sum() / _LOG2)
+    # + 0.0 turns the -0.0 of a single symbol into 0.0
+    return float(-(p * torch.log(p)).sum() / _LOG2) + 0.0
 
 
 def _row_symbols(t: Tensor) -> tuple[Tensor, int]:
