@@ -67,3 +67,47 @@ def test_mi_bad_inputs():
         binned_mutual_information(torch.tensor([[float("nan")], [0.0]]), None, [0, 1])
     with pytest.raises(ValueError, match="x_ids"):
         binned_mutual_information(ACTS, [0, 1], Y)
+
+
+def test_quantize_codes_and_round_trip():
+    from phenomlab.probes.information import dequantize, quantize
+
+    # 2 bits on [-1, 1]: levels -1, -1/3, 1/3, 1 (delta 2/3); round to the nearest, clip outside
+    a = torch.tensor([[-1.0, -0.5, -0.1, 0.2, 0.99, 3.0, -7.0]])
+    assert quantize(a, 2, (-1.0, 1.0)).tolist() == [[0, 1, 1, 2, 3, 3, 0]]
+    back = dequantize(quantize(a, 2, (-1.0, 1.0)), 2, (-1.0, 1.0))
+    assert back[0].tolist() == pytest.approx([-1.0, -1 / 3, -1 / 3, 1 / 3, 1.0, 1.0, -1.0])
+    assert quantize(torch.linspace(0, 1, 256), 8, (0.0, 1.0)).tolist() == list(range(256))
+    with pytest.raises(ValueError, match="n_bits"):
+        quantize(a, 0, (0.0, 1.0))
+    with pytest.raises(ValueError, match="bounds"):
+        quantize(a, 8, (1.0, 0.0))
+
+
+def test_quantized_mutual_information_hand_computed():
+    from phenomlab.probes.information import quantized_mutual_information
+
+    # 4 equiprobable inputs -> codes t = 0, 0, 1, 2; labels 0, 0, 1, 1
+    # H(T) = -(1/2 log 1/2 + 2 * 1/4 log 1/4) = 1.5; H(T|Y=0) = 0, H(T|Y=1) = 1 -> H(T|Y) = 0.5; I(T;Y) = 1
+    ixt, ity = quantized_mutual_information(torch.tensor([[0, 5], [0, 5], [1, 5], [2, 5]]), [0, 0, 1, 1])
+    assert ixt == pytest.approx(1.5) and ity == pytest.approx(1.0)
+    # injective codes: I(X;T) = log2 N; a constant layer: 0 and 0
+    ixt, ity = quantized_mutual_information(torch.arange(8)[:, None], [0, 1] * 4)
+    assert ixt == pytest.approx(3.0) and ity == pytest.approx(1.0)
+    assert quantized_mutual_information(torch.zeros(6, 2, dtype=torch.long), [0, 1, 0, 1, 0, 1]) == (0.0, 0.0)
+    # explicit loop over the joint distribution as the reference, on random codes
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 3, (64, 2), generator=g)
+    y = torch.randint(0, 2, (64,), generator=g)
+    rows = [tuple(r) for r in codes.tolist()]
+    n = len(rows)
+    p_t = {t: rows.count(t) / n for t in set(rows)}
+    p_y = {c: y.tolist().count(c) / n for c in set(y.tolist())}
+    joint = [(t, c) for t, c in zip(rows, y.tolist(), strict=True)]
+    p_ty = {k: joint.count(k) / n for k in set(joint)}
+    mi_ref = sum(p * math.log2(p / (p_t[t] * p_y[c])) for (t, c), p in p_ty.items())
+    h_ref = -sum(p * math.log2(p) for p in p_t.values())
+    ixt, ity = quantized_mutual_information(codes, y)
+    assert ixt == pytest.approx(h_ref) and ity == pytest.approx(mi_ref)
+    with pytest.raises(ValueError, match="integer"):
+        quantized_mutual_information(torch.rand(4, 2), [0, 1, 0, 1])
