@@ -17,12 +17,14 @@ Checks (thresholds from issue 15; seed std over seeds 0-2 in docs/phenomena/cont
 - ``linear_r2``: held-out linear R^2 of the trained encoder's output to ``z`` >= ``MIN_R2`` (0.9);
 - ``r2_gain_over_untrained``: that minus the R^2 of the same encoder at initialisation (same architecture,
   same draw, measured) >= ``MIN_GAIN`` (0.3);
-- negative control, ``control_r2_drop``: the same pipeline where positives break the paper's assumption (they
-  share only the first ``content_dims`` latent coordinates, vMF-perturbed; the rest of the sphere point is
-  re-drawn uniformly with its norm kept, so ``z~`` is still uniform on the sphere but the conditional is not a
-  vMF): main R^2 minus control R^2 >= ``MIN_CONTROL_DROP`` (0.2). Content/style identification theory
-  (von Kuegelgen et al. 2021, arXiv 2106.04619) predicts the re-drawn style block is discarded, i.e. a drop of
-  about the style share of the variance (``1 - content_dims/d`` = 0.5); 0.2 is less than half of that.
+- negative control: the same pipeline (same generator, init and batches) where positives break the paper's
+  assumption: they share only the first ``content_dims`` latent coordinates (vMF-perturbed); the rest of the
+  sphere point, the "style", is re-drawn uniformly with its norm kept, so ``z~`` is still uniform on the sphere
+  but the conditional is not a vMF. Content/style identification theory (von Kuegelgen et al. 2021, arXiv
+  2106.04619) predicts that only the shared block is recovered. ``control_style_r2_drop``: R^2 on the style
+  latents with vMF positives minus that with the re-drawn style >= ``MIN_CONTROL_DROP`` (0.3, the issue's
+  margin for "clearly above"); ``control_content_r2``: the control still recovers its content latents with
+  R^2 >= ``MIN_R2``, so the drop is specific to the broken coordinates and not a failed run.
 
 Background, measurements and caveats: docs/phenomena/contrastive-inversion.md.
 """
@@ -50,9 +52,9 @@ from .verdict import Result, Verdict, check
 ID = "contrastive-inversion"
 
 # thresholds from issue 15; quick-preset measurements, mean (seed std over seeds 0-2): filled in below
-MIN_R2 = 0.9
+MIN_R2 = 0.9  # also the content R^2 the control must keep
 MIN_GAIN = 0.3
-MIN_CONTROL_DROP = 0.2
+MIN_CONTROL_DROP = 0.3  # style-block R^2, vMF minus content-only positives
 
 CONDITIONALS = ("vmf", "content_only")
 
@@ -312,17 +314,22 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def summarise(d: dict[str, Any]) -> dict[str, float | None]:
-    """The deciding numbers of a result's data."""
+    """The deciding numbers of a result's data (content: the first ``content_dims`` latents, style: the rest)."""
     main, ctrl = d["vmf"], d["control"]
     k = d["content_dims"]
-    per = ctrl["final_r2_per_dim"]
+
+    def block(per: list[float], content: bool) -> float:
+        part = per[:k] if content else per[k:]
+        return sum(part) / len(part)
+
     return {
         "r2": main["r2"][-1],
         "untrained_r2": main["r2"][0] if main["steps"][0] == 0 else None,
         "orthogonal_r2": main["orthogonal_r2"][-1],
+        "style_r2": block(main["final_r2_per_dim"], False),
         "control_r2": ctrl["r2"][-1],
-        "control_content_r2": sum(per[:k]) / k,
-        "control_style_r2": sum(per[k:]) / (len(per) - k),
+        "control_content_r2": block(ctrl["final_r2_per_dim"], True),
+        "control_style_r2": block(ctrl["final_r2_per_dim"], False),
     }
 
 
@@ -339,18 +346,26 @@ def signature(result: Result) -> Verdict:
             "trained minus untrained (the same encoder at initialisation) linear R^2",
         ),
         check(
-            "control_r2_drop",
-            r2 - r2_c,
+            "control_style_r2_drop",
+            s["style_r2"] - s["control_style_r2"],
             ">=",
             MIN_CONTROL_DROP,
-            "vMF positives minus positives sharing only the content coordinates (the paper's assumption broken)",
+            "R^2 on the style latents: vMF positives minus positives that re-draw them (the paper's assumption "
+            "broken on those coordinates)",
+        ),
+        check(
+            "control_content_r2",
+            s["control_content_r2"],
+            ">=",
+            MIN_R2,
+            "the control run still recovers the latents its positives share (the drop is specific to the style)",
         ),
     ]
     summary = (
-        f"linear R^2 {fmt(r2_0)} (untrained) -> {fmt(r2)} (trained, vMF positives; orthogonal map "
-        f"{fmt(s['orthogonal_r2'])}); control (content-only positives) {fmt(r2_c)} (content dims "
-        f"{fmt(s['control_content_r2'])}, style dims {fmt(s['control_style_r2'])}); g itself "
-        f"{fmt(result.data['generator_r2'])}"
+        f"linear R^2 {fmt(r2_0)} (untrained) -> {fmt(r2)} (trained, vMF positives; style dims "
+        f"{fmt(s['style_r2'])}; orthogonal map {fmt(s['orthogonal_r2'])}); control (content-only positives) "
+        f"{fmt(r2_c)}: content dims {fmt(s['control_content_r2'])}, style dims {fmt(s['control_style_r2'])}; "
+        f"g itself {fmt(result.data['generator_r2'])}"
     )
     return Verdict(checks, summary)
 
