@@ -12,7 +12,7 @@ Protocol (quick preset):
   1.8 decades), muP (:func:`phenomlab.models.parametrisation.parametrise`, base width ``base_width``) so one Adam
   learning rate serves every width; MSE on fresh data (each step draws new points: a pool of
   ``steps x batch`` samples, seen once), test MSE on 8192 held-out points.
-- data: mnist1d generated once and cut into nested training sets of 250..16000 (1.8 decades), a fixed
+- data: mnist1d generated once and cut into nested training sets of 500..32000 (1.8 decades), a fixed
   MLP 40-256-256-10, Adam, early stopping: the test cross-entropy at the evaluation with the lowest validation loss.
 - negative control (same pipeline, parameter axis): a teacher the students represent exactly, a ReLU net of
   ``control_teacher_width`` (2) units, every student wider. Bahri et al.: without a target left to resolve there is
@@ -82,16 +82,15 @@ class Config(PhenomenonConfig):
     widths: tuple[int, ...] = param((4, 8, 16, 32, 64, 128, 256), "student hidden widths")
     base_width: int = param(8, "muP base width", ge=1)
     ts_steps: int = param(3000, "Adam steps per student (fresh batch each step)", ge=1)
-    ts_control_steps: int = param(1500, "Adam steps per control student", ge=1)
     ts_lr: float = param(1e-2, "Adam learning rate shared by every student width (muP)", gt=0.0)
     ts_batch: int = param(128, "student batch size", ge=1)
     ts_test: int = param(8192, "teacher-student test points", ge=1)
-    data_sizes: tuple[int, ...] = param((250, 500, 1000, 2000, 4000, 8000, 16000), "mnist1d training-set sizes")
+    data_sizes: tuple[int, ...] = param((500, 1000, 2000, 4000, 8000, 16000, 32000), "mnist1d training-set sizes")
     data_width: int = param(256, "hidden width of the 2-hidden-layer mnist1d MLP", ge=1)
     data_lr: float = param(1e-3, "Adam learning rate for mnist1d", gt=0.0)
     data_epochs: float = param(30.0, "epochs per training set (then clipped to [min_steps, max_steps])", gt=0.0)
     data_min_steps: int = param(400, "fewest steps per mnist1d size", ge=1)
-    data_max_steps: int = param(3000, "most steps per mnist1d size", ge=1)
+    data_max_steps: int = param(5000, "most steps per mnist1d size", ge=1)
     data_batch: int = param(128, "mnist1d batch size", ge=1)
     n_val: int = param(2000, "mnist1d validation points (early stopping)", ge=1)
     n_test: int = param(4000, "mnist1d test points", ge=1)
@@ -115,7 +114,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         widths=(4, 8, 16, 32),
         ts_steps=100,
-        ts_control_steps=100,
         ts_test=512,
         data_sizes=(100, 200, 400, 800),
         data_width=32,
@@ -130,8 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         widths=(4, 8, 16, 32, 64, 128, 256, 512, 1024),
         ts_steps=20000,
-        ts_control_steps=5000,
-        data_sizes=(250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000),
+        data_sizes=(500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000),
         data_width=512,
         data_max_steps=20000,
         n_boot=2000,
@@ -142,24 +139,43 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------------------------- the fit (pure)
 
 
+def _fit_alphas(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each alpha: weighted least squares of ``y = c + a x^-alpha`` (weights 1/y^2) with c, a >= 0.
+
+    Returns arrays (c, a, weighted SSE). The constrained optimum is the unconstrained one when feasible, else on a
+    boundary (c = 0 or a = 0), so all three candidates are solved in closed form and the feasible best is kept.
+    """
+    w2 = 1.0 / y**2
+    z = x[None, :] ** -alphas[:, None]  # [A, n]
+    s1, sz, szz = w2.sum(), (w2 * z).sum(1), (w2 * z * z).sum(1)
+    sy, szy, syy = (w2 * y).sum(), (w2 * z * y).sum(1), (w2 * y * y).sum()
+    det = s1 * szz - sz * sz
+    safe = np.where(np.abs(det) > 1e-300, det, np.inf)
+    c_free, a_free = (szz * sy - sz * szy) / safe, (s1 * szy - sz * sy) / safe
+    feasible = (c_free >= 0) & (a_free >= 0) & np.isfinite(det) & (np.abs(det) > 1e-300)
+    a_only = np.maximum(szy / szz, 0.0)
+    c_only = np.full_like(a_only, max(sy / s1, 0.0))
+
+    def sse(c: np.ndarray, a: np.ndarray) -> np.ndarray:
+        # sum w2 (y - c - a z)^2 expanded, so no [A, n] residual array is needed
+        return syy + c * c * s1 + a * a * szz - 2 * c * sy - 2 * a * szy + 2 * c * a * sz
+
+    cands = [
+        (np.where(feasible, c_free, 0.0), np.where(feasible, a_free, 0.0), np.where(feasible, 0.0, np.inf)),
+        (np.zeros_like(a_only), a_only, 0.0),
+        (c_only, np.zeros_like(a_only), 0.0),
+    ]
+    best_c, best_a, best = cands[0][0], cands[0][1], sse(cands[0][0], cands[0][1]) + cands[0][2]
+    for c, a, pen in cands[1:]:
+        e = sse(c, a) + pen
+        better = e < best
+        best_c, best_a, best = np.where(better, c, best_c), np.where(better, a, best_a), np.where(better, e, best)
+    return best_c, best_a, np.maximum(best, 0.0)
+
+
 def _fit_fixed_alpha(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float, float]:
-    """Weighted least squares of ``y = c + a x^-alpha`` (weights 1/y^2) with c, a >= 0: (c, a, weighted SSE)."""
-    z = x**-alpha
-    w = 1.0 / y
-    best = (math.inf, 0.0, 0.0)
-    # the unconstrained solution, then the boundaries c=0 and a=0 (the constrained optimum is on one of them)
-    design = np.stack([np.ones_like(z), z], axis=1) * w[:, None]
-    sol, *_ = np.linalg.lstsq(design, y * w, rcond=None)
-    cands = []
-    if sol[0] >= 0 and sol[1] >= 0:
-        cands.append((float(sol[0]), float(sol[1])))
-    cands.append((0.0, max(float(np.sum(z * w * w * y) / np.sum((z * w) ** 2)), 0.0)))
-    cands.append((max(float(np.sum(w * w * y) / np.sum(w * w)), 0.0), 0.0))
-    for c, a in cands:
-        sse = float(np.sum(((y - c - a * z) * w) ** 2))
-        if sse < best[0]:
-            best = (sse, c, a)
-    return best[1], best[2], best[0]
+    c, a, e = _fit_alphas(x, y, np.array([alpha]))
+    return float(c[0]), float(a[0]), float(e[0])
 
 
 def fit_power_law(x: Any, y: Any, alpha_range: tuple[float, float] = (1e-3, 10.0)) -> dict[str, float]:
@@ -176,13 +192,13 @@ def fit_power_law(x: Any, y: Any, alpha_range: tuple[float, float] = (1e-3, 10.0
     if not (np.all(x > 0) and np.all(y > 0) and np.all(np.isfinite(y))):
         raise ConfigError("fit_power_law needs positive sizes and positive finite losses")
     grid = np.logspace(math.log10(alpha_range[0]), math.log10(alpha_range[1]), 400)
-    sses = [_fit_fixed_alpha(x, y, float(al))[2] for al in grid]
+    sses = _fit_alphas(x, y, grid)[2]
     i = int(np.argmin(sses))
     lo, hi = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, len(grid) - 1)])
     g = (math.sqrt(5) - 1) / 2
     p, q = hi - g * (hi - lo), lo + g * (hi - lo)
     fp, fq = _fit_fixed_alpha(x, y, math.exp(p))[2], _fit_fixed_alpha(x, y, math.exp(q))[2]
-    for _ in range(80):
+    for _ in range(40):
         if fp < fq:
             hi, q, fq = q, p, fp
             p = hi - g * (hi - lo)
@@ -316,7 +332,7 @@ def _data_scaling(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     main = _teacher_student(cfg, ctx, "tanh", cfg.teacher_width, cfg.ts_steps)
-    control = _teacher_student(cfg, ctx, "relu", cfg.control_teacher_width, cfg.ts_control_steps)
+    control = _teacher_student(cfg, ctx, "relu", cfg.control_teacher_width, cfg.ts_steps)
     data = _data_scaling(cfg, ctx)
     boot_seed = ctx.seed_for("bootstrap")
     return {
