@@ -22,6 +22,8 @@ def make_result(params=None, data=None, control=None, teacher_dim=3):
     cfg = build_config(scaling_laws.Config, scaling_laws.PRESETS)
     d = {
         "teacher_dim": teacher_dim,
+        "params": {"params": params[0], "loss": params[1]},
+        "control": {"params": control[0], "loss": control[1]},
         "fit_params": summarise_axis(*params, n_boot=50, seed=0),
         "fit_data": summarise_axis(*data, n_boot=50, seed=1),
         "fit_control": summarise_axis(*control, n_boot=50, seed=2),
@@ -143,5 +145,11 @@ def test_alpha_over_4_over_d_checks_fail_on_a_wrong_exponent():
 
 def test_control_check_fails_when_the_representable_teacher_also_scales():
     v = scaling_laws.signature(make_result(control=(N, law(N, 0.0, 0.1, 0.8))))
-    failed = _fails_only(v, "control_params_loglog_slope")
-    assert failed == {"control_params_loglog_slope"}
+    failed = _fails_only(v, "control_params_range_over_main_fall")
+    assert failed == {"control_params_range_over_main_fall"}
+
+
+def test_control_check_ignores_relative_noise_at_the_floor():
+    # a narrow control student stuck 30x above the floor, still far below the main's losses: no loss bought by width
+    floor = [1.4e-4, 1.1e-4, 3e-6, 4e-6, 9e-6, 8e-6, 5e-6]
+    assert _check(scaling_laws.signature(make_result(control=(N, floor))), "control_params_range_over_main_fall").passed
