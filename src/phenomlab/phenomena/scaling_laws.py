@@ -66,18 +66,22 @@ ID = "scaling-laws"
 
 #: the fitted range spans at least this many decades of N (or D) (issue)
 MIN_DECADES = 1.5
-#: R^2 of log L under the fitted law (issue)
+#: R^2 of log L under the fitted law (issue); quick seeds 0-2: params 0.996 (std 0.0014), data 0.981 (std 0.0013)
 MIN_R2 = 0.95
-#: the power-law term carries at least half the loss at the smallest size
+#: the power-law term carries at least half the loss at the smallest size; seeds 0-2: params 0.981 (std 0.012),
+#: data 1.0 (std 0: the fitted L_inf is 0)
 MIN_SHARE = 0.5
-#: alpha / (4/d) within [ALPHA_RATIO_LO, ALPHA_RATIO_HI] (design: within +-50% of Sharma & Kaplan's 4/d)
+#: alpha / (4/d) within [ALPHA_RATIO_LO, ALPHA_RATIO_HI] (design: within +-50% of Sharma & Kaplan's 4/d);
+#: seeds 0-2: 1.06 (std 0.23; the teacher is redrawn per seed)
 ALPHA_RATIO_LO = 0.5
 ALPHA_RATIO_HI = 1.5
 #: the bootstrap 95% CI of alpha starts above this: an exponent below 0.05 moves the reducible loss < 20% over
 #: 1.5 decades (and the fit's alpha grid starts at 1e-3, so a flat curve lands there)
+#: seeds 0-2: params CI low 1.30 (std 0.30), data 0.317 (std 0.002)
 MIN_ALPHA_LO = 0.05
 #: the control's whole loss range over widths (max - min) is at most this fraction of the main's fall from the
 #: smallest to the largest width (both targets have unit variance, so both MSEs are fractions of target variance)
+#: seeds 0-2: 0.0018 (std 0.0023)
 CONTROL_MAX_RANGE = 0.05
 
 
