@@ -24,7 +24,9 @@ from .loop import Objective
 __all__ = ["supcon_loss", "supcon_objective"]
 
 
-def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1, normalize: bool = True) -> torch.Tensor:
+def supcon_loss(
+    z: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1, normalize: bool = True
+) -> torch.Tensor:
     """SupCon ``L^sup_out`` (Khosla et al. 2020, arXiv 2004.11362, Eq. 2) of embeddings ``z [n, d]`` with ``labels
     [n]``, averaged over the anchors that have a positive (see the module docstring for the formula).
 
