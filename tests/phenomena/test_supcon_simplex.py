@@ -136,3 +136,9 @@ def test_simplex_geometry_of_an_exact_simplex():
 def test_bad_config_rejected(over):
     with pytest.raises(ConfigError):
         build_config(supcon_simplex.Config, supcon_simplex.PRESETS, overrides=over)
+
+
+def test_fit_time_that_falls_with_noise_has_no_exponent():
+    assert supcon_simplex.power_law_exponent(LEVELS, [900, 800, 700, 600, 500]) is None
+    falling = {str(p): [round(900 - 500 * p)] * 3 for p in LEVELS}
+    assert {"ce_exponent_low", "ce_exponent_high"} <= failed(make(fit_steps={"supcon": times(2.0), "ce": falling}))

@@ -202,12 +202,14 @@ def _fit_grid(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def power_law_exponent(p: list[float], t: list[float]) -> tuple[float, float, float, float] | None:
     """Least-squares fit of ``t = T0 + a p^b`` over ``b`` in :data:`EXPONENT_GRID` (closed form in ``T0, a`` for
-    each ``b``, with ``a >= 0``). Returns ``(b, T0, a, rss)`` or None when fewer than 3 distinct levels."""
+    each ``b``, with ``a >= 0``). Returns ``(b, T0, a, rss)``, or None when fewer than 3 distinct levels or when the
+    best fit has ``a = 0`` (no growth with ``p``, so no exponent)."""
     if len(set(p)) < 3 or len(p) != len(t):
         return None
     out = _fit_grid(torch.tensor(p, dtype=torch.float64), torch.tensor([t], dtype=torch.float64))
     b, t0, a, rss = (float(v[0]) for v in out)
-    return b, t0, a, rss
+    # a = 0 at the best fit: t does not grow with p at all and b is undefined (every b fits equally)
+    return None if a <= 0 else (b, t0, a, rss)
 
 
 def bootstrap_exponent(
@@ -223,7 +225,9 @@ def bootstrap_exponent(
         v = torch.tensor(ts, dtype=torch.float64)
         idx = torch.randint(0, len(ts), (n_boot, len(ts)), generator=g)
         cols.append(v[idx].mean(1))
-    bs = _fit_grid(torch.tensor(levels, dtype=torch.float64), torch.stack(cols, 1))[0].sort().values
+    b, _, a, _ = _fit_grid(torch.tensor(levels, dtype=torch.float64), torch.stack(cols, 1))
+    # a resample without growth (a = 0) counts as exponent 0: it is evidence against any growth law
+    bs = torch.where(a > 0, b, torch.zeros_like(b)).sort().values
     return float(bs[int(0.025 * (n_boot - 1))]), float(bs[int(math.ceil(0.975 * (n_boot - 1)))])
 
 
