@@ -1,0 +1,63 @@
+"""Signature tests of resnet-depth-scaling: one constructed result per check that makes that check fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from phenomlab.phenomena import resnet_depth_scaling as rds
+from phenomlab.phenomena.verdict import Result
+
+DEPTHS = [8, 16, 32, 64, 128, 256]
+
+
+def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
+    cells = []
+    for L in DEPTHS:
+        base = 2.0 * L**rough_exp
+        cells.append(
+            {
+                "depth": L,
+                "init": init,
+                "loss0": [1.0, 1.2, 0.9],
+                "lossT": [loss_ratio * v for v in (1.0, 1.2, 0.9)],
+                "roughness": [base * f for f in (0.95, 1.0, 1.05)],
+                "roughness0": [base * f for f in (0.9, 1.0, 1.1)],
+                "increment": [1.0, 1.1, 0.9],
+                "increment_roughness": [base * f for f in (0.9, 1.0, 1.1)],
+            }
+        )
+    return cells
+
+
+def _result(smooth_exp: float = -1.0, iid_exp: float = 0.0, loss_ratio: float = 0.1) -> Result:
+    cells = _cells("smooth", smooth_exp, loss_ratio) + _cells("iid", iid_exp)
+    return Result(rds.ID, {}, 0, {"cells": cells, "depths": DEPTHS})
+
+
+def _check(result: Result, name: str):
+    return next(c for c in rds.signature(result).checks if c.name == name)
+
+
+def test_present_passes_every_check() -> None:
+    v = rds.signature(_result())
+    assert v.passed, str(v)
+    assert _check(_result(), "roughness_slope_smooth").value == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_rough_smooth_arm_fails() -> None:
+    assert not _check(_result(smooth_exp=-0.5), "roughness_slope_smooth").passed
+
+
+def test_control_smooth_too_fails() -> None:
+    # the i.i.d. arm becoming ODE-like as well: the contrast is gone
+    assert not _check(_result(iid_exp=-0.8), "control_roughness_slope_iid").passed
+
+
+def test_untrained_fails() -> None:
+    assert not _check(_result(loss_ratio=0.8), "train_loss_ratio").passed
+
+
+def test_ci_brackets_the_slope() -> None:
+    f = rds.fits(_result().data)
+    _, _, s, (lo, hi) = f["roughness_smooth"]
+    assert lo <= s <= hi
