@@ -11,6 +11,7 @@ DEPTHS = [8, 16, 32, 64, 128, 256]
 
 
 def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
+    # evaluations at steps 0 and 50 (the checked step); per-init spread of +-5%
     cells = []
     for L in DEPTHS:
         base = 2.0 * L**rough_exp
@@ -18,12 +19,12 @@ def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
             {
                 "depth": L,
                 "init": init,
-                "loss0": [1.0, 1.2, 0.9],
-                "lossT": [loss_ratio * v for v in (1.0, 1.2, 0.9)],
-                "roughness": [base * f for f in (0.95, 1.0, 1.05)],
-                "roughness0": [base * f for f in (0.9, 1.0, 1.1)],
-                "increment": [1.0, 1.1, 0.9],
-                "increment_roughness": [base * f for f in (0.9, 1.0, 1.1)],
+                "roughness0": [base] * 3,
+                "steps": [0, 50],
+                "loss": [[1.0, 1.2, 0.9], [loss_ratio * v for v in (1.0, 1.2, 0.9)]],
+                "roughness": [[base] * 3, [base * f for f in (0.95, 1.0, 1.05)]],
+                "increment": [[0.0] * 3, [1.0, 1.1, 0.9]],
+                "increment_roughness": [[0.0] * 3, [base * f for f in (0.9, 1.0, 1.1)]],
             }
         )
     return cells
@@ -31,7 +32,7 @@ def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
 
 def _result(smooth_exp: float = -1.0, iid_exp: float = 0.0, loss_ratio: float = 0.1) -> Result:
     cells = _cells("smooth", smooth_exp, loss_ratio) + _cells("iid", iid_exp)
-    return Result(rds.ID, {}, 0, {"cells": cells, "depths": DEPTHS})
+    return Result(rds.ID, {}, 0, {"cells": cells, "depths": DEPTHS, "check_step": 50})
 
 
 def _check(result: Result, name: str):
@@ -61,3 +62,12 @@ def test_ci_brackets_the_slope() -> None:
     f = rds.fits(_result().data)
     _, _, s, (lo, hi) = f["roughness_smooth"]
     assert lo <= s <= hi
+
+
+def test_check_step_must_be_an_evaluation() -> None:
+    from phenomlab.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        rds.Config(steps=100, eval_every=25, check_step=60).validate()
+    with pytest.raises(ConfigError):
+        rds.Config(steps=100, eval_every=25, check_step=125).validate()
