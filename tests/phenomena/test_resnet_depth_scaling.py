@@ -10,11 +10,12 @@ from phenomlab.phenomena.verdict import Result
 DEPTHS = [8, 16, 32, 64, 128, 256]
 
 
-def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
+def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1, update_exp: float | None = None) -> list[dict]:
     # evaluations at steps 0 and 50 (the checked step); per-init spread of +-5%
     cells = []
     for L in DEPTHS:
         base = 2.0 * L**rough_exp
+        upd = 0.5 * L ** (rough_exp if update_exp is None else update_exp)
         cells.append(
             {
                 "depth": L,
@@ -24,14 +25,16 @@ def _cells(init: str, rough_exp: float, loss_ratio: float = 0.1) -> list[dict]:
                 "loss": [[1.0, 1.2, 0.9], [loss_ratio * v for v in (1.0, 1.2, 0.9)]],
                 "roughness": [[base] * 3, [base * f for f in (0.95, 1.0, 1.05)]],
                 "increment": [[0.0] * 3, [1.0, 1.1, 0.9]],
-                "increment_roughness": [[0.0] * 3, [base * f for f in (0.9, 1.0, 1.1)]],
+                "increment_roughness": [[0.0] * 3, [upd * f for f in (0.9, 1.0, 1.1)]],
             }
         )
     return cells
 
 
-def _result(smooth_exp: float = -1.0, iid_exp: float = 0.0, loss_ratio: float = 0.1) -> Result:
-    cells = _cells("smooth", smooth_exp, loss_ratio) + _cells("iid", iid_exp)
+def _result(
+    smooth_exp: float = -1.0, iid_exp: float = 0.0, loss_ratio: float = 0.1, iid_update_exp: float | None = None
+) -> Result:
+    cells = _cells("smooth", smooth_exp, loss_ratio) + _cells("iid", iid_exp, update_exp=iid_update_exp)
     return Result(rds.ID, {}, 0, {"cells": cells, "depths": DEPTHS, "check_step": 50})
 
 
@@ -52,6 +55,13 @@ def test_rough_smooth_arm_fails() -> None:
 def test_control_smooth_too_fails() -> None:
     # the i.i.d. arm becoming ODE-like as well: the contrast is gone
     assert not _check(_result(iid_exp=-0.8), "control_roughness_slope_iid").passed
+
+
+def test_control_smooth_updates_fail() -> None:
+    # i.i.d. init whose weights stay rough (the init) but whose training updates are smooth in k
+    r = _result(iid_update_exp=-1.0)
+    assert _check(r, "control_roughness_slope_iid").passed
+    assert not _check(r, "control_increment_roughness_slope_iid").passed
 
 
 def test_untrained_fails() -> None:

@@ -210,6 +210,13 @@ def signature(result: Result) -> Verdict:
             MIN_ROUGH_SLOPE,
             "the same slope under i.i.d. init (same delta=1/L): rough, not ODE-like",
         ),
+        check(
+            "control_increment_roughness_slope_iid",
+            f["increment_roughness_iid"][2],
+            ">=",
+            MIN_ROUGH_SLOPE,
+            "slope of max_k ||dA_{k+1} - dA_k|| (the training updates) vs L under i.i.d. init: rough updates",
+        ),
         check("train_loss_ratio", worst, "<=", MAX_LOSS_RATIO, "worst final / initial training loss"),
     ]
 
