@@ -11,6 +11,7 @@ from .mlp import ACTIVATIONS, MLP
 from .multiplicative import MultiplicativeNet, StackedNets, match_width, param_count
 from .ntk_param import NTKMLP, NTKRNN, NTKAttention, NTKLinear, NTKRNNCell
 from .parametrisation import param_groups, parametrisation_rules, parametrise
+from .resnet import StackedResNet
 from .subspace import SubspaceModel
 from .token import EmbedMLP, Transformer1L
 
@@ -38,4 +39,5 @@ __all__ = [
     "NTKRNNCell",
     "NTKRNN",
     "NTKAttention",
+    "StackedResNet",
 ]
