@@ -5,6 +5,7 @@ import torch
 
 from phenomlab.errors import ConfigError, PhenomlabError
 from phenomlab.phenomena import Result, build_config, ntk_universality
+from phenomlab.phenomena._stats import loglog_slope
 
 W = [64, 128, 256, 512, 1024]
 ARCHS = ntk_universality.ARCHS
@@ -133,8 +134,8 @@ def test_relative_deviation_by_hand():
 
 def test_loglog_slope_and_bootstrap_ci():
     w = [4, 16, 64]
-    assert ntk_universality.loglog_slope(w, [3 * x**-0.5 for x in w]) == pytest.approx(-0.5)
-    assert ntk_universality.loglog_slope(w, [1.0, 0.0, 1.0]) is None
+    assert loglog_slope(w, [3 * x**-0.5 for x in w]) == pytest.approx(-0.5)
+    assert loglog_slope(w, [1.0, 0.0, 1.0]) is None
     p, (lo, hi) = ntk_universality.slope_with_ci(w, [[x**-0.7] * 3 for x in w])
     assert p == pytest.approx(-0.7) and lo == pytest.approx(-0.7) and hi == pytest.approx(-0.7)
     p, (lo, hi) = ntk_universality.slope_with_ci(w, [[x**-0.7 * e for e in (0.5, 1.0, 1.5)] for x in w])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 
 def spearman(x: Sequence[float], y: Sequence[float], min_points: int = 2) -> float | None:
     """Spearman's rank correlation of ``x`` and ``y`` (average ranks for ties; Spearman 1904).
@@ -28,3 +30,31 @@ def slope(x: Sequence[float], y: Sequence[float]) -> float:
 def fmt(v: float | None, spec: str = ".3f") -> str:
     """``v`` formatted with ``spec``, or ``n/a`` for a value that was never measured."""
     return "n/a" if v is None else format(v, spec)
+
+
+def loglog_slope(xs: Sequence[float], values: Sequence[float | None]) -> float | None:
+    """Least-squares slope of ``log(values)`` on ``log(xs)``; None with < 2 points or a value missing or <= 0."""
+    if len(xs) < 2 or any(v is None or not v > 0 for v in values):
+        return None
+    return slope(np.log(xs).tolist(), np.log(values).tolist())
+
+
+def loglog_slope_ci(
+    xs: Sequence[float], per_group: Sequence[Sequence[float | None]], n_boot: int, level: float, seed: int = 0
+) -> tuple[float | None, tuple[float | None, float | None]]:
+    """Slope of log(mean of each group) on log(x), and its two-sided ``level`` percentile-bootstrap CI: each
+    group's members (seeds, initialisations) are resampled with replacement, ``n_boot`` times
+    (``numpy.random.default_rng(seed)``). (None, (None, None)) when a value is missing or the slope is undefined."""
+    if any(v is None for vs in per_group for v in vs):
+        return None, (None, None)
+    point = loglog_slope(xs, [float(np.mean(v)) for v in per_group])
+    if point is None:
+        return None, (None, None)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        b = loglog_slope(xs, [float(np.mean(rng.choice(v, size=len(v)))) for v in per_group])
+        if b is not None:
+            boots.append(b)
+    a = (1 - level) / 2
+    return point, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))

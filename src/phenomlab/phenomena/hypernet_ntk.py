@@ -44,7 +44,7 @@ import torch
 from ..errors import ConfigError
 from ..models.hypernet import HyperNet, hyperkernel_limit
 from ..probes.kernels import empirical_ntk, kernel_change
-from ._stats import fmt, slope
+from ._stats import fmt, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -153,29 +153,6 @@ def _cell(d: dict[str, Any], nf: int, ng: int) -> dict[str, Any]:
     return next(c for c in d["cells"] if c["n_f"] == nf and c["n_g"] == ng)
 
 
-def loglog_slope(widths: list[float], values: list[float]) -> float | None:
-    """Least-squares slope of ``log(values)`` vs ``log(widths)``; None if fewer than 2 points or a value <= 0."""
-    if len(widths) < 2 or any(v is None or not v > 0 for v in values):
-        return None
-    return slope(np.log(widths).tolist(), np.log(values).tolist())
-
-
-def slope_with_ci(widths: list[float], per_seed: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
-    """Slope of log(seed mean) vs log(width) and its ``CI_LEVEL`` bootstrap CI (seeds resampled per cell)."""
-    point = loglog_slope(widths, [float(np.mean(v)) for v in per_seed])
-    if point is None:
-        return None, (None, None)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(N_BOOT):
-        means = [float(np.mean(rng.choice(v, size=len(v)))) for v in per_seed]
-        b = loglog_slope(widths, means)
-        if b is not None:
-            boots.append(b)
-    a = (1 - CI_LEVEL) / 2
-    return point, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
-
-
 def _arms(d: dict[str, Any]) -> dict[str, Any]:
     nfs, ngs = d["meta_widths"], d["primary_widths"]
     arms = {
@@ -185,6 +162,11 @@ def _arms(d: dict[str, Any]) -> dict[str, Any]:
         "init_dev_vs_n_f": (nfs, [_cell(d, f, ngs[-1])["init_dev"] for f in nfs]),
     }
     return {k: (w, v, *slope_with_ci(w, v)) for k, (w, v) in arms.items()}
+
+
+def slope_with_ci(widths: list[float], per_seed: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
+    """Slope of log(seed mean) vs log(width) and its ``CI_LEVEL`` bootstrap CI (seeds resampled per cell)."""
+    return loglog_slope_ci(widths, per_seed, N_BOOT, CI_LEVEL, seed)
 
 
 def signature(result: Result) -> Verdict:

@@ -50,7 +50,7 @@ from ..probes.coords import coord_check, coord_slopes
 from ..probes.kernels import empirical_ntk, kernel_change
 from ..train.engine import TrainConfig
 from ..train.ensemble import MLPEnsemble, train_ensemble
-from ._stats import fmt, slope
+from ._stats import fmt, loglog_slope
 from .config import PhenomenonConfig, param
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -218,12 +218,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "transfer": {s: transfer_runs(cfg, ctx, s, data) for s in ("sp", "mup")},
         "coords": {s: ctx.cached(f"coords_{s}", lambda s=s: coord_rows(cfg, ctx, s, data)) for s in ("sp", "mup")},
     }
-
-
-def loglog_slope(widths: list[float], values: list[float]) -> float | None:
-    if len(widths) < 2 or any(not v > 0 for v in values):
-        return None
-    return slope(np.log(widths).tolist(), np.log(values).tolist())
 
 
 def optimum(exponents: list[int], losses: list[float]) -> float | None:

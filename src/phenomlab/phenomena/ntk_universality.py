@@ -58,7 +58,7 @@ from ..data import mnist1d
 from ..errors import ConfigError, PhenomlabError, TrainingDiverged
 from ..models.ntk_param import NTKMLP, NTKRNN, NTKAttention
 from ..probes.kernels import empirical_ntk, kernel_change
-from ._stats import fmt, slope
+from ._stats import fmt, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -203,30 +203,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     return {"cells": cells, "widths": list(cfg.widths)}
 
 
-def loglog_slope(widths: list[float], values: list[float]) -> float | None:
-    """Least-squares slope of ``log(values)`` vs ``log(widths)``; None if fewer than 2 points or a value <= 0."""
-    if len(widths) < 2 or any(v is None or not v > 0 for v in values):
-        return None
-    return slope(np.log(widths).tolist(), np.log(values).tolist())
-
-
-def slope_with_ci(widths: list[float], per_init: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
-    """Slope of log(mean over inits) vs log(width) and its ``CI_LEVEL`` bootstrap CI (inits resampled per width)."""
-    if any(v is None for vs in per_init for v in vs):
-        return None, (None, None)
-    point = loglog_slope(widths, [float(np.mean(v)) for v in per_init])
-    if point is None:
-        return None, (None, None)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(N_BOOT):
-        b = loglog_slope(widths, [float(np.mean(rng.choice(v, size=len(v)))) for v in per_init])
-        if b is not None:
-            boots.append(b)
-    a = (1 - CI_LEVEL) / 2
-    return point, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
-
-
 def _mean(v: list[float | None]) -> float | None:
     return None if any(x is None for x in v) else float(np.mean(v))
 
@@ -260,6 +236,11 @@ def min_gap(d: dict[str, Any]) -> float | None:
 def fits(d: dict[str, Any]) -> dict[tuple[str, str], tuple[float | None, tuple]]:
     """``(readout, arch) -> (slope, CI)`` of the deviation vs width."""
     return {(r, a): slope_with_ci(d["widths"], _series(d, r, a, "dev")) for r in READOUTS for a in ARCHS}
+
+
+def slope_with_ci(widths: list[float], per_init: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
+    """Slope of log(mean over inits) vs log(width) and its ``CI_LEVEL`` bootstrap CI (inits resampled per width)."""
+    return loglog_slope_ci(widths, per_init, N_BOOT, CI_LEVEL, seed)
 
 
 def signature(result: Result) -> Verdict:

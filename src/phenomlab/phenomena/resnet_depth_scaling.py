@@ -47,7 +47,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.resnet import StackedResNet, max_layer_norm, roughness
-from ._stats import fmt, slope
+from ._stats import fmt, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -156,28 +156,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     return {"cells": cells, "depths": list(cfg.depths), "check_step": cfg.check_step}
 
 
-def loglog_slope(xs: list[float], values: list[float]) -> float | None:
-    """Least-squares slope of ``log(values)`` vs ``log(xs)``; None if fewer than 2 points or a value <= 0."""
-    if len(xs) < 2 or any(v is None or not v > 0 for v in values):
-        return None
-    return slope(np.log(xs).tolist(), np.log(values).tolist())
-
-
-def slope_with_ci(xs: list[float], per_init: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
-    """Slope of log(mean over inits) vs log(L) and its ``CI_LEVEL`` bootstrap CI (inits resampled per depth)."""
-    point = loglog_slope(xs, [float(np.mean(v)) for v in per_init])
-    if point is None:
-        return None, (None, None)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(N_BOOT):
-        b = loglog_slope(xs, [float(np.mean(rng.choice(v, size=len(v)))) for v in per_init])
-        if b is not None:
-            boots.append(b)
-    a = (1 - CI_LEVEL) / 2
-    return point, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
-
-
 def _at(cell: dict[str, Any], key: str, step: int) -> list[float]:
     return cell[key][cell["steps"].index(step)]
 
@@ -199,6 +177,11 @@ def fits(d: dict[str, Any], step: int | None = None) -> dict[str, tuple]:
 def loss_ratio(d: dict[str, Any], step: int) -> float:
     """Worst (over all nets) training loss at ``step`` / at step 0."""
     return max(lt / l0 for c in d["cells"] for l0, lt in zip(c["loss"][0], _at(c, "loss", step), strict=True))
+
+
+def slope_with_ci(xs: list[float], per_init: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
+    """Slope of log(mean over inits) vs log(L) and its ``CI_LEVEL`` bootstrap CI (inits resampled per depth)."""
+    return loglog_slope_ci(xs, per_init, N_BOOT, CI_LEVEL, seed)
 
 
 def signature(result: Result) -> Verdict:
