@@ -8,6 +8,7 @@ summary line that decided it. One JSON line per run goes to ``--json`` for docs/
     python benchmarks/quick_presets.py --ids grokking,edge-of-stability --seeds 0
     OMP_NUM_THREADS=1 python benchmarks/quick_presets.py --threads 1   # an upper bound on 2-core times
     python benchmarks/quick_presets.py --seeds 0 --recent-first --budget-minutes 35   # CI's slow step
+    python benchmarks/quick_presets.py --workers 3   # three runs at once, one process and 1 thread each on 2 cores
 
 ``--recent-first`` orders the ids by the last commit that touched their module (the phenomena a submission changed
 run first); ``--budget-minutes`` skips a run that would end past the time box (by its catalogue budget).
@@ -20,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -75,11 +80,62 @@ def last_touched(pid: str) -> int:
     return int(out) if out.isdigit() else 0
 
 
+def one_run(pid: str, seed: int, out: str, threads: int) -> dict:
+    """Run ``pid``'s quick preset afresh for ``seed`` and return its acceptance record (verdict, times, checks)."""
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            res = phenomlab.run(pid, seed=seed, out=out or tmp, force=True)
+            passed, summary = bool(res.passed), res.verdict.summary if res.verdict else ""
+            run_id = res.run_id
+            checks = [str(ch) for ch in res.verdict.checks] if res.verdict else []
+        except Exception as exc:  # a diverged or broken run is a failed acceptance line, not a crash
+            passed, summary, checks, run_id = False, f"{type(exc).__name__}: {exc}", [], None
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+    return {
+        "id": pid,
+        "seed": seed,
+        "run_id": run_id,
+        "passed": passed,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "budget_s": BUDGET_S.get(pid, 240),
+        "threads": torch.get_num_threads(),
+        "summary": summary,
+        "checks": checks,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def report(rec: dict, json_path: str) -> None:
+    budget, wall = rec["budget_s"], rec["wall_s"]
+    print(
+        f"{rec['id']:24s} seed {rec['seed']}  {'PASSED' if rec['passed'] else 'NOT REPRODUCED':14s} "
+        f"wall {wall:6.1f} s  cpu {rec['cpu_s']:6.1f} s  budget {budget} s{'' if wall <= budget else '  OVER'}  "
+        f"run {rec['run_id']}",
+        flush=True,
+    )
+    print(f"    {rec['summary']}", flush=True)
+    for ch in rec["checks"]:
+        print(f"      {ch}", flush=True)
+    if json_path:
+        with open(json_path, "a") as fh:
+            fh.write(json.dumps({k: v for k, v in rec.items() if k != "checks"}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ids", default="", help="comma-separated ids (default: every implemented id)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs at once, each in its own process (with --threads 0: cores // workers threads each)",
+    )
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
     ap.add_argument(
         "--out",
@@ -89,57 +145,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recent-first", action="store_true", help="most recently changed phenomena first")
     ap.add_argument("--budget-minutes", type=float, default=0.0, help="time box: skip runs that would end past it")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        ap.error("--workers must be >= 1")
     ids = [i for i in args.ids.split(",") if i] or registry.implemented()
+    for pid in ids:
+        registry.get(pid)  # unknown ids fail before any work
     if args.recent_first:
         ids.sort(key=last_touched, reverse=True)
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
     expected_fail = not_reproduced()
+    todo = deque((pid, seed) for pid in ids for seed in seeds)
     ok = True
     start = time.perf_counter()
-    for pid in ids:
-        registry.get(pid)  # unknown ids fail before any work
-        for seed in seeds:
-            budget = BUDGET_S.get(pid, 240)
-            if args.budget_minutes and time.perf_counter() - start + budget > 60 * args.budget_minutes:
-                print(f"{pid:24s} seed {seed}  skipped (time box of {args.budget_minutes:g} min)", flush=True)
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                w, c = time.perf_counter(), time.process_time()
-                try:
-                    res = phenomlab.run(pid, seed=seed, out=args.out or tmp, force=True)
-                    passed, summary = bool(res.passed), res.verdict.summary if res.verdict else ""
-                    run_id = res.run_id
-                    checks = [str(ch) for ch in res.verdict.checks] if res.verdict else []
-                except Exception as exc:  # a diverged or broken run is a failed acceptance line, not a crash
-                    passed, summary, checks, run_id = False, f"{type(exc).__name__}: {exc}", [], None
-                wall, cpu = time.perf_counter() - w, time.process_time() - c
-            ok &= passed or pid in expected_fail
-            line = (
-                f"{pid:24s} seed {seed}  {'PASSED' if passed else 'NOT REPRODUCED':14s} wall {wall:6.1f} s  "
-                f"cpu {cpu:6.1f} s  budget {budget} s{'' if wall <= budget else '  OVER'}  "
-                f"run {run_id}"
-            )
-            print(line, flush=True)
-            print(f"    {summary}", flush=True)
-            for ch in checks:
-                print(f"      {ch}", flush=True)
-            if args.json:
-                with open(args.json, "a") as fh:
-                    rec = {
-                        "id": pid,
-                        "seed": seed,
-                        "run_id": run_id,
-                        "passed": passed,
-                        "wall_s": round(wall, 1),
-                        "cpu_s": round(cpu, 1),
-                        "budget_s": budget,
-                        "threads": torch.get_num_threads(),
-                        "summary": summary,
-                        "date": time.strftime("%Y-%m-%d"),
-                    }
-                    fh.write(json.dumps(rec) + "\n")
+
+    def admissible(pid: str, seed: int, running: int) -> bool:
+        # with several workers a run started now ends about budget / workers later on the shared cores
+        budget = BUDGET_S.get(pid, 240) / max(1, min(args.workers, running + 1))
+        if args.budget_minutes and time.perf_counter() - start + budget > 60 * args.budget_minutes:
+            print(f"{pid:24s} seed {seed}  skipped (time box of {args.budget_minutes:g} min)", flush=True)
+            return False
+        return True
+
+    if args.workers == 1:
+        for pid, seed in todo:
+            if admissible(pid, seed, 0):
+                rec = one_run(pid, seed, args.out, threads)
+                report(rec, args.json)
+                ok &= rec["passed"] or pid in expected_fail
+        return 0 if ok else 1
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running: set = set()
+        while todo or running:
+            while todo and len(running) < args.workers:
+                pid, seed = todo.popleft()
+                if admissible(pid, seed, len(running)):
+                    running.add(pool.submit(one_run, pid, seed, args.out, threads))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                rec = fut.result()
+                report(rec, args.json)
+                ok &= rec["passed"] or rec["id"] in expected_fail
     return 0 if ok else 1
 
 

@@ -65,6 +65,10 @@ def test_list():
         (["run", "grokking", "--seed", "-1"], "seed must be a non-negative integer"),
         (["run", "grokking", "--set", "p=31", "--set", "p=abc"], "'p' twice"),
         (["run", "grokking", "--set", "p=31", "--set", "p=31"], "'p' twice"),
+        (["run", "grokking", "--seed", "1", "--seeds", "0-2"], "--seed or --seeds"),
+        (["run", "grokking", "--seeds", "2-0"], "seed"),
+        (["run", "grokking", "--seeds", "0-1", "--log", "tensorboard"], "--log streams one run"),
+        (["run", "grokking", "--workers", "2"], "--workers goes with --seeds"),
         (["show", "0000"], "no run"),
         (["runs", "--status", "bogus"], "choose one of running, finished, failed, interrupted"),
     ],
@@ -446,3 +450,23 @@ def test_tables_take_a_format_and_fold_at_80_columns(tmp_path, monkeypatch):
     assert json.loads(runner.invoke(app, ["list", "--format", "json"]).output)[0]["id"] == "grokking"
     bad = runner.invoke(app, ["runs", "--store", str(tmp_path), "--format", "xml"])
     assert_one_line_error(bad)
+
+
+def test_run_several_seeds_gives_each_seeds_verdict_and_the_pass_rate(tmp_path):
+    """``run --seeds`` runs the seeds in parallel processes; each seed's stored measurements and verdict are
+    those of ``run --seed S`` (same run id, same data), and the exit code says whether every seed passed."""
+    r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seeds", "0-1", "--store", str(tmp_path / "a")])
+    assert r.exit_code == 1, r.output  # TINY is too short to grok: not reproduced on both seeds
+    assert "passed on 0 of 2 seeds (0-1)" in r.output
+    assert r.output.count("NOT REPRODUCED") == 2 and "seed 0" in r.output and "seed 1" in r.output
+    together = {row["seed"]: row for row in RunStore(tmp_path / "a").list_runs()}
+    for seed in (0, 1):
+        r1 = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seed", str(seed), "--store", str(tmp_path / "b")])
+        assert r1.exit_code == 1, r1.output
+    alone = {row["seed"]: row for row in RunStore(tmp_path / "b").list_runs()}
+    assert set(together) == set(alone) == {0, 1}
+    for seed in (0, 1):
+        a, b = together[seed], alone[seed]
+        assert a["run_id"] == b["run_id"] and a["result"] == b["result"] and a["verdict"] == b["verdict"]
+    again = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seeds", "0-1", "--store", str(tmp_path / "a")])
+    assert again.exit_code == 1 and "passed on 0 of 2 seeds" in again.output  # read back from the store

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -212,7 +212,12 @@ def run(
     pid: Annotated[str, typer.Argument(metavar="ID", help="phenomenon id (see `phenomlab list`)")],
     preset: Annotated[str, typer.Option(help="quick (minutes on a laptop CPU) or paper")] = "quick",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value: key=value")] = None,
-    seed: Annotated[int, typer.Option(help="random seed (a non-negative integer)")] = 0,
+    seed: Annotated[int | None, typer.Option(help="random seed (a non-negative integer; default 0)")] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="several seeds, e.g. 0-2 or 0,3,7: a verdict per seed and the pass rate (in parallel)"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="with --seeds: parallel processes (default: one a seed)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present)")] = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
@@ -225,9 +230,21 @@ def run(
         Path | None, typer.Option("--log-dir", help="the tracker's folder (default phenomlab-tb / phenomlab-mlflow)")
     ] = None,
 ) -> None:
-    """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not)."""
+    """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not).
+
+    With --seeds, run several seeds (as a sweep without a grid, one process per seed unless --workers says
+    otherwise) and print each seed's verdict and the pass rate (exit 0 only if every seed passed)."""
     from .phenomena.lifecycle import run_phenomenon
 
+    if seeds is not None:
+        if seed is not None:
+            raise PhenomlabError("give --seed or --seeds, not both")
+        if log is not None:
+            raise PhenomlabError("--log streams one run: use it with --seed, not --seeds")
+        _run_seeds(pid, preset, parse_sets(set_), seeds, workers, device, store, force)
+    if workers is not None:
+        raise PhenomlabError("--workers goes with --seeds")
+    seed = 0 if seed is None else seed
     stream = None
     if log is not None:
         from .report.tracking import MetricStream
@@ -260,7 +277,59 @@ def run(
     raise typer.Exit(0 if result.passed else 1)
 
 
-def _print_result(result: Any) -> None:
+def _run_seeds(
+    pid: str,
+    preset: str,
+    overrides: dict[str, Any],
+    seeds: str,
+    workers: int | None,
+    device: str | None,
+    store: Path | None,
+    force: bool,
+) -> NoReturn:
+    from .phenomena.lifecycle import load_result
+    from .sweep.api import sweep as run_sweep
+    from .sweep.grid import parse_seeds
+
+    def on_start(sid: str, trials: Any) -> None:
+        err.print(f"{pid}: {len(trials)} seeds as sweep {sid} ({n_workers(trials)} process(es))", markup=False)
+
+    def n_workers(trials: Any) -> int:
+        return workers if workers is not None else len(trials)
+
+    def on_done(trial: Any, o: Any) -> None:
+        what = {True: "passed", False: "not reproduced", None: o.status}[o.passed]
+        err.print(f"  seed {trial.seed}: {what}", markup=False, highlight=False)
+
+    planned = parse_seeds(seeds)  # bad input fails here, before any process starts
+    res = run_sweep(
+        pid,
+        None,
+        seeds,
+        preset,
+        workers=workers if workers is not None else len(planned),
+        device=device,
+        out=store,
+        base=overrides,
+        on_done=on_done,
+        on_start=on_start,
+        force=force,
+    )
+    passed = 0
+    for t in sorted(res.trials, key=lambda t: t.seed):
+        row = res.store.get(t.run_id)
+        if row is None or row["status"] != "finished":
+            error = ((row or {}).get("error") or "no run stored").splitlines()[0]
+            console.print(f"[bold]{pid}[/] seed {t.seed}  run {t.run_id}  [red]FAILED[/]: {escape(error)}")
+            continue
+        result = load_result(res.store, row)
+        passed += bool(result.passed)
+        _print_result(result, checks=not result.passed)
+    console.print(f"{pid}: passed on {passed} of {len(res.trials)} seeds ({seeds})  sweep {res.sweep_id}")
+    raise typer.Exit(0 if passed == len(res.trials) else 1)
+
+
+def _print_result(result: Any, checks: bool = True) -> None:
     v = result.verdict
     colour = "green" if v.passed else "red"
     console.print(
@@ -270,7 +339,7 @@ def _print_result(result: Any) -> None:
     console.print(
         f"[bold {colour}]{'PASSED' if v.passed else 'NOT REPRODUCED'}[/]: {escape(str(v.summary))}", highlight=False
     )
-    for c in v.checks:
+    for c in v.checks if checks else ():
         console.print(f"  [{'green' if c.passed else 'red'}]{escape(str(c))}[/]", highlight=False)
     for f in result.figures:
         console.print(f"figure: {f}", highlight=False, markup=False)

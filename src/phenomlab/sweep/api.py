@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ def sweep(
     max_trials: int | None = MAX_TRIALS,
     confirm: bool = False,
     on_start: Callable[[str, Sequence[Trial]], None] | None = None,
+    force: bool = False,
 ) -> SweepResult:
     """Run phenomenon ``pid`` over ``grid`` (``{"weight_decay": [0, 0.5]}`` or ``["weight_decay=0,0.5"]``) x ``seeds``.
 
@@ -120,14 +121,19 @@ def sweep(
     ``max_trials`` trials (default 1,000) is refused before anything is built unless ``confirm=True``.
     ``executor="ray"`` sends each trial to Ray (``address="auto"`` joins a cluster). ``on_start(sweep_id,
     trials)`` is called once the trials are planned, ``on_done(trial, outcome)`` as each one ends.
+    ``force=True`` recomputes trials the store already has finished (their sweep memberships are kept).
     """
     if executor not in EXECUTORS:
         raise PhenomlabError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise PhenomlabError(f"workers must be an integer >= 1, got {workers!r}")
+    if force and executor != "local":
+        raise PhenomlabError("force is supported by the local executor only")
     if executor == "local":
         resolve_device(device)  # a bad device fails the sweep once, not each trial
     sid, trials = plan(pid, grid, seeds, preset, base, max_trials=None if confirm else max_trials)
+    if force:
+        trials = [replace(t, force=True) for t in trials]
     store = RunStore(out)
     store.add_sweep(
         sid,

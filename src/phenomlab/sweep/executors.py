@@ -77,6 +77,7 @@ def _run_trial(trial: Trial, store: RunStore, device: str | None, sweep_id: str 
             seed=trial.seed,
             device=device,
             store=store,
+            force=trial.force,
             sweep_id=sweep_id,
         ),
     )
@@ -98,7 +99,7 @@ def _settle_stored(
 
     rest = []
     for t in trials:
-        if lifecycle.needs_run(store.get(t.run_id)):
+        if t.force or lifecycle.needs_run(store.get(t.run_id)):
             rest.append(t)
         else:  # no training happens, so the device is never used
             report(t, _run_trial(t, store, "cpu", sweep_id))

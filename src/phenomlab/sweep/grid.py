@@ -25,7 +25,8 @@ class TooManyTrials(PhenomlabError):
 
 @dataclass(frozen=True)
 class Trial:
-    """One run of a sweep: phenomenon, preset, the full override set, seed and its run id."""
+    """One run of a sweep: phenomenon, preset, the full override set, seed and its run id
+    (``force``: recompute it even if the store has it finished)."""
 
     phenomenon: str
     preset: str
@@ -33,6 +34,7 @@ class Trial:
     seed: int
     config: Mapping[str, Any] = field(default_factory=dict)
     run_id: str = ""
+    force: bool = False
 
     @property
     def label(self) -> str:
