@@ -32,6 +32,11 @@ def fmt(v: float | None, spec: str = ".3f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def fmt_ci(v: float | None, lo: float | None, hi: float | None, spec: str = ".3f") -> str:
+    """``v [lo, hi]``: a value and its confidence interval, each through :func:`fmt`."""
+    return f"{fmt(v, spec)} [{fmt(lo, spec)}, {fmt(hi, spec)}]"
+
+
 def loglog_slope(xs: Sequence[float], values: Sequence[float | None]) -> float | None:
     """Least-squares slope of ``log(values)`` on ``log(xs)``; None with < 2 points or a value missing or <= 0."""
     if len(xs) < 2 or any(v is None or not v > 0 for v in values):

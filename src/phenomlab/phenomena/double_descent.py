@@ -453,22 +453,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     fig, ax = new_figure(width=6.5, height=4.2)
     w = d["widths"]
     for i, x in enumerate(w):
-        ax.scatter(
-            [x] * len(d["test_err_seeds"][i]),
-            [100 * v for v in d["test_err_seeds"][i]],
-            s=6,
-            color="C1",
-            alpha=0.35,
-            lw=0,
-        )
-        ax.scatter(
-            [x] * len(d["train_err_seeds"][i]),
-            [100 * v for v in d["train_err_seeds"][i]],
-            s=6,
-            color="C0",
-            alpha=0.35,
-            lw=0,
-        )
+        for key, color in (("test_err_seeds", "C1"), ("train_err_seeds", "C0")):
+            errs = d[key][i]
+            ax.scatter([x] * len(errs), [100 * v for v in errs], s=6, color=color, alpha=0.35, lw=0)
     ax.plot(w, [100 * v for v in d["train_err"]], "o-", ms=3, color="C0", label="train error (noisy labels)")
     ax.plot(w, [100 * v for v in d["test_err"]], "o-", ms=3, color="C1", label="test error (clean labels)")
     ax.plot(w, [100 * v for v in d["noisy_fit"]], ":", color="C2", label="flipped train labels fitted")

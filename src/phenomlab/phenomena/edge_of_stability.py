@@ -216,94 +216,85 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def signature(result: Result) -> Verdict:
+    def pct(v: float | None) -> str:
+        return fmt(None if v is None else 100 * v, ".0f")
+
     checks = []
     parts = []
     runs = result.data["runs"]
     for r in runs:
         lr = r["lr"]
-        checks.append(
+        checks += [
             check(
                 f"lr={lr:g}: initial sharpness / (2/lr)",
                 r["initial_ratio"],
                 "<=",
                 RISE_MAX_RATIO,
                 "sharpness starts >= 10% below 2/lr, so reaching it means it rose",
-            )
-        )
-        checks.append(
+            ),
             check(
                 f"lr={lr:g}: median |S/(2/lr) - 1| over last half",
                 r["median_abs_dev"],
                 "<=",
                 BAND,
                 "sharpness stays within 10% of 2/lr over the last half of training (median)",
-            )
-        )
-        checks.append(
+            ),
             check(
                 f"lr={lr:g}: end loss / loss when S first reached {EDGE_REACH:g} x 2/lr",
                 r["loss_ratio"],
                 "<=",
                 LOSS_DROP_MAX,
                 "the loss keeps falling at the edge: it at least halves after the sharpness arrives there",
-            )
-        )
-        checks.append(
+            ),
             check(
                 f"lr={lr:g}: fraction of loss-increasing steps in last half",
                 r["up_frac"],
                 ">=",
                 UP_FRAC_MIN,
                 "and falls non-monotonically (gradient descent below the edge decreases the loss every step)",
-            )
-        )
+            ),
+        ]
         if r["diverged_at"] is not None:
             parts.append(f"lr={lr:g}: diverged at step {r['diverged_at']}")
         else:
-            fw = r["frac_within"]
             parts.append(
                 f"lr={lr:g}: 2/lr={r['threshold']:.1f}, S_0/(2/lr)={r['initial_ratio']:.2f}, median dev "
-                f"{fmt(r['median_abs_dev'])}, {fmt(None if fw is None else 100 * fw, '.0f')}% within 10%, "
-                f"loss ratio {fmt(r['loss_ratio'])}, {fmt(None if r['up_frac'] is None else 100 * r['up_frac'], '.0f')}"
-                "% steps up"
+                f"{fmt(r['median_abs_dev'])}, {pct(r['frac_within'])}% within 10%, "
+                f"loss ratio {fmt(r['loss_ratio'])}, {pct(r['up_frac'])}% steps up"
             )
     c = result.data["control"]
     lr_max = max(r["lr"] for r in runs)
     clr = c["lr"]
     end_over_edge = None if c["end_sharpness"] is None else c["end_sharpness"] * lr_max / 2.0
-    checks.append(
+    checks += [
         check(
             f"control_small_lr (lr={clr:g}): median |S/(2/lr) - 1| over last half",
             c["median_abs_dev"],
             ">",
             CONTROL_MIN_DEV,
             "a small step size keeps the sharpness well below its own 2/lr: the hovering is set by lr",
-        )
-    )
-    checks.append(
+        ),
         check(
             f"control_small_lr (lr={clr:g}): end sharpness / (2/lr_max)",
             end_over_edge,
             ">=",
             CONTROL_OVERSHOOT,
             "and rises past the edge where the largest lr hovers: that edge is not a natural plateau",
-        )
-    )
-    checks.append(
+        ),
         check(
             f"control_small_lr (lr={clr:g}): fraction of loss-increasing steps in last half",
             c["up_frac"],
             "<",
             UP_FRAC_MIN,
             "below the edge gradient descent decreases the loss (almost) every step",
-        )
-    )
+        ),
+    ]
     if c["diverged_at"] is not None:
         parts.append(f"control lr={clr:g}: diverged at step {c['diverged_at']}")
     else:
         parts.append(
             f"control lr={clr:g}: median dev {fmt(c['median_abs_dev'])}, end S/(2/lr_max) {fmt(end_over_edge)}, "
-            f"{fmt(None if c['up_frac'] is None else 100 * c['up_frac'], '.0f')}% steps up"
+            f"{pct(c['up_frac'])}% steps up"
         )
     return Verdict(checks, "; ".join(parts))
 

@@ -44,7 +44,7 @@ import torch
 from ..errors import ConfigError
 from ..models.hypernet import HyperNet, hyperkernel_limit
 from ..probes.kernels import empirical_ntk, kernel_change
-from ._stats import fmt, loglog_slope_ci
+from ._stats import fmt, fmt_ci, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -210,7 +210,7 @@ def signature(result: Result) -> Verdict:
 
     def s(k: str) -> str:
         _, _, p, (lo, hi) = arms[k]
-        return f"{fmt(p, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+        return fmt_ci(p, lo, hi, ".2f")
 
     summary = (
         f"kernel change slope vs n_g {s('change_vs_n_g')}, vs n_f (control) {s('change_vs_n_f')}, "
@@ -221,7 +221,7 @@ def signature(result: Result) -> Verdict:
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:
-    from ..report.figures import new_figure, save
+    from ..report.figures import loglog_fit, new_figure, save
 
     d = result.data
     arms = _arms(d)
@@ -239,19 +239,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     for ax, keys, ylabel in panels:
         for color, k in zip(("C0", "C1"), keys, strict=True):
             w, per_seed, slope, (lo, hi) = arms[k]
-            for wi, v in zip(w, per_seed, strict=True):
-                ax.scatter([wi] * len(v), v, color=color, s=8, alpha=0.4)
-            means = [float(np.mean(v)) for v in per_seed]
-            lbl = f"{labels[k]}: slope {fmt(slope, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
-            ax.plot(w, means, "o", color=color, label=lbl)
-            if slope is not None:
-                b = float(np.polyfit(np.log(w), np.log(means), 1)[1])
-                ww = np.geomspace(min(w), max(w), 20)
-                ax.plot(ww, np.exp(b) * ww**slope, "-", color=color, lw=1)
-                if lo is not None:
-                    # the CI band: fits pivoting on the geometric-mean point with the CI's slopes
-                    w0, m0 = math.exp(np.mean(np.log(w))), math.exp(b) * math.exp(np.mean(np.log(w))) ** slope
-                    ax.fill_between(ww, m0 * (ww / w0) ** lo, m0 * (ww / w0) ** hi, color=color, alpha=0.12)
+            loglog_fit(ax, w, per_seed, slope, (lo, hi), color, f"{labels[k]}: slope {fmt_ci(slope, lo, hi, '.2f')}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("width")

@@ -58,7 +58,7 @@ from ..data import mnist1d
 from ..errors import ConfigError, PhenomlabError, TrainingDiverged
 from ..models.ntk_param import NTKMLP, NTKRNN, NTKAttention
 from ..probes.kernels import empirical_ntk, kernel_change
-from ._stats import fmt, loglog_slope_ci
+from ._stats import fmt, fmt_ci, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -248,24 +248,25 @@ def signature(result: Result) -> Verdict:
     f = fits(d)
     ratios = {r: loss_ratios(d, r) for r in READOUTS}
     w0, w1 = d["widths"][0], d["widths"][-1]
-    checks = [
-        check(
-            f"dev_slope_{a}",
-            f[("ntk", a)][0],
+    slope_checks = (
+        (
+            "ntk",
+            "dev_slope",
             "<=",
             MAX_SLOPE,
-            f"{a}, NTK param: log-log slope of ||f_net - f_lin||/||f_net - f_0|| vs width {w0}..{w1}",
-        )
-        for a in ARCHS
-    ]
-    checks += [
-        check(
-            f"control_mup_slope_{a}",
-            f[("mup", a)][0],
+            f"NTK param: log-log slope of ||f_net - f_lin||/||f_net - f_0|| vs width {w0}..{w1}",
+        ),
+        (
+            "mup",
+            "control_mup_slope",
             ">",
             CONTROL_MIN_SLOPE,
-            f"{a}, muP (feature learning): the deviation does not shrink with width",
-        )
+            "muP (feature learning): the deviation does not shrink with width",
+        ),
+    )
+    checks = [
+        check(f"{name}_{a}", f[(r, a)][0], op, thr, f"{a}, {desc}")
+        for r, name, op, thr, desc in slope_checks
         for a in ARCHS
     ]
     gap = min_gap(d)
@@ -295,7 +296,7 @@ def signature(result: Result) -> Verdict:
 
     def s(r: str, a: str) -> str:
         p, (lo, hi) = f[(r, a)]
-        return f"{fmt(p, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+        return fmt_ci(p, lo, hi, ".2f")
 
     devs = {a: _mean(_series(d, "ntk", a, "dev")[-1]) for a in ARCHS}
     summary = (
@@ -310,12 +311,13 @@ def signature(result: Result) -> Verdict:
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:
-    from ..report.figures import new_figure, save
+    from ..report.figures import loglog_fit, new_figure, save
 
     d = result.data
     f = fits(d)
     w = d["widths"]
     fig, axes = new_figure(ncols=2, width=5.5, height=4.2)
+    light = {"s": 6, "alpha": 0.35, "band_alpha": 0.1}  # six series share the panel: fainter points and bands
     for color, a in zip(("C0", "C1", "C2"), ARCHS, strict=True):
         for r, marker, ls in (("ntk", "o", "-"), ("mup", "s", "--")):
             per = _series(d, r, a, "dev")
@@ -324,19 +326,8 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             if any(m is None for m in means):
                 continue
             face = color if r == "ntk" else "none"
-            lbl = f"{a} {r}: slope {fmt(p, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
-            axes[0].plot(w, means, marker, color=color, mfc=face, label=lbl)
-            for wi, v in zip(w, per, strict=True):
-                axes[0].scatter([wi] * len(v), v, color=color, s=6, alpha=0.35)
-            if p is not None:
-                b = float(np.polyfit(np.log(w), np.log(means), 1)[1])
-                ww = np.geomspace(min(w), max(w), 20)
-                axes[0].plot(ww, np.exp(b) * ww**p, ls, color=color, lw=1)
-                if lo is not None:
-                    # the CI band: fits pivoting on the geometric-mean point with the CI's slopes
-                    wg = math.exp(float(np.mean(np.log(w))))
-                    mg = math.exp(b) * wg**p
-                    axes[0].fill_between(ww, mg * (ww / wg) ** lo, mg * (ww / wg) ** hi, color=color, alpha=0.1)
+            lbl = f"{a} {r}: slope {fmt_ci(p, lo, hi, '.2f')}"
+            loglog_fit(axes[0], w, per, p, (lo, hi), color, lbl, marker=marker, ls=ls, mfc=face, **light)
             ch = [np.nan if m is None else m for m in (_mean(v) for v in _series(d, r, a, "change"))]
             axes[1].plot(w, ch, marker + ls, color=color, mfc=face, label=f"{a} {r}")
     for ax, ylabel in (

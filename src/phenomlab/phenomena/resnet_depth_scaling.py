@@ -42,12 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ConfigError
 from ..models.resnet import StackedResNet, max_layer_norm, roughness
-from ._stats import fmt, loglog_slope_ci
+from ._stats import fmt, fmt_ci, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -215,7 +214,7 @@ def signature(result: Result) -> Verdict:
 
     def s(k: str) -> str:
         _, _, p, (lo, hi) = f[k]
-        return f"{fmt(p, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
+        return fmt_ci(p, lo, hi, ".2f")
 
     summary = (
         f"roughness slope: smooth {s('roughness_smooth')}, iid {s('roughness_iid')}; increment exponent: smooth "
@@ -232,7 +231,7 @@ def signature(result: Result) -> Verdict:
 
 
 def plot(result: Result, out_dir: Path) -> list[Path]:
-    from ..report.figures import new_figure, save
+    from ..report.figures import loglog_fit, new_figure, save
 
     d = result.data
     f = fits(d)
@@ -245,20 +244,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     for ax, m in zip(axes[:3], titles, strict=True):
         for color, arm in zip(("C0", "C1"), ARMS, strict=True):
             Ls, vals, sl, (lo, hi) = f[f"{m}_{arm}"]
-            for L, v in zip(Ls, vals, strict=True):
-                ax.scatter([L] * len(v), v, color=color, s=8, alpha=0.4)
-            means = [float(np.mean(v)) for v in vals]
-            ax.plot(
-                Ls, means, "o", color=color, label=f"{arm}: slope {fmt(sl, '.2f')} [{fmt(lo, '.2f')}, {fmt(hi, '.2f')}]"
-            )
-            if sl is not None and all(v > 0 for v in means):
-                b = float(np.polyfit(np.log(Ls), np.log(means), 1)[1])
-                ll = np.geomspace(min(Ls), max(Ls), 20)
-                ax.plot(ll, np.exp(b) * ll**sl, "-", color=color, lw=1)
-                if lo is not None:
-                    L0 = math.exp(np.mean(np.log(Ls)))
-                    m0 = math.exp(b) * L0**sl
-                    ax.fill_between(ll, m0 * (ll / L0) ** lo, m0 * (ll / L0) ** hi, color=color, alpha=0.12)
+            loglog_fit(ax, Ls, vals, sl, (lo, hi), color, f"{arm}: slope {fmt_ci(sl, lo, hi, '.2f')}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("depth L")

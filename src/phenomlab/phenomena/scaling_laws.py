@@ -57,7 +57,7 @@ from ..errors import ConfigError
 from ..models import MLP
 from ..models.parametrisation import parametrise
 from ..train import TrainConfig
-from ._stats import fmt, slope
+from ._stats import fmt, fmt_ci, slope
 from .config import PhenomenonConfig, param
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -357,6 +357,11 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def _alpha_ci(fit: dict[str, Any], spec: str = ".3f") -> str:
+    """A fit's exponent and its bootstrap CI: ``alpha [lo, hi]``."""
+    return fmt_ci(fit["alpha"], fit["alpha_lo"], fit["alpha_hi"], spec)
+
+
 def signature(result: Result) -> Verdict:
     d = result.data
     fp, fd, fc = d["fit_params"], d["fit_data"], d["fit_control"]
@@ -391,9 +396,8 @@ def signature(result: Result) -> Verdict:
         ),
     ]
     summary = (
-        f"params: alpha={fmt(fp['alpha'])} [{fmt(fp['alpha_lo'])}, {fmt(fp['alpha_hi'])}] (4/d={fmt(target)}), "
-        f"R2={fmt(fp['r2'])}, L_inf={fmt(fp['c'], '.2e')}; data: alpha={fmt(fd['alpha'])} "
-        f"[{fmt(fd['alpha_lo'])}, {fmt(fd['alpha_hi'])}], R2={fmt(fd['r2'])}, L_inf={fmt(fd['c'])}; "
+        f"params: alpha={_alpha_ci(fp)} (4/d={fmt(target)}), R2={fmt(fp['r2'])}, L_inf={fmt(fp['c'], '.2e')}; "
+        f"data: alpha={_alpha_ci(fd)}, R2={fmt(fd['r2'])}, L_inf={fmt(fd['c'])}; "
         f"control loss range / main fall {fmt(ctrl_range)} (log-log slopes: control {fmt(fc['loglog_slope'])}, "
         f"main {fmt(fp['loglog_slope'])})"
     )
@@ -418,7 +422,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             "-",
             color=color,
             alpha=0.7,
-            label=f"L_inf + a x^-alpha, alpha={f['alpha']:.2f} [{f['alpha_lo']:.2f}, {f['alpha_hi']:.2f}]",
+            label=f"L_inf + a x^-alpha, alpha={_alpha_ci(f, '.2f')}",
         )
         if f["c"] > 0:
             ax.axhline(f["c"], color="grey", ls=":", lw=0.8, label=f"L_inf={f['c']:.3g}")

@@ -493,22 +493,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             ax.plot(grid, ex, color=c, lw=1.5, label=f"exact discrete, mu={mu:g}")
             ax.plot(grid, ct, color=c, lw=1.0, ls="--", label=f"continuous time, mu={mu:g}")
             ax.errorbar(d["lr_h"], s["sim"], yerr=s["stderr"], fmt="o", color=c, ms=4, label=f"simulation, mu={mu:g}")
-            rax.plot(
-                d["lr_h"],
-                [v / e for v, e in zip(s["sim"], s["exact"], strict=True)],
-                "o-",
-                color=c,
-                ms=4,
-                label=f"sim / exact, mu={mu:g}",
-            )
-            rax.plot(
-                d["lr_h"],
-                [v / e for v, e in zip(s["sim"], s["continuous"], strict=True)],
-                "s:",
-                color=c,
-                ms=4,
-                label=f"sim / continuous, mu={mu:g}",
-            )
+            for ref, style in (("exact", "o-"), ("continuous", "s:")):
+                ratio = [v / e for v, e in zip(s["sim"], s[ref], strict=True)]
+                rax.plot(d["lr_h"], ratio, style, color=c, ms=4, label=f"sim / {ref}, mu={mu:g}")
         ax.set_yscale("log")
         ax.axvline(DISCRETE_LRH, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("lr * h")

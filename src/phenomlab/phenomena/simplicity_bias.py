@@ -58,7 +58,7 @@ from ..train import evaluate
 from ._stats import fmt
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
-from .verdict import Result, Verdict, check
+from .verdict import Check, Result, Verdict, check
 
 ID = "simplicity-bias"
 
@@ -221,19 +221,24 @@ def signature(result: Result) -> Verdict:
     d = result.data
     lm, dm = d["lms"], d["dom"]
 
-    def gap(e: dict[str, Any]) -> float:
-        return e["probe"][e["simple"]] - e["probe"][e["complex"]]
+    def main_checks(name: str, label: str, e: dict[str, Any], s_shuffled: str) -> list[Check]:
+        m, gap = e["main"], e["probe"][e["simple"]] - e["probe"][e["complex"]]
+        return [
+            check(f"{name}_test_acc", m["clean"], ">=", MIN_TEST_ACC, f"{label}: clean test accuracy of the main net"),
+            check(
+                f"{name}_probe_gap", gap, ">=", MIN_PROBE_GAP, f"{label}: linear probe on S minus on S^c (S measured)"
+            ),
+            check(
+                f"{name}_s_randomized_acc",
+                m["s_rand"],
+                "<=",
+                e["chance"] + S_RAND_ABOVE_CHANCE,
+                f"{label}: accuracy with {s_shuffled} (about chance)",
+            ),
+        ]
 
     checks = [
-        check("lms_test_acc", lm["main"]["clean"], ">=", MIN_TEST_ACC, "LMS: clean test accuracy of the main net"),
-        check("lms_probe_gap", gap(lm), ">=", MIN_PROBE_GAP, "LMS: linear probe on S minus on S^c (S measured)"),
-        check(
-            "lms_s_randomized_acc",
-            lm["main"]["s_rand"],
-            "<=",
-            lm["chance"] + S_RAND_ABOVE_CHANCE,
-            "LMS: accuracy with the simple block shuffled across test rows (about chance)",
-        ),
+        *main_checks("lms", "LMS", lm, "the simple block shuffled across test rows"),
         check(
             "lms_sc_randomized_acc",
             lm["main"]["sc_rand"],
@@ -241,15 +246,7 @@ def signature(result: Result) -> Verdict:
             MIN_SC_RAND_ACC,
             "LMS: accuracy with the complex block shuffled (unchanged)",
         ),
-        check("dom_test_acc", dm["main"]["clean"], ">=", MIN_TEST_ACC, "dominoes: clean test accuracy of the main net"),
-        check("dom_probe_gap", gap(dm), ">=", MIN_PROBE_GAP, "dominoes: linear probe on S minus on S^c (S measured)"),
-        check(
-            "dom_s_randomized_acc",
-            dm["main"]["s_rand"],
-            "<=",
-            dm["chance"] + S_RAND_ABOVE_CHANCE,
-            "dominoes: accuracy with the simple half shuffled (about chance)",
-        ),
+        *main_checks("dom", "dominoes", dm, "the simple half shuffled"),
         check(
             "dom_sc_randomized_cost",
             dm["main"]["clean"] - dm["main"]["sc_rand"],
