@@ -10,9 +10,10 @@ from phenomlab.phenomena import Result, build_config, supcon_simplex
 LEVELS = [0.0, 0.1, 0.2, 0.4, 0.6]
 
 
-def times(b: float, t0: float = 200.0, a: float = 2000.0, jitter: float = 0.02) -> dict[str, list[int]]:
-    """Three replicates per level of T(p) = t0 + a p^b with a small deterministic spread."""
-    return {str(p): [round((t0 + a * p**b) * (1 + jitter * k)) for k in (-1, 0, 1)] for p in LEVELS}
+def times(b: float, t0: float = 200.0, a: float = 2000.0, jitter: float = 0.02, reps: int = 3) -> dict[str, list[int]]:
+    """``reps`` (2 or 3) replicates per level of T(p) = t0 + a p^b with a small deterministic spread."""
+    ks = (-1, 0, 1) if reps == 3 else (-1, 1)[:reps]
+    return {str(p): [round((t0 + a * p**b) * (1 + jitter * k)) for k in ks] for p in LEVELS}
 
 
 def geometry(nc1: float, dev: float, ncc: float = 1.0) -> dict[str, float]:
@@ -70,12 +71,29 @@ def test_linear_supcon_fails_both_exponent_checks():
     assert failed(r) == {"supcon_exponent", "supcon_exponent_ci_low"}
 
 
-def test_noisy_supcon_fails_the_ci_check_only():
-    # point estimate ~1.5 but replicates so spread that the CI reaches below 1
-    wide = {str(p): [round(200 + 2000 * p**1.5 * f) for f in (0.2, 1.0, 1.8)] for p in LEVELS}
-    wide["0.0"] = [200, 200, 200]
-    r = make(fit_steps={"supcon": wide, "ce": times(1.0)})
-    assert "supcon_exponent_ci_low" in failed(r)
+@pytest.mark.parametrize("spread", [(0.2, 1.0, 1.8), (0.2, 1.8)])
+def test_noisy_supcon_fails_the_ci_check_only(spread):
+    # point estimate ~1.5 but replicates so spread that the CI reaches below 1 (3 or 2 replicates, the quick preset)
+    wide = {str(p): [round(200 + 2000 * p**1.5 * f) for f in spread] for p in LEVELS}
+    wide["0.0"] = [200] * len(spread)
+    r = make(fit_steps={"supcon": wide, "ce": times(1.0, reps=len(spread))})
+    assert failed(r) == {"supcon_exponent_ci_low"}
+
+
+def test_two_replicates_present_passes_every_check():
+    v = supcon_simplex.signature(make(fit_steps={"supcon": times(2.0, reps=2), "ce": times(1.0, reps=2)}))
+    assert v.passed, str([str(c) for c in v.checks])
+
+
+def test_one_replicate_has_no_ci_and_fails_the_ci_check():
+    # a clean superlinear point estimate, but one run per level: nothing to resample, so no confidence
+    one = {loss: {p: ts[:1] for p, ts in times(b).items()} for loss, b in (("supcon", 2.0), ("ce", 1.0))}
+    assert failed(make(fit_steps=one)) == {"supcon_exponent_ci_low"}
+
+
+def test_quick_preset_has_two_replicates():
+    # the issue-15 budget protocol; replicates 0 and 1 are the runs of the earlier 3-replicate protocol
+    assert build_config(supcon_simplex.Config, supcon_simplex.PRESETS).replicates == 2
 
 
 def test_superlinear_ce_fails_the_high_bound_and_sublinear_the_low():
