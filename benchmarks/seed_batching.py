@@ -13,6 +13,7 @@ minibatches of ``batch``), ``steps`` optimiser steps are timed for:
   does), wall time against ``one`` run with ``--threads-one`` threads (a single run's default on this machine).
 
 The first four run on ``--threads`` threads in this process; ratios are against ``one`` measured in the same run.
+Each time is the best of ``--repeats`` measurements (the machine is shared; the minimum is the least disturbed).
 
     python benchmarks/seed_batching.py                       # widths 32, 128, 512 at batch 64 and 256
     python benchmarks/seed_batching.py --widths 128 --batches 128 --steps 2000
@@ -25,7 +26,9 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +97,16 @@ def time_vmap(width: int, batch: int, steps: int) -> float:
 def time_procs(width: int, batch: int, steps: int) -> float:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(3, mp_context=ctx) as pool:
-        list(pool.map(time_one, [32], [32], [10], [0], [1]))  # start the interpreters before the clock
+        # start the three interpreters (torch imported) before the clock: a pool spawns workers on demand
+        list(pool.map(time.sleep, [2.0] * 3))
+        list(pool.map(time_one, [32] * 3, [32] * 3, [10] * 3, [0, 1, 2], [1] * 3))
         t = time.perf_counter()
         list(pool.map(time_one, [width] * 3, [batch] * 3, [steps] * 3, [0, 1, 2], [1] * 3))
         return time.perf_counter() - t
+
+
+def best(repeats: int, fn: Callable[..., float], *args: Any) -> float:
+    return min(fn(*args) for _ in range(repeats))
 
 
 def main() -> None:
@@ -107,6 +116,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="threads of the in-process timings")
     ap.add_argument("--threads-one", type=int, default=os.cpu_count() or 1, help="threads of procs3's reference")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many measurements")
+    ap.add_argument("--no-procs", action="store_true", help="skip procs3 (it needs the machine's cores to itself)")
     ap.add_argument("--json", default="", help="append one JSON line per configuration")
     args = ap.parse_args()
     print(f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, steps {args.steps}, threads {args.threads}")
@@ -114,17 +125,20 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             torch.set_num_threads(args.threads)
             time_one(width, batch, 20)  # warm-up
-            one = time_one(width, batch, args.steps)
+
+            one = best(args.repeats, time_one, width, batch, args.steps)
             row = {
                 "width": width,
                 "batch": batch,
                 "one_s": round(one, 3),
-                "seq3_x": sum(time_one(width, batch, args.steps, s) for s in range(3)) / one,
-                "ensemble3_x": time_ensemble(width, batch, args.steps) / one,
-                "vmap3_x": time_vmap(width, batch, args.steps) / one,
+                "seq3_x": sum(best(args.repeats, time_one, width, batch, args.steps, s) for s in range(3)) / one,
+                "ensemble3_x": best(args.repeats, time_ensemble, width, batch, args.steps) / one,
+                "vmap3_x": best(args.repeats, time_vmap, width, batch, args.steps) / one,
             }
-            one_default = time_one(width, batch, args.steps, threads=args.threads_one)
-            row["procs3_x"] = time_procs(width, batch, args.steps) / one_default
+            if not args.no_procs:
+                one_default = best(args.repeats, time_one, width, batch, args.steps, 0, args.threads_one)
+                row["procs3_x"] = best(args.repeats, time_procs, width, batch, args.steps) / one_default
+                torch.set_num_threads(args.threads)
             row = {k: round(v, 2) if isinstance(v, float) and k != "one_s" else v for k, v in row.items()}
             print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
             if args.json:

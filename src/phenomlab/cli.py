@@ -233,7 +233,9 @@ def run(
     """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not).
 
     With --seeds, run several seeds (as a sweep without a grid, one process per seed unless --workers says
-    otherwise) and print each seed's verdict and the pass rate (exit 0 only if every seed passed)."""
+    otherwise, each with cores // processes torch threads) and print each seed's verdict and the pass rate (exit 0
+    only if every seed passed). A seed's numbers equal those of --seed S run on as many threads; on another thread
+    count float rounding differs and training can amplify it (docs/BENCHMARKS.md, "Several seeds at once")."""
     from .phenomena.lifecycle import run_phenomenon
 
     if seeds is not None:
