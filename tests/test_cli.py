@@ -162,6 +162,8 @@ def test_run_passes_then_reads_store_then_show(tmp_path):
     assert r2.exit_code == 0 and "read from the store" in r2.output and "running grokking" not in r2.output
     assert time.perf_counter() - t0 < 5
     rid = RunStore(tmp_path).list_runs()[0]["run_id"]
+    # a trained run's exact numbers depend on the CPU thread count: the run records it
+    assert RunStore(tmp_path).get(rid)["versions"]["torch_threads"] == str(torch.get_num_threads())
     s = runner.invoke(app, ["show", rid[:6], "--store", str(tmp_path)])
     assert s.exit_code == 0 and "PASSED" in s.output and "accuracy.png" in s.output and "main/test_acc" in s.output
     lr = runner.invoke(app, ["runs", "--store", str(tmp_path)])

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 
 def versions() -> dict[str, str]:
-    """phenomlab, torch, numpy and Python versions and the platform: stored with every run."""
+    """phenomlab, torch, numpy and Python versions, the platform and torch's intra-op thread count: stored with
+    every run (CPU float rounding, and so a trained run's exact numbers, depend on the thread count)."""
     import numpy
     import torch
 
@@ -18,4 +19,5 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "torch_threads": str(torch.get_num_threads()),
     }
