@@ -480,3 +480,9 @@ def test_run_several_seeds_gives_each_seeds_verdict_and_the_pass_rate(tmp_path):
         assert a["run_id"] == b["run_id"] and a["result"] == b["result"] and a["verdict"] == b["verdict"]
     again = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--seeds", "0-1", "--store", str(tmp_path / "a")])
     assert again.exit_code == 1 and "passed on 0 of 2 seeds" in again.output  # read back from the store
+    assert [row["attempts"] for row in RunStore(tmp_path / "a").list_runs()] == [1, 1]
+    args = ["run", "grokking", *TINY_ARGS, "--seeds", "1", "--force", "--store", str(tmp_path / "a")]
+    forced = runner.invoke(app, args)
+    assert forced.exit_code == 1 and "passed on 0 of 1 seeds (1)" in forced.output
+    attempts = {row["seed"]: row["attempts"] for row in RunStore(tmp_path / "a").list_runs()}
+    assert attempts == {0: 1, 1: 2}  # only the forced seed was computed again

@@ -293,23 +293,21 @@ def _run_seeds(
     from .sweep.api import sweep as run_sweep
     from .sweep.grid import parse_seeds
 
-    def on_start(sid: str, trials: Any) -> None:
-        err.print(f"{pid}: {len(trials)} seeds as sweep {sid} ({n_workers(trials)} process(es))", markup=False)
+    n_workers = workers if workers is not None else len(parse_seeds(seeds))  # bad seeds fail here, before any work
 
-    def n_workers(trials: Any) -> int:
-        return workers if workers is not None else len(trials)
+    def on_start(sid: str, trials: Any) -> None:
+        err.print(f"{pid}: {len(trials)} seeds as sweep {sid} ({n_workers} process(es))", markup=False)
 
     def on_done(trial: Any, o: Any) -> None:
         what = {True: "passed", False: "not reproduced", None: o.status}[o.passed]
         err.print(f"  seed {trial.seed}: {what}", markup=False, highlight=False)
 
-    planned = parse_seeds(seeds)  # bad input fails here, before any process starts
     res = run_sweep(
         pid,
         None,
         seeds,
         preset,
-        workers=workers if workers is not None else len(planned),
+        workers=n_workers,
         device=device,
         out=store,
         base=overrides,
@@ -482,8 +480,9 @@ def sweep(
     out: StoreOpt = None,
     legacy_out: LegacyOut = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,
+    force: Annotated[bool, typer.Option(help="recompute runs the store has finished (local executor)")] = False,
 ) -> None:
-    """Run a phenomenon over a grid x seeds; stored runs are skipped, failures do not stop the rest."""
+    """Run a phenomenon over a grid x seeds; stored runs are skipped (unless --force), failures do not stop the rest."""
     import contextlib
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -533,6 +532,7 @@ def sweep(
             on_done=on_done,
             confirm=yes,
             on_start=on_start,
+            force=force,
         )
     console.print(
         f"sweep {res.sweep_id}: {counts['finished']} run, {counts['cached']} read from the store, "

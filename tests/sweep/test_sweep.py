@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 import phenomlab
 from phenomlab.cli import app
+from phenomlab.errors import PhenomlabError
 from phenomlab.store.sqlite import RunStore
 
 PHENOMLAB = os.path.join(os.path.dirname(sys.executable), "phenomlab")
@@ -31,6 +32,17 @@ def test_local_sweep_skips_stored_runs_and_survives_failures(tmp_path, tiny):
     assert len(RunStore(tmp_path).sweep(bad.sweep_id)["run_ids"]) == 2
     failed = RunStore(tmp_path).list_runs(status="failed")
     assert len(failed) == 1 and "diverged" in failed[0]["error"]
+
+
+def test_force_recomputes_finished_trials_and_keeps_their_sweeps(tmp_path, tiny):
+    first = phenomlab.sweep("grokking", None, "0-1", out=tmp_path, base=tiny())
+    forced = phenomlab.sweep("grokking", None, "0-1", out=tmp_path, base=tiny(), force=True)
+    assert [o.status for o in forced.outcomes] == ["finished", "finished"] and forced.sweep_id == first.sweep_id
+    rows = RunStore(tmp_path).list_runs()
+    assert sorted(r["attempts"] for r in rows) == [2, 2] and {r["status"] for r in rows} == {"finished"}
+    assert len(RunStore(tmp_path).sweep(first.sweep_id)["run_ids"]) == 2
+    with pytest.raises(PhenomlabError, match="local executor"):
+        phenomlab.sweep("grokking", None, "0", out=tmp_path, base=tiny(), executor="ray", force=True)
 
 
 def test_parallel_local_matches_sequential_and_survives_failures(tmp_path, tiny):
