@@ -90,7 +90,8 @@ def _sweep_args(tmp_path: Path, base: dict[str, str], grid: str, seeds: str, wor
 
 
 def test_sigint_midway_then_rerun_loses_and_duplicates_nothing(tmp_path, tiny):
-    args = _sweep_args(tmp_path, tiny(600), "lr=0.01,0.02", "0-1")
+    # long enough trials that the second pair is still running when the first finished run is seen
+    args = _sweep_args(tmp_path, tiny(3000), "lr=0.01,0.02", "0-1")
     env = {**os.environ, "PHENOMLAB_CHECKPOINT_SECONDS": "0.2", "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 180
