@@ -17,6 +17,10 @@ Each time is the best of ``--repeats`` measurements (the machine is shared; the 
 
     python benchmarks/seed_batching.py                       # widths 32, 128, 512 at batch 64 and 256
     python benchmarks/seed_batching.py --widths 128 --batches 128 --steps 2000
+
+``--presets grokking,memorization`` instead times whole quick presets as a user runs them: the wall time of
+``phenomlab run ID --seed 0`` (torch's default threads) against ``phenomlab run ID --seeds 0-2``, each a fresh
+process on a fresh store (Python start-up included in both).
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,6 +114,34 @@ def time_procs(width: int, batch: int, steps: int) -> float:
         return time.perf_counter() - t
 
 
+def time_command(args: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys of the command and its children) of one CLI call on a fresh store."""
+    with tempfile.TemporaryDirectory() as store:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run([*args, "--quiet", "--store", store], check=False, capture_output=True)
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def time_presets(ids: list[str], json_path: str) -> None:
+    cli = [str(Path(sys.executable).parent / "phenomlab")]
+    for pid in ids:
+        load = os.getloadavg()[0]
+        one, one_cpu = time_command([*cli, "run", pid, "--seed", "0"])
+        three, three_cpu = time_command([*cli, "run", pid, "--seeds", "0-2"])
+        row = {"id": pid, "one_s": round(one, 1), "seeds3_s": round(three, 1), "ratio": round(three / one, 2)}
+        # 3 seeds need three seeds' CPU time on the machine's cores: the wall ratio cannot go below this bound
+        bound = three_cpu / (os.cpu_count() or 1) / one
+        row |= {"one_cpu_s": round(one_cpu, 1), "seeds3_cpu_s": round(three_cpu, 1), "cpu_bound": round(bound, 2)}
+        row |= {"load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+        print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        if json_path:
+            with open(json_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
 def best(repeats: int, fn: Callable[..., float], *args: Any) -> float:
     return min(fn(*args) for _ in range(repeats))
 
@@ -119,7 +156,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="best of this many measurements")
     ap.add_argument("--no-procs", action="store_true", help="skip procs3 (it needs the machine's cores to itself)")
     ap.add_argument("--json", default="", help="append one JSON line per configuration")
+    ap.add_argument("--presets", default="", help="comma-separated ids: time whole quick presets instead")
     args = ap.parse_args()
+    if args.presets:
+        print(f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+        time_presets(args.presets.split(","), args.json)
+        return
     print(f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, steps {args.steps}, threads {args.threads}")
     for width in map(int, args.widths.split(",")):
         for batch in map(int, args.batches.split(",")):

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from phenomlab.errors import ConfigError
@@ -76,17 +74,6 @@ def test_present_passes_every_check():
 )
 def test_each_check_can_fail(kw, failing):
     assert _failed(make_result(**kw)) == failing
-
-
-def test_optimum_refines_by_parabola_and_handles_edges():
-    assert ntk_mup.optimum(EXPS, losses_with_optimum(-6.3)) == pytest.approx(-6.3)
-    # at the grid edge there is no parabola: the edge itself
-    assert ntk_mup.optimum(EXPS, losses_with_optimum(-20.0)) == EXPS[0]
-    assert ntk_mup.optimum(EXPS, [math.inf] * len(EXPS)) is None
-    # a diverged neighbour: the grid minimum, unrefined
-    losses = losses_with_optimum(-6.3)
-    losses[EXPS.index(-7)] = math.inf
-    assert ntk_mup.optimum(EXPS, losses) == -6.0
 
 
 def test_drift_is_max_over_min():

@@ -15,18 +15,38 @@ def law(x, c, a, alpha, wiggle=WIGGLE):
     return list((c + a * np.asarray(x, dtype=float) ** -alpha) * wiggle[: len(x)])
 
 
-def make_result(params=None, data=None, control=None, teacher_dim=3):
+EXPS = [-4, -3, -2, -1, 0, 1, 2, 3, 4, 5]
+WIDTHS = [4, 8, 16, 32, 64, 128, 256]
+
+
+def grid_rows(optima, params):
+    # per width a parabola in log2(lr) with its vertex at that width's optimum (the largest rate diverged: inf)
+    rows = []
+    for w, o, n in zip(WIDTHS, optima, params, strict=True):
+        val = [0.01 * (1 + (e - o) ** 2) for e in EXPS]
+        val[-1] = float("inf")
+        rows.append({"width": w, "params": n, "val": val, "test": val})
+    return rows
+
+
+MUP_OPTIMA = [1.2, 1.3, 1.6, 2.0, 2.1, 1.9, 1.8]  # drift 2^0.9; the base width's (8) optimum within 2^0.8 of each
+
+
+def make_result(params=None, data=None, control=None, teacher_dim=3, optima=MUP_OPTIMA):
     params = params or (N, law(N, 2e-3, 1.5, 1.1))
     data = data or (D, law(D, 0.3, 25.0, 0.5))
     control = control or (N, list(1e-4 * WIGGLE))
     cfg = build_config(scaling_laws.Config, scaling_laws.PRESETS)
     d = {
         "teacher_dim": teacher_dim,
-        "params": {"params": params[0], "loss": params[1]},
-        "control": {"params": control[0], "loss": control[1]},
+        "params": {"params": params[0], "loss": params[1], "grid": grid_rows(optima, params[0])},
+        "control": {"params": control[0], "loss": control[1], "grid": grid_rows([0.0] * 7, control[0])},
         "fit_params": summarise_axis(*params, n_boot=50, seed=0),
         "fit_data": summarise_axis(*data, n_boot=50, seed=1),
         "fit_control": summarise_axis(*control, n_boot=50, seed=2),
+        "lr_exponents": EXPS,
+        "widths": WIDTHS,
+        "base_width": 8,
     }
     return Result("scaling-laws", cfg.to_dict(), 0, d)
 
@@ -153,3 +173,40 @@ def test_control_check_ignores_relative_noise_at_the_floor():
     # a narrow control student stuck 30x above the floor, still far below the main's losses: no loss bought by width
     floor = [1.4e-4, 1.1e-4, 3e-6, 4e-6, 9e-6, 8e-6, 5e-6]
     assert _check(scaling_laws.signature(make_result(control=(N, floor))), "control_params_range_over_main_fall").passed
+
+
+# ------------------------------------------------------------------------------------ learning-rate transfer
+
+
+def test_lr_transfer_reads_the_optima_and_drifts():
+    t = scaling_laws.lr_transfer(make_result().data)
+    assert t["optima"] == pytest.approx(MUP_OPTIMA)
+    assert t["drift"] == pytest.approx(2**0.9)
+    assert t["base_off"] == pytest.approx(2**0.8)
+
+
+def test_mup_drift_check_fails_when_the_optimum_moves_under_mup():
+    # the base width's optimum sits in the middle: every width within 2x of it, but 2.5x between the extremes
+    v = scaling_laws.signature(make_result(optima=[0.7, 1.3, 1.6, 2.0, 2.0, 1.9, 1.8]))
+    assert _fails_only(v, "mup_lr_drift") == {"mup_lr_drift"}
+
+
+def test_base_lr_check_fails_when_the_base_width_is_far_from_the_others():
+    # widths 16-256 agree (drift 1.2x between them) but the base width's optimum is 4x lower
+    v = scaling_laws.signature(make_result(optima=[1.9, 0.0, 2.0, 2.2, 2.1, 1.9, 2.0]))
+    failed = _fails_only(v, "mup_base_lr_off_optimum", "mup_lr_drift")
+    assert failed == {"mup_base_lr_off_optimum", "mup_lr_drift"}
+
+
+def test_runs_stored_before_the_grid_fail_the_transfer_checks_instead_of_crashing():
+    r = make_result()
+    del r.data["params"]["grid"]
+    v = scaling_laws.signature(r)
+    assert _fails_only(v, "mup_lr_drift", "mup_base_lr_off_optimum") == {"mup_lr_drift", "mup_base_lr_off_optimum"}
+
+
+def test_config_checks_the_grid_and_the_base_width():
+    with pytest.raises(ConfigError, match="lr_exponents"):
+        build_config(scaling_laws.Config, scaling_laws.PRESETS, "quick", {"lr_exponents": [1, 1, 3]})
+    with pytest.raises(ConfigError, match="base_width"):
+        build_config(scaling_laws.Config, scaling_laws.PRESETS, "quick", {"base_width": 12})

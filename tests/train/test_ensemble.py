@@ -341,3 +341,38 @@ def test_models_import_path_is_the_same_class():
     ens = MLPEnsemble(6, 4, [9, 1, 4, 1], bucket_overhead=0.0)
     v = torch.arange(4.0)
     assert torch.equal(ens.gather(ens.split(v)), v)
+
+
+def test_copies_param_groups_give_each_layer_its_parametrisation_rate_and_each_member_its_scale() -> None:
+    from phenomlab.models.ensemble import copies_param_groups
+    from phenomlab.models.parametrisation import parametrise
+    from phenomlab.train.ensemble import masked_step_
+
+    torch.manual_seed(0)
+    model = MLP(3, 2, width=32, depth=2)
+    rules = parametrise(model, "mup", base=MLP(3, 2, width=8, depth=2), fold_for="adam").rules
+    ens = MLPEnsemble.from_models([model] * 2)
+    lr, scales = 1e-2, torch.tensor([1.0, 0.25], dtype=torch.float64)
+    groups = copies_param_groups(ens, rules, "adam", lr)
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in ens.parameters())
+    before = [p.detach().clone() for p in ens.buckets[0].parameters()]
+    opt = torch.optim.Adam(groups, lr=lr)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    opt.zero_grad()
+    (out,) = ens.bucket_outputs(x)  # [members, batch, classes]
+    F.cross_entropy(out.reshape(-1, 2), y.repeat(2), reduction="sum").backward()
+    grads = [p.grad.clone() for p in ens.buckets[0].parameters()]
+    masked_step_(ens, opt, scales, torch.zeros(2, dtype=torch.bool))
+    # Adam's first step moves every coordinate by lr_group * scale_m * sign(g) (up to eps): the rate is readable
+    names = [f"fc{i}" for i in (1, 2)] + ["out"]
+    expected = [rules[f"{n}.weight"].lr_scale("adam") for n in names] + [
+        rules[f"{n}.bias"].lr_scale("adam") for n in names
+    ]
+    assert len(set(expected)) > 1  # muP gives the layers different rates
+    for p, p0, g, rate in zip(ens.buckets[0].parameters(), before, grads, expected, strict=True):
+        big = g.abs() > 1e-4
+        step = (p0 - p.detach()) / g.sign()
+        for m in range(2):
+            assert torch.allclose(step[m][big[m]], torch.tensor(lr * rate * float(scales[m])), rtol=1e-4)
+    with pytest.raises(PhenomlabError, match="one bucket"):
+        copies_param_groups(MLPEnsemble(3, 2, [8, 512], depth=2), rules, "adam", lr)

@@ -8,7 +8,7 @@ function of a standalone :class:`phenomlab.models.MLP`. How, why and how fast: d
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError, PhenomlabError
 from .mlp import ACTIVATIONS, MLP, activation
+from .parametrisation import ParamRule
 
 #: default cost, in padded hidden units, of one extra bucket (its fixed kernel-launch and optimiser
 #: cost): measured on a CPU core at batch 64-128 one bucket costs about as much as 100-300 units.
@@ -279,4 +280,26 @@ def per_member_loss(
     return per.mean(1) if reduction == "mean" else per.sum(1)
 
 
-__all__ = ["BUCKET_OVERHEAD", "MLPEnsemble", "per_member_loss", "plan_buckets"]
+def copies_param_groups(ens: MLPEnsemble, rules: Mapping[str, ParamRule], optimizer: str, lr: float) -> list[dict]:
+    """Optimiser parameter groups for an ensemble of copies of one parametrised :class:`MLP` (one width, one
+    bucket): each layer's stacked weight and bias at ``lr`` times that layer's learning-rate scale under
+    ``rules`` (:func:`phenomlab.models.parametrisation.parametrise` with ``fold_for=optimizer``, so the stacked
+    plain weights carry the scheme's multipliers). Per-member learning rates then go through
+    ``train_ensemble(..., lr_scale=...)``: a width x learning-rate grid as one ensemble per width."""
+    if len(ens.buckets) != 1:
+        raise PhenomlabError(f"copies_param_groups needs the copies of one model (one bucket), got {len(ens.buckets)}")
+    bucket = ens.buckets[0]
+    names = [f"fc{i}" for i in range(1, ens.depth + 1)] + ["out"]
+    groups = [
+        {"params": [bucket.weights[i]], "lr": lr * rules[f"{n}.weight"].lr_scale(optimizer)}
+        for i, n in enumerate(names)
+    ]
+    if bucket.biases is not None:
+        groups += [
+            {"params": [bucket.biases[i]], "lr": lr * rules[f"{n}.bias"].lr_scale(optimizer)}
+            for i, n in enumerate(names)
+        ]
+    return groups
+
+
+__all__ = ["BUCKET_OVERHEAD", "MLPEnsemble", "copies_param_groups", "per_member_loss", "plan_buckets"]

@@ -63,3 +63,28 @@ def loglog_slope_ci(
             boots.append(b)
     a = (1 - level) / 2
     return point, (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)))
+
+
+def grid_optimum(exponents: Sequence[float], losses: Sequence[float]) -> float | None:
+    """The loss-optimal exponent on a log grid (e.g. log2 of a learning rate): the grid minimum, refined by the
+    vertex of the parabola through it and its two neighbours (kept within half a grid step); None if no loss is
+    finite."""
+    if not any(math.isfinite(v) for v in losses):
+        return None
+    i = int(np.argmin([v if math.isfinite(v) else math.inf for v in losses]))
+    if 0 < i < len(losses) - 1 and all(math.isfinite(v) for v in losses[i - 1 : i + 2]):
+        a, b, c = losses[i - 1 : i + 2]
+        curv = a - 2 * b + c
+        if curv > 0:
+            return exponents[i] + max(-0.5, min(0.5, 0.5 * (a - c) / curv))
+    return float(exponents[i])
+
+
+def lr_drift(exponents: Sequence[float], losses_per_width: Sequence[Sequence[float]]) -> tuple[float | None, list]:
+    """``2^(max - min)`` of the per-width :func:`grid_optimum` of log2 learning rates (how far the best learning
+    rate moves across widths; Yang et al. 2021, arXiv 2203.03466, muTransfer), and the per-width optima; None
+    when a width has no finite loss."""
+    opts = [grid_optimum(exponents, losses) for losses in losses_per_width]
+    if any(o is None for o in opts):
+        return None, opts
+    return 2.0 ** (max(opts) - min(opts)), opts

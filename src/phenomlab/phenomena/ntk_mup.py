@@ -39,18 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..data.synthetic import mnist1d
 from ..errors import ConfigError
 from ..models import MLP
+from ..models.ensemble import copies_param_groups
 from ..models.parametrisation import make_optimizer, parametrise
 from ..probes.coords import coord_check, coord_slopes
 from ..probes.kernels import empirical_ntk, kernel_change
 from ..train.engine import TrainConfig
 from ..train.ensemble import MLPEnsemble, train_ensemble
-from ._stats import fmt, loglog_slope
+from ._stats import fmt, loglog_slope, lr_drift
 from .config import PhenomenonConfig, param
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -162,15 +162,7 @@ def transfer_runs(cfg: Config, ctx: RunContext, scheme: str, data: Any) -> list[
                 with torch.no_grad():
                     model.out.weight.zero_()
             ens = MLPEnsemble.from_models([model] * len(lrs))
-            names = [f"fc{i}" for i in range(1, cfg.depth + 1)] + ["out"]
-            bucket = ens.buckets[0]
-            groups = [
-                {"params": [bucket.weights[i]], "lr": lrs[0] * rules[f"{n}.weight"].lr_scale(opt_name)}
-                for i, n in enumerate(names)
-            ] + [
-                {"params": [bucket.biases[i]], "lr": lrs[0] * rules[f"{n}.bias"].lr_scale(opt_name)}
-                for i, n in enumerate(names)
-            ]
+            groups = copies_param_groups(ens, rules, opt_name, lrs[0])
             opt = torch.optim.Adam(groups, lr=lrs[0]) if opt_name == "adam" else torch.optim.SGD(groups, lr=lrs[0])
             tcfg = TrainConfig(
                 steps=cfg.transfer_steps,
@@ -220,26 +212,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def optimum(exponents: list[int], losses: list[float]) -> float | None:
-    """log2 of the loss-optimal learning rate: the grid minimum, refined by the vertex of the parabola through it
-    and its two neighbours (kept within half a grid step); None if every run diverged."""
-    if not any(math.isfinite(v) for v in losses):
-        return None
-    i = int(np.argmin(losses))
-    if 0 < i < len(losses) - 1 and all(math.isfinite(v) for v in losses[i - 1 : i + 2]):
-        a, b, c = losses[i - 1 : i + 2]
-        curv = a - 2 * b + c
-        if curv > 0:
-            return exponents[i] + max(-0.5, min(0.5, 0.5 * (a - c) / curv))
-    return float(exponents[i])
-
-
 def drift(d: dict[str, Any], scheme: str) -> tuple[float | None, list[float | None]]:
     """Largest / smallest optimal learning rate over widths, and the per-width log2 optima."""
-    opts = [optimum(d["lr_exponents"], r["losses"]) for r in d["transfer"][scheme]]
-    if any(o is None for o in opts):
-        return None, opts
-    return 2.0 ** (max(opts) - min(opts)), opts
+    return lr_drift(d["lr_exponents"], [r["losses"] for r in d["transfer"][scheme]])
 
 
 def growth(rows: list[dict[str, Any]]) -> float:

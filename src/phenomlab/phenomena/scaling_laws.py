@@ -9,9 +9,11 @@ Protocol (quick preset):
 
 - parameters: a random 2-layer tanh teacher (``teacher_width`` units) on ``d = teacher_dim`` Gaussian inputs,
   output scaled to unit variance; ReLU students with one hidden layer of width 4..256 (N = 21..1281 parameters,
-  1.8 decades), muP (:func:`phenomlab.models.parametrisation.parametrise`, base width ``base_width``) so one Adam
-  learning rate serves every width; MSE on fresh data (each step draws new points: a pool of
-  ``steps x batch`` samples, seen once), test MSE on 8192 held-out points.
+  1.8 decades) in muP (:func:`phenomlab.models.parametrisation.parametrise`, base width ``base_width``); MSE on
+  fresh data (each step draws new points: a pool of ``steps x batch`` samples, seen once). Every width is trained
+  at every Adam learning rate ``ts_lr * 2^e`` of a grid (one ensemble per width) and keeps the rate with the lowest
+  validation loss (Kaplan et al. tune the rate per size, their App. D.6); its test MSE on 8192 held-out points
+  is the width's loss.
 - data: mnist1d generated once and cut into nested training sets of 500..32000 (1.8 decades), a fixed
   MLP 40-256-256-10, Adam, early stopping: the test cross-entropy at the evaluation with the lowest validation loss.
 - negative control (same pipeline, parameter axis): a teacher the students represent exactly, a ReLU net of
@@ -33,6 +35,9 @@ Checks (both axes, ``params_*`` and ``data_*``):
   >= ``MIN_SHARE`` (0.5): the loss is not just a constant with a flat tail;
 - ``*_alpha_ci_low`` >= ``MIN_ALPHA_LO`` (0.05): the exponent's bootstrap 95% CI is away from 0;
 - ``params_alpha_over_4/d``: alpha / (4/d) in [0.5, 1.5] (Sharma & Kaplan, the design's loose check);
+- ``mup_lr_drift``: the validation-optimal rate moves <= 2x over the widths, and ``mup_base_lr_off_optimum``: the
+  base width's optimal rate is within 2x of every width's (muTransfer, Yang et al. 2021, arXiv 2203.03466: with
+  muP one rate, tuned on a small model, serves every width);
 - ``control_params_range_over_main_fall``: ``(max_N L_ctrl - min_N L_ctrl) / (L_main(N_min) - L_main(N_max))``
   <= ``CONTROL_MAX_RANGE`` (0.05): with a representable target, width buys < 5% of the loss it buys for the tanh
   teacher. (A log-log slope of the control was tried first, seeds 0-1: at the floor, ~1e-5 of the target variance,
@@ -53,11 +58,13 @@ import numpy as np
 import torch
 
 from ..data import mnist1d
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..models import MLP
+from ..models.ensemble import copies_param_groups
 from ..models.parametrisation import parametrise
 from ..train import TrainConfig
-from ._stats import fmt, fmt_ci, slope
+from ..train.ensemble import MLPEnsemble, train_ensemble
+from ._stats import fmt, fmt_ci, lr_drift, slope
 from .config import PhenomenonConfig, param
 from .context import RunContext
 from .verdict import Result, Verdict, check
@@ -66,23 +73,27 @@ ID = "scaling-laws"
 
 #: the fitted range spans at least this many decades of N (or D) (issue)
 MIN_DECADES = 1.5
-#: R^2 of log L under the fitted law (issue); quick seeds 0-2: params 0.996 (std 0.0014), data 0.981 (std 0.0013)
+#: R^2 of log L under the fitted law (issue); quick seeds 0-2: params 0.998 (std 0.0001), data 0.981 (std 0.0014)
 MIN_R2 = 0.95
-#: the power-law term carries at least half the loss at the smallest size; seeds 0-2: params 0.981 (std 0.012),
+#: the power-law term carries at least half the loss at the smallest size; seeds 0-2: params 0.997 (std 0.002),
 #: data 1.0 (std 0: the fitted L_inf is 0)
 MIN_SHARE = 0.5
 #: alpha / (4/d) within [ALPHA_RATIO_LO, ALPHA_RATIO_HI] (design: within +-50% of Sharma & Kaplan's 4/d);
-#: seeds 0-2: 1.06 (std 0.23; the teacher is redrawn per seed)
+#: seeds 0-2: 1.17 (std 0.15; the teacher is redrawn per seed)
 ALPHA_RATIO_LO = 0.5
 ALPHA_RATIO_HI = 1.5
 #: the bootstrap 95% CI of alpha starts above this: an exponent below 0.05 moves the reducible loss < 20% over
 #: 1.5 decades (and the fit's alpha grid starts at 1e-3, so a flat curve lands there)
-#: seeds 0-2: params CI low 1.30 (std 0.30), data 0.317 (std 0.002)
+#: seeds 0-2: params CI low 1.49 (std 0.19), data 0.317 (std 0.002)
 MIN_ALPHA_LO = 0.05
 #: the control's whole loss range over widths (max - min) is at most this fraction of the main's fall from the
 #: smallest to the largest width (both targets have unit variance, so both MSEs are fractions of target variance)
-#: seeds 0-2: 0.0018 (std 0.0023)
+#: seeds 0-2: 5e-6 (std 1e-6)
 CONTROL_MAX_RANGE = 0.05
+#: muTransfer (issue 13; the ntk-mup row's 2x): under muP the validation-optimal learning rate moves at most 2x over
+#: the student widths, and the base width's optimum is within 2x of every width's (one rate would serve them all).
+#: Seeds 0-2: drift 9.5 (std 6.4), base optimum off 5.8 (std 4.2): not reproduced (docs/phenomena/scaling-laws.md)
+MAX_MUP_DRIFT = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,12 @@ class Config(PhenomenonConfig):
     widths: tuple[int, ...] = param((4, 8, 16, 32, 64, 128, 256), "student hidden widths")
     base_width: int = param(8, "muP base width", ge=1)
     ts_steps: int = param(3000, "Adam steps per student (fresh batch each step)", ge=1)
-    ts_lr: float = param(1e-2, "Adam learning rate shared by every student width (muP)", gt=0.0)
+    ts_lr: float = param(1e-2, "Adam learning rate at the centre of the grid ts_lr * 2^lr_exponents", gt=0.0)
     ts_batch: int = param(128, "student batch size", ge=1)
     ts_test: int = param(8192, "teacher-student test points", ge=1)
+    lr_exponents: tuple[int, ...] = param(
+        (-4, -3, -2, -1, 0, 1, 2, 3, 4, 5), "learning rates ts_lr * 2^e of every student (best on validation kept)"
+    )
     data_sizes: tuple[int, ...] = param((500, 1000, 2000, 4000, 8000, 16000, 32000), "mnist1d training-set sizes")
     data_width: int = param(256, "hidden width of the 2-hidden-layer mnist1d MLP", ge=1)
     data_lr: float = param(1e-3, "Adam learning rate for mnist1d", gt=0.0)
@@ -113,6 +127,11 @@ class Config(PhenomenonConfig):
             v = getattr(self, name)
             if len(v) < 4 or any(x <= 0 for x in v) or len(set(v)) != len(v):
                 raise ConfigError(f"{name} needs at least 4 distinct positive sizes, got {list(v)}")
+        if self.base_width not in self.widths:
+            raise ConfigError(f"base_width {self.base_width} must be one of the widths {list(self.widths)}")
+        e = list(self.lr_exponents)
+        if len(e) < 3 or e != sorted(set(e)):
+            raise ConfigError(f"lr_exponents must be >= 3 increasing integers, got {e}")
         if min(self.widths) <= self.control_teacher_width:
             raise ConfigError(
                 f"every student must be wider than the control teacher ({self.control_teacher_width}) "
@@ -133,6 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_val=200,
         n_test=200,
         n_boot=20,
+        lr_exponents=(-1, 0, 1),
     ),
     "quick": {},
     # wider range of both axes and longer training (not run on CPU)
@@ -285,36 +305,85 @@ def _teacher(kind: str, d: int, width: int, gen: torch.Generator) -> torch.nn.Mo
     return t.requires_grad_(False)
 
 
-def _teacher_student(cfg: Config, ctx: RunContext, kind: str, width: int, steps: int) -> dict[str, Any]:
+def _teacher_data(cfg: Config, ctx: RunContext, kind: str, width: int, steps: int) -> tuple[Any, Any, Any]:
+    """(train pool, test set, validation set) for the ``kind`` teacher: ``steps x ts_batch`` fresh points, then
+    ``ts_test`` test and ``ts_test`` validation points (the learning rate is chosen on the validation set)."""
     gen = ctx.generator("teacher", kind)
     teacher = _teacher(kind, cfg.teacher_dim, width, gen)
-    n = steps * cfg.ts_batch
-    x = torch.randn(n + cfg.ts_test, cfg.teacher_dim, generator=gen)
+    n, m = steps * cfg.ts_batch, cfg.ts_test
+    x = torch.randn(n + 2 * m, cfg.teacher_dim, generator=gen)
     with torch.no_grad():
         y = teacher(x)
     y = (y - y.mean()) / y.std()  # unit-variance target: losses comparable across teachers
     x, y = x.to(ctx.device), y.to(ctx.device)
-    train_set, test_set = (x[:n], y[:n]), (x[n:], y[n:])
+    return (x[:n], y[:n]), (x[n : n + m], y[n : n + m]), (x[n + m :], y[n + m :])
+
+
+def lr_grid(cfg: Config, ctx: RunContext, kind: str, width: int) -> dict[str, Any]:
+    """The muP student of ``width`` on the ``kind`` teacher trained at every learning rate ``ts_lr * 2^e`` of the
+    grid, as one ensemble of copies at per-member learning-rate scales: validation and test loss per rate.
+
+    Each rate runs the same init, minibatches, cosine schedule and steps; Adam's per-layer muP rates come from
+    :func:`phenomlab.models.parametrisation.parametrise` (base width ``base_width``, folded into init and rates)."""
+    train_set, test_set, val_set = _teacher_data(
+        cfg, ctx, kind, cfg.teacher_width if kind == "tanh" else cfg.control_teacher_width, cfg.ts_steps
+    )
+    scales = [2.0**e for e in cfg.lr_exponents]
+    torch.manual_seed(ctx.seed_for("init", kind, width))
+    base = MLP(cfg.teacher_dim, 1, width=cfg.base_width, depth=1)
+    model = MLP(cfg.teacher_dim, 1, width=width, depth=1)
+    rules = parametrise(model, "mup", base=base, fold_for="adam").rules
+    ens = MLPEnsemble.from_models([model] * len(scales)).to(ctx.device)
+    opt = torch.optim.Adam(copies_param_groups(ens, rules, "adam", cfg.ts_lr), lr=cfg.ts_lr)
     # one pass over the pool: every step sees fresh samples (unlimited data, no overfitting)
     tcfg = TrainConfig(
-        steps=steps,
+        steps=cfg.ts_steps,
         lr=cfg.ts_lr,
         optimizer="adam",
         batch_size=cfg.ts_batch,
         loss="mse",
-        eval_every=steps,
+        eval_every=cfg.ts_steps,
         schedule="cosine",
     )
-    losses, params = [], []
-    for w in cfg.widths:
-        torch.manual_seed(ctx.seed_for("init", kind, w))
-        base = MLP(cfg.teacher_dim, 1, width=cfg.base_width, depth=1)
-        model = MLP(cfg.teacher_dim, 1, width=w, depth=1)
-        parametrise(model, "mup", base=base)
-        hist = ctx.train(f"{kind}_w{w}", model.to(ctx.device), train_set, tcfg, eval_sets={"test": test_set})
-        losses.append(float(hist.last("test_loss")))
-        params.append(sum(p.numel() for p in model.parameters()))
-    return {"params": params, "loss": losses}
+    hist = train_ensemble(
+        ens,
+        train_set,
+        tcfg,
+        eval_sets={"val": val_set, "test": test_set},
+        optimizer=opt,
+        lr_scale=scales,
+        on_nan="continue",
+        seed=ctx.seed_for("batches", kind, width),
+        checkpoint=ctx.checkpoint_path(f"{kind}_w{width}"),
+    )
+
+    def finite(vs: list[float]) -> list[float]:
+        return [v if math.isfinite(v) else float("inf") for v in vs]
+
+    return {
+        "width": width,
+        "params": sum(p.numel() for p in model.parameters()),
+        "val": finite(hist.last("val_loss")),
+        "test": finite(hist.last("test_loss")),
+    }
+
+
+def _teacher_student(cfg: Config, ctx: RunContext, kind: str) -> dict[str, Any]:
+    """Per width: the test loss at the learning rate of the grid with the lowest validation loss (Kaplan et al.
+    tune the learning rate per model size; their App. D.6)."""
+    grid = [ctx.cached(f"{kind}_w{w}", lambda w=w: lr_grid(cfg, ctx, kind, w)) for w in cfg.widths]
+    for r in grid:
+        if not any(math.isfinite(v) for v in r["val"]):
+            raise TrainingDiverged(
+                cfg.ts_steps, f"the {kind} teacher's validation loss at every learning rate of width {r['width']}"
+            )
+    chosen = [min(range(len(r["val"])), key=r["val"].__getitem__) for r in grid]
+    return {
+        "params": [r["params"] for r in grid],
+        "loss": [r["test"][i] for r, i in zip(grid, chosen, strict=True)],
+        "lr_exponent": [cfg.lr_exponents[i] for i in chosen],
+        "grid": grid,
+    }
 
 
 def _data_scaling(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -342,8 +411,8 @@ def _data_scaling(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    main = _teacher_student(cfg, ctx, "tanh", cfg.teacher_width, cfg.ts_steps)
-    control = _teacher_student(cfg, ctx, "relu", cfg.control_teacher_width, cfg.ts_steps)
+    main = _teacher_student(cfg, ctx, "tanh")
+    control = _teacher_student(cfg, ctx, "relu")
     data = _data_scaling(cfg, ctx)
     boot_seed = ctx.seed_for("bootstrap")
     return {
@@ -354,12 +423,29 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "fit_params": summarise_axis(main["params"], main["loss"], cfg.n_boot, boot_seed),
         "fit_control": summarise_axis(control["params"], control["loss"], cfg.n_boot, boot_seed + 1),
         "fit_data": summarise_axis(data["sizes"], data["loss"], cfg.n_boot, boot_seed + 2),
+        "lr_exponents": list(cfg.lr_exponents),
+        "widths": list(cfg.widths),
+        "base_width": cfg.base_width,
     }
 
 
 def _alpha_ci(fit: dict[str, Any], spec: str = ".3f") -> str:
     """A fit's exponent and its bootstrap CI: ``alpha [lo, hi]``."""
     return fmt_ci(fit["alpha"], fit["alpha_lo"], fit["alpha_hi"], spec)
+
+
+def lr_transfer(d: dict[str, Any]) -> dict[str, Any]:
+    """muTransfer on the tanh teacher (Yang et al. 2021, arXiv 2203.03466): the validation-optimal log2(lr / ts_lr)
+    per width (``_stats.grid_optimum``), their ``drift`` (largest / smallest optimal rate) and ``base_off``,
+    2^(largest |optimum - the base width's optimum|): how far the rate tuned on the base width is from the farthest
+    width's optimum, i.e. whether one rate would serve every width. Runs stored before the grid existed get Nones."""
+    grid = d["params"].get("grid")
+    if not grid or d.get("base_width") not in d.get("widths", []):
+        return {"drift": None, "optima": [], "base_off": None}
+    drift, opts = lr_drift(d["lr_exponents"], [r["val"] for r in grid])
+    base = opts[d["widths"].index(d["base_width"])]
+    ok = None not in opts
+    return {"drift": drift, "optima": opts, "base_off": 2.0 ** max(abs(o - base) for o in opts) if ok else None}
 
 
 def signature(result: Result) -> Verdict:
@@ -395,11 +481,23 @@ def signature(result: Result) -> Verdict:
             "representable teacher: width buys < 5% of the loss it buys for the tanh teacher",
         ),
     ]
+    t = lr_transfer(d)
+    checks += [
+        check("mup_lr_drift", t["drift"], "<=", MAX_MUP_DRIFT, "largest / smallest validation-optimal Adam lr, muP"),
+        check(
+            "mup_base_lr_off_optimum",
+            t["base_off"],
+            "<=",
+            MAX_MUP_DRIFT,
+            "muTransfer: the base width's optimal lr is within 2x of every width's",
+        ),
+    ]
     summary = (
         f"params: alpha={_alpha_ci(fp)} (4/d={fmt(target)}), R2={fmt(fp['r2'])}, L_inf={fmt(fp['c'], '.2e')}; "
         f"data: alpha={_alpha_ci(fd)}, R2={fmt(fd['r2'])}, L_inf={fmt(fd['c'])}; "
         f"control loss range / main fall {fmt(ctrl_range)} (log-log slopes: control {fmt(fc['loglog_slope'])}, "
-        f"main {fmt(fp['loglog_slope'])})"
+        f"main {fmt(fp['loglog_slope'])}); muP lr optimum drift over widths "
+        f"{fmt(t['drift'], '.1f')}x (base width's optimum within {fmt(t['base_off'], '.1f')}x of each)"
     )
     return Verdict(checks, summary)
 
@@ -433,4 +531,28 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     axes[0].loglog(c["params"], c["loss"], "s--", color="C3", label="control: representable teacher")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
-    return [save(fig, out_dir, "scaling")]
+    paths = [save(fig, out_dir, "scaling")]
+    if "grid" in d["params"]:
+        paths.append(_plot_lr_transfer(d, out_dir))
+    return paths
+
+
+def _plot_lr_transfer(d: dict[str, Any], out_dir: Path) -> Path:
+    from ..report.figures import new_figure, save
+
+    t = lr_transfer(d)
+    fig, axes = new_figure(ncols=2, width=10.0, height=4.0)
+    for ax, kind in zip(axes, ("params", "control"), strict=True):
+        for i, r in enumerate(d[kind]["grid"]):
+            color = f"C{i % 10}"
+            finite = [(e, v) for e, v in zip(d["lr_exponents"], r["val"], strict=True) if math.isfinite(v)]
+            if finite:
+                ax.semilogy(*zip(*finite, strict=True), "o-", color=color, ms=3, label=f"width {r['width']}")
+            if kind == "params" and t["optima"] and t["optima"][i] is not None:
+                ax.axvline(t["optima"][i], color=color, lw=0.6, ls=":")
+        ax.set_xlabel("log2(lr / ts_lr)")
+        ax.set_ylabel("validation MSE (muP students)")
+    axes[0].set_title(f"tanh teacher: optimum drift {fmt(t['drift'], '.1f')}x")
+    axes[1].set_title("control: representable ReLU teacher")
+    axes[0].legend(fontsize=7)
+    return save(fig, out_dir, "lr_transfer")
