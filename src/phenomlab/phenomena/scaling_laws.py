@@ -12,7 +12,7 @@ Protocol (quick preset):
   1.8 decades) in muP (:func:`phenomlab.models.parametrisation.parametrise`, base width ``base_width``); MSE on
   fresh data (each step draws new points: a pool of ``steps x batch`` samples, seen once). Every width is trained
   at every Adam learning rate ``ts_lr * 2^e`` of a grid (one ensemble per width) and keeps the rate with the lowest
-  validation loss (Kaplan et al. tune the rate per size, their App. D.6); its test MSE on 8192 held-out points
+  validation loss (Kaplan et al. 2020 give larger models smaller rates); its test MSE on 8192 held-out points
   is the width's loss.
 - data: mnist1d generated once and cut into nested training sets of 500..32000 (1.8 decades), a fixed
   MLP 40-256-256-10, Adam, early stopping: the test cross-entropy at the evaluation with the lowest validation loss.
@@ -370,7 +370,7 @@ def lr_grid(cfg: Config, ctx: RunContext, kind: str, width: int) -> dict[str, An
 
 def _teacher_student(cfg: Config, ctx: RunContext, kind: str) -> dict[str, Any]:
     """Per width: the test loss at the learning rate of the grid with the lowest validation loss (Kaplan et al.
-    tune the learning rate per model size; their App. D.6)."""
+    give larger models smaller learning rates: the rate is part of each size's training, not fixed across sizes)."""
     grid = [ctx.cached(f"{kind}_w{w}", lambda w=w: lr_grid(cfg, ctx, kind, w)) for w in cfg.widths]
     for r in grid:
         if not any(math.isfinite(v) for v in r["val"]):
