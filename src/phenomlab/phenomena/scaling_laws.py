@@ -305,12 +305,13 @@ def _teacher(kind: str, d: int, width: int, gen: torch.Generator) -> torch.nn.Mo
     return t.requires_grad_(False)
 
 
-def _teacher_data(cfg: Config, ctx: RunContext, kind: str, width: int, steps: int) -> tuple[Any, Any, Any]:
-    """(train pool, test set, validation set) for the ``kind`` teacher: ``steps x ts_batch`` fresh points, then
+def _teacher_data(cfg: Config, ctx: RunContext, kind: str) -> tuple[Any, Any, Any]:
+    """(train pool, test set, validation set) for the ``kind`` teacher: ``ts_steps x ts_batch`` fresh points, then
     ``ts_test`` test and ``ts_test`` validation points (the learning rate is chosen on the validation set)."""
     gen = ctx.generator("teacher", kind)
+    width = cfg.teacher_width if kind == "tanh" else cfg.control_teacher_width
     teacher = _teacher(kind, cfg.teacher_dim, width, gen)
-    n, m = steps * cfg.ts_batch, cfg.ts_test
+    n, m = cfg.ts_steps * cfg.ts_batch, cfg.ts_test
     x = torch.randn(n + 2 * m, cfg.teacher_dim, generator=gen)
     with torch.no_grad():
         y = teacher(x)
@@ -319,15 +320,14 @@ def _teacher_data(cfg: Config, ctx: RunContext, kind: str, width: int, steps: in
     return (x[:n], y[:n]), (x[n : n + m], y[n : n + m]), (x[n + m :], y[n + m :])
 
 
-def lr_grid(cfg: Config, ctx: RunContext, kind: str, width: int) -> dict[str, Any]:
-    """The muP student of ``width`` on the ``kind`` teacher trained at every learning rate ``ts_lr * 2^e`` of the
-    grid, as one ensemble of copies at per-member learning-rate scales: validation and test loss per rate.
+def lr_grid(cfg: Config, ctx: RunContext, kind: str, width: int, sets: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """The muP student of ``width`` on the ``kind`` teacher's ``sets`` (train, test, validation) trained at every
+    learning rate ``ts_lr * 2^e`` of the grid, as one ensemble of copies at per-member learning-rate scales:
+    validation and test loss per rate.
 
     Each rate runs the same init, minibatches, cosine schedule and steps; Adam's per-layer muP rates come from
     :func:`phenomlab.models.parametrisation.parametrise` (base width ``base_width``, folded into init and rates)."""
-    train_set, test_set, val_set = _teacher_data(
-        cfg, ctx, kind, cfg.teacher_width if kind == "tanh" else cfg.control_teacher_width, cfg.ts_steps
-    )
+    train_set, test_set, val_set = sets
     scales = [2.0**e for e in cfg.lr_exponents]
     torch.manual_seed(ctx.seed_for("init", kind, width))
     base = MLP(cfg.teacher_dim, 1, width=cfg.base_width, depth=1)
@@ -371,7 +371,8 @@ def lr_grid(cfg: Config, ctx: RunContext, kind: str, width: int) -> dict[str, An
 def _teacher_student(cfg: Config, ctx: RunContext, kind: str) -> dict[str, Any]:
     """Per width: the test loss at the learning rate of the grid with the lowest validation loss (Kaplan et al.
     give larger models smaller learning rates: the rate is part of each size's training, not fixed across sizes)."""
-    grid = [ctx.cached(f"{kind}_w{w}", lambda w=w: lr_grid(cfg, ctx, kind, w)) for w in cfg.widths]
+    sets = _teacher_data(cfg, ctx, kind)
+    grid = [ctx.cached(f"{kind}_w{w}", lambda w=w: lr_grid(cfg, ctx, kind, w, sets)) for w in cfg.widths]
     for r in grid:
         if not any(math.isfinite(v) for v in r["val"]):
             raise TrainingDiverged(
