@@ -66,6 +66,24 @@ def test_control_fails_when_widening_only_f_freezes_the_kernel():
     assert _failed(r) == ["control_change_ratio_vs_n_f"]
 
 
+def test_control_undefined_when_the_kernel_never_moves_at_the_smallest_n_f():
+    # no kernel change at (n_f=64, n_g=4): the ratio has no denominator, so the control cannot pass
+    def change(nf, ng):
+        return 0.0 if (nf, ng) == (NFS[0], NGS[0]) else present_change(nf, ng)
+
+    v = hypernet_ntk.signature(make_result(change=change))
+    ctrl = next(c for c in v.checks if c.name == "control_change_ratio_vs_n_f")
+    assert ctrl.value is None and not ctrl.passed
+
+
+def test_control_reads_the_narrow_primary_slice_not_the_wide_one():
+    # widening f freezes the kernel only at n_g=1024 (the paper's dual limit): the control, read at n_g=4, passes
+    def change(nf, ng):
+        return 2 / math.sqrt(ng) + (2 / math.sqrt(nf) if ng == NGS[-1] else 0.0)
+
+    assert _failed(make_result(change=change)) == []
+
+
 def test_init_kernel_not_converging_with_n_g_fails():
     assert _failed(make_result(dev=lambda nf, ng: 3 / math.sqrt(nf))) == ["init_dev_slope_vs_n_g"]
 

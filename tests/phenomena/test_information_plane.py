@@ -60,6 +60,21 @@ def test_tanh_check_needs_both_deep_layers_to_compress():
     assert failed(v) == ["tanh_binned_end/peak"]
 
 
+def test_tanh_exact_check_needs_both_deep_layers_to_compress():
+    t = traj(RISE_FALL, RISE_FALL)
+    t["exact_ixt"][-1] = RISE  # only the second-deepest layer compresses under the exact estimator
+    v = information_plane.signature(make_result(t, traj(RISE, RISE)))
+    assert failed(v) == ["tanh_exact_end/peak"]
+
+
+def test_relu_control_fails_when_one_deep_layer_compresses():
+    r = traj(RISE, RISE)
+    r["binned_ixt"][-1] = RISE_FALL  # the other deep ReLU layer keeps its information: the smaller ratio decides
+    v = information_plane.signature(make_result(traj(RISE_FALL, RISE_FALL), r))
+    assert failed(v) == ["control_relu_binned_end/peak"]
+    assert _check(v, "control_relu_binned_end/peak").value == pytest.approx(6.0 / 9.0)
+
+
 def test_relu_binned_control_fails_when_relu_compresses_too():
     v = information_plane.signature(make_result(traj(RISE_FALL, RISE_FALL), traj(RISE_FALL, RISE)))
     assert failed(v) == ["control_relu_binned_end/peak"]

@@ -82,6 +82,21 @@ def test_no_modes_lost_fails():
     assert "gmm_modes_lost" in failing(d)
 
 
+def test_no_mode_ever_lost_leaves_the_gmm_control_undefined():
+    # without any collapse the control's ratio has no denominator: it fails with the two mixture checks
+    d = present()
+    d["gmm"]["collapse"] = _gmm([[]] * 10)
+    assert failing(d) == {"gmm_modes_lost", "gmm_rare_lost_first", "control_gmm_real_mix"}
+    assert next(c for c in verdict(d).checks if c.name == "control_gmm_real_mix").value is None
+
+
+def test_only_common_modes_lost_fails_rare_first():
+    # as many modes lost as in the present result, but never the rare one
+    d = present()
+    d["gmm"]["collapse"] = _gmm([[0]] * 6 + [[1, 3]] * 2 + [[]] * 2)
+    assert failing(d) == {"gmm_rare_lost_first"}
+
+
 def test_modes_lost_evenly_not_rare_first_fails():
     d = present()
     d["gmm"]["collapse"] = _gmm([[0, 1, 2, 3, 4]] * 3 + [[]] * 7)  # every mode equally often

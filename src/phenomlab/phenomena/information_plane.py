@@ -13,7 +13,7 @@ positives), an 80/20 split. The SZT net 12-10-7-5-4-3-2 is trained full batch (A
 with tanh and once with ReLU from the same initialisation seed; the weights are kept every ``eval_every`` steps.
 At each kept step, on all 4096 inputs (the uniform distribution on the input set, as in SZT):
 
-- binned: :func:`phenomlab.probes.information.binned_mutual_information`, 30 equal bins per unit over ``[-1, 1]``
+- binned: :func:`phenomlab.probes.information.binned_mutual_information`, 30 equal bins per neuron over ``[-1, 1]``
   for tanh and over ``[0, max]`` for ReLU, ``max`` the layer's largest activation over the whole run (one fixed
   grid per layer, so the grid does not move with time);
 - exact: the 8-bit quantised twin of the net (same weights, each hidden activation rounded to 256 levels on the
@@ -74,7 +74,7 @@ LABEL_THRESHOLD = 2.5
 class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=5000, eval_every=50)):
     hidden: tuple[int, ...] = param((10, 7, 5, 4, 3), "hidden widths of the 12-...-2 net (Shwartz-Ziv & Tishby)", gt=0)
     train_fraction: float = param(0.8, "fraction of the 4096 inputs used for training", gt=0.0, lt=1.0)
-    n_bins: int = param(30, "equal bins per unit for the binned estimator", ge=2)
+    n_bins: int = param(30, "equal bins per neuron over the layer's range, binned estimator", ge=2)
     n_bits: int = param(8, "bits per activation of the quantised twin (exact estimator)", ge=1, le=16)
     n_deep: int = param(2, "number of deepest hidden layers the checks look at", ge=1)
 

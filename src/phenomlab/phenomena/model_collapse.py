@@ -178,8 +178,9 @@ def modes_lost(masses: list[list[list[float]]]) -> np.ndarray:
 
 
 class VAE(nn.Module):
-    """Gaussian-encoder VAE (Kingma & Welling 2014, arXiv 1312.6114) with a unit-variance Gaussian decoder:
-    loss ``||x - dec(z)||^2 + KL(q(z|x) || N(0, I))`` per example, ``z = m + e^(lv/2) eps``."""
+    """Gaussian-encoder VAE (Kingma & Welling 2014, arXiv 1312.6114) with a fixed Gaussian decoder of variance 1/2
+    per dimension: loss ``||x - dec(z)||^2 + KL(q(z|x) || N(0, I))`` per example (its negative ELBO up to a
+    constant; a unit-variance decoder would weight the squared error by 1/2), ``z = m + e^(lv/2) eps``."""
 
     def __init__(self, dim: int, width: int, latent: int) -> None:
         super().__init__()

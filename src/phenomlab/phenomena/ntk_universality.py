@@ -92,7 +92,7 @@ class Config(PhenomenonConfig, training(steps=50, eval_every=50)):
     seq_len: int = param(8, "tokens per signal for the RNN and attention (must divide 40)", ge=1, le=SIGNAL_LEN)
     widths: tuple[int, ...] = param((64, 128, 256, 512, 1024), "hidden widths n (increasing, >= 4)", gt=0)
     inits: int = param(3, "initialisations per width and architecture", ge=2)
-    lr_scale: float = param(0.5, "GD step in units of N / (2 lambda_max(Theta_0)) (< 1 is stable)", gt=0.0, lt=1.0)
+    lr_scale: float = param(0.5, "GD step in units of N / (2 lambda_max(Theta_0)) (< 1: monotone)", gt=0.0, lt=1.0)
 
     def validate(self) -> None:
         super().validate()
