@@ -86,6 +86,27 @@ def test_each_check_fails_on_its_own_construction(name, over, draw_over):
     assert {c.name for c in v.checks if not c.passed} - also == {name}, str(v)
 
 
+def test_generators_indistinguishable_fails():
+    # no simulated failure is visible: every generator scores like the perfect one on every metric
+    over = {
+        (g, mt): PRESENT["perfect"][i]
+        for g in PRESENT
+        for i, mt in enumerate(("BCFID", "WCFID", "FID", "BCIS", "WCIS"))
+    }
+    v = MOD.signature(make_result(over))
+    headline = {"swap_raises_wcfid", "ignore_lowers_bcis", "ignore_raises_wcis", "ignore_raises_bcfid"}
+    assert not v.passed and headline | {"mode_drop_raises_wcfid"} <= {c.name for c in v.checks if not c.passed}
+
+
+def test_uninformative_classifier_fails():
+    # measured pattern of an UNTRAINED classifier (audit, 5 draws): near-uniform p(y|x), so every IS-type metric is
+    # about 1, while the feature-based FID checks still move; the ignored-class checks must then fail
+    over = {(g, mt): 1.0 for g in PRESENT for mt in ("BCIS", "WCIS")}
+    v = MOD.signature(make_result(over))
+    failed = {c.name for c in v.checks if not c.passed}
+    assert not v.passed and {"ignore_lowers_bcis", "ignore_raises_wcis"} <= failed
+
+
 def test_every_check_is_covered():
     names = {c.name for c in MOD.signature(make_result()).checks}
     assert len(names) == 11 and sum(n.startswith("control") for n in names) == 3

@@ -35,6 +35,21 @@ def test_each_check_fails_on_its_own_construction():
     assert _failed(hyper_singan.signature(make_result(ctrl_own=0.8))) == ["control_own_image_fraction"]
 
 
+def test_missing_control_or_interpolation_fails():
+    # a run without the shuffled-conditioning arm (control=False) cannot pass: the control is missing, not passed
+    r = make_result()
+    del r.data["control"]
+    assert _failed(hyper_singan.signature(r)) == ["control_own_image_fraction"]
+    # no interpolation pairs measured: the interpolation check is missing, not passed
+    assert _failed(hyper_singan.signature(make_result(rho=()))) == ["interpolation_monotone"]
+
+
+def test_absent_phenomenon_fails():
+    # emitted generators unrelated to their input: main arm at the control's level, no interpolation trend
+    v = hyper_singan.signature(make_result(own=0.5, rho=(0.1, -0.2, 0.0), ctrl_own=0.5))
+    assert not v.passed and {"own_image_fraction", "interpolation_monotone"} <= set(_failed(v))
+
+
 def test_win_rates_by_hand():
     M = [[1.0, 2.0, 3.0], [0.5, 2.0, 1.0], [4.0, 0.1, 0.2]]
     rows, cols = hyper_singan.win_rates(M)
