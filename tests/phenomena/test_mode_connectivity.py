@@ -133,3 +133,19 @@ def test_smoke_run_end_to_end(smoke):
     assert len(d["instability_pts"]) == len(d["fork_steps"]) == len(d["fork_err_curves"])
     assert all(v >= 0 for v in d["instability_pts"])
     assert len(d["random_err_curves"]) == r.config["random_permutations"]
+
+
+def test_no_loss_barrier_to_cut_is_missing_not_a_pass():
+    # independent runs already on a straight test-loss path: the cut is undefined, and every check on it fails
+    v = mode_connectivity.signature(make_result(independent=(55.0, 0.0), random=(55.0, 0.0)))
+    for name in ("matching_loss_barrier_cut", "control_random_permutation_loss_cut"):
+        c = next(c for c in v.checks if c.name == name)
+        assert c.value is None and not c.passed
+    assert not v.passed
+
+
+def test_weight_matching_that_changes_nothing_fails_the_matching_checks_only():
+    # "matching" returns B as it is: the barrier stays, so both matching cuts fail; the random-permutation control
+    # passes (it bounds what permuting as such cuts, it cannot detect a matching that does not work)
+    v = mode_connectivity.signature(make_result(matched=(55.0, 2.0)))
+    assert failed(v) == {"matching_loss_barrier_cut", "matching_error_barrier_cut"}

@@ -113,3 +113,23 @@ def test_smoke_run_end_to_end(smoke):
     }
     assert set(r.data["runs"]) == set(sharpness_sam.RUNS)
     assert all(run["sharpness"] > 0 for runs in r.data["runs"].values() for run in runs)
+
+
+def test_no_phenomenon_at_all_fails_the_sharpness_and_batch_checks():
+    # every run ends equally sharp with equal test accuracy: batch size and SAM change nothing. The sharpness claims
+    # and the large-batch accuracy gap fail. Two checks pass without any phenomenon: the rho -> 0 control (SAM ~ SGD
+    # holds with or without it) and "SAM not worse than SGD" (a zero gain meets the >= 0 threshold)
+    flat = ([5.0, 5.2, 4.8], [0.55, 0.55, 0.56])
+    v = sharpness_sam.signature(make_result(dict.fromkeys(sharpness_sam.RUNS, flat)))
+    assert not v.passed
+    assert {c.name for c in v.checks if not c.passed} == {
+        "large/small_batch_sharpness",
+        "small-large_batch_test_acc",
+        "sam/sgd_sharpness",
+    }
+
+
+def test_equal_loss_is_required_of_every_run():
+    # one large-batch run stopped above the threshold fails the equal-loss premise even if the ratios look right
+    v = sharpness_sam.signature(make_result(None, {"large_batch": 0.051}))
+    assert [c.name for c in v.checks if not c.passed] == ["reached_loss"]

@@ -98,3 +98,23 @@ def test_members_layout():
 def test_bad_configs_are_rejected(over):
     with pytest.raises(ConfigError):
         build_config(sparse_training.Config, sparse_training.PRESETS, overrides=over)
+
+
+def test_one_good_condition_does_not_carry_the_mean_gain():
+    # a single RigL condition 14 pts above static, every other dynamic condition within 0.6 pt of it: the check is on
+    # the mean over all SET and RigL conditions (no selection of the best), so it fails although the best run wins
+    r = make_result(set_acc=(0.486, 0.485, 0.484, 0.483, 0.482), rigl_acc=(0.62, 0.48, 0.48, 0.48, 0.48))
+    n = sparse_training.numbers(r.data)
+    assert n["best_dynamic_minus_static_pts"] == pytest.approx(14.0)
+    _fails_only(sparse_training.signature(r), "dynamic_minus_static_pts")
+
+
+def test_control_conditions_stay_out_of_the_itop_correlation():
+    r = make_result()
+    before = sparse_training.numbers(r.data)
+    # a control SET net with the largest R_s and the worst accuracy would break the correlation if it were counted
+    r.data["conditions"]["control_set"].update(itop_rate=0.99, test_acc=0.10, interval=25)
+    after = sparse_training.numbers(r.data)
+    assert after["itop_spearman_set"] == before["itop_spearman_set"]
+    assert after["set_itop_rate_span"] == before["set_itop_rate_span"]
+    assert after["dynamic_minus_static_pts"] == before["dynamic_minus_static_pts"]

@@ -9,9 +9,10 @@ Definitions. On the linear path ``theta_t = (1 - t) theta_a + t theta_b`` the ba
 error in points, or test loss) is ``max_t E(theta_t) - ((1 - t) E(theta_a) + t E(theta_b))`` on 21 points
 (:func:`phenomlab.probes.landscape.interpolation_curve`). *Instability at step k* (Frankle et al.): a parent
 net is trained for ``k`` steps, then forked into two copies trained with different minibatch orders; the
-instability is the test-error barrier between the two children. Frankle et al. find it large at ``k = 0`` and
-~0 after an early ``k*`` (stable SGD). Entezari et al. conjecture that independently trained nets are linearly
-connected up to a permutation of hidden units; Ainsworth et al.'s weight matching
+instability is the test-error barrier between the two children (Frankle et al. subtract the mean of the two endpoint
+errors instead of the chord; the two differ by at most half the endpoint gap). Frankle et al. find it large at
+``k = 0`` and ~0 after an early ``k*`` (stable SGD). Entezari et al. conjecture that independently trained nets
+are linearly connected up to a permutation of hidden units; Ainsworth et al.'s weight matching
 (:func:`phenomlab.probes.landscape.permutation_match_mlp`) finds one.
 
 Protocol (one seed = one run). mnist1d, MLP 40-W-W-10, SGD with momentum. The parent trains at the constant
