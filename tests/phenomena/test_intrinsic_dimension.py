@@ -194,3 +194,27 @@ def test_smoke_run_end_to_end(smoke):
     assert set(ws) == {"16", "32"} and all(len(w["dims"]) >= 1 for w in ws.values())
     # the projection kind (dense, or Fastfood above 2^23 entries) is recorded per d
     assert set(r.data["control"]["projection"]) <= {"dense", "fastfood"}
+
+
+def test_missing_true_label_reference_leaves_the_control_ratio_undecided():
+    # the true-label scan at the control width never reached its train-accuracy target: no reference, n/a fails
+    v = make_result()
+    v.data["widths"]["128"]["d90_train"] = None
+    _only_failure(intrinsic_dimension.signature(v), "control_d90_ratio")
+
+
+def test_d90_growing_as_sqrt_of_D_fails_the_spread_check():
+    # d_90 ~ sqrt(D) (3466 -> 26122: 2.75x) stays a tiny fraction of D, yet is not width-invariant
+    widths = {k: width_entry(D, GOOD_CURVE) for k, D in (("32", 3466), ("64", 8970), ("128", 26122))}
+    for w in widths.values():
+        w["d90_test"] = 2.0 * math.sqrt(w["D"])
+    _only_failure(intrinsic_dimension.signature(make_result(widths)), "d90_width_spread")
+
+
+def test_control_ratio_compares_train_accuracy_d90_not_test():
+    # a true-label test d_90 far above its train d_90 must not enter the ratio: only train-accuracy d_90s are compared
+    r = make_result()
+    ref = r.data["widths"]["128"]["d90_train"]
+    r.data["widths"]["128"]["d90_test"] = 5 * ref
+    ratio = _check(intrinsic_dimension.signature(r), "control_d90_ratio").value
+    assert ratio == pytest.approx(r.data["control"]["d90_train"] / ref)

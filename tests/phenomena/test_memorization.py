@@ -164,3 +164,31 @@ def test_smoke_run_end_to_end(smoke):
     assert len(r.data["runs"]["0.0"]) == r.config["replicates"]
     assert all(math.isfinite(a) for a in r.data["runs"]["1.0"][0]["train_acc"])
     assert all(p.endswith(".png") for p in r.figures)
+
+
+def test_a_random_label_run_that_never_fits_fails_all_fit_and_the_fit_time_checks():
+    # one replicate of p = 1 stalls at 0.9 train accuracy: Zhang's headline (random labels are fitted) is absent
+    r = make_result()
+    r.data["runs"]["1.0"][2] = rep(None, 0.1)
+    names = failed(r)
+    assert "all_fit" in names and "spearman_noise_steps" in names and "fit_time_ratio" in names
+    assert not any(n.startswith("control") for n in names)
+
+
+def test_random_label_test_gap_bound_is_three_binomial_std_on_the_test_set():
+    # 3 * sqrt(0.1 * 0.9 / 449) = 0.0425 > 0.03: a gap of 0.04 passes, one of 0.045 fails
+    assert failed(make_result(random_test=0.14)) == []
+    assert failed(make_result(random_test=0.145)) == ["random_label_test_gap"]
+    assert failed(make_result(random_test=0.055)) == ["random_label_test_gap"]
+
+
+def test_uniform_dropout_slowdown_is_not_the_effect():
+    # dropout slows every example 3x (the noisy subset then hits the cap, counted at 8000 steps): a capacity or
+    # training-length effect, not a selective one; slowdown(noisy) = 8000 / 3000 = 2.67 < slowdown(clean) = 3
+    assert failed(make_result(arpit=(100, 3000), drop_noisy=(300, None))) == ["dropout_slowdown_ratio"]
+
+
+def test_clean_subset_never_reaching_the_mark_leaves_the_arpit_checks_undecided():
+    # the clean subset never reaches 0.9 in the run without dropout: no lag, no slowdown can be read (n/a fails)
+    names = failed(make_result(arpit=(CAP + 100, 1000)))
+    assert names == ["noisy_acc_when_clean_fit", "dropout_slowdown_ratio"]

@@ -149,3 +149,20 @@ def test_smoke_run_end_to_end(smoke):
         assert all(0.0 <= e[arm][k] <= 1.0 for arm in ("main", "control") for k in ("clean", "s_rand", "sc_rand"))
     assert r.data["lms"]["simple"] == "linear"  # the linear coordinate is linearly separable by construction
     assert all(p.endswith(".png") for p in r.figures)
+
+
+def test_ten_class_dominoes_are_reported_not_checked():
+    # the ten-class setting shows only partial bias: it appears in the summary but decides nothing
+    r = make_result()
+    r.data["dom10"] = setting(("mnist1d", "digits"), {0: 0.35, 1: 0.96}, (0.97, 0.8, 0.6), (0.5, 0.5, 0.1))
+    v = simplicity_bias.signature(r)
+    assert v.passed and [c.name for c in v.checks] == CHECKS
+    assert "ten-class dominoes (reported)" in v.summary
+
+
+def test_the_s_randomised_bound_follows_the_chance_level():
+    # a ten-class-like setting (chance 0.1): 0.5 after randomising S is far above chance + 0.1 and must fail
+    r = make_result()
+    r.data["dom"]["chance"] = 0.1
+    v = simplicity_bias.signature(r)
+    assert [c.name for c in v.checks if not c.passed] == ["dom_s_randomized_acc"]
