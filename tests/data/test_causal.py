@@ -75,3 +75,14 @@ def test_quantile_vectors_against_brute_force():
 def test_bad_input(call):
     with pytest.raises(ConfigError):
         call()
+
+
+def test_inverted_pairs_have_single_gaussian_causes():
+    # the cause of an inverted pair is one Gaussian component: standardised, its sample skewness and excess
+    # kurtosis are near 0, while the effect (a 1-5 component mixture) is usually far from Gaussian
+    pairs = cause_effect_pairs("inverted", 20, 4000, 0, n_mc=500)
+    c, e = pairs[:, 0], pairs[:, 1]
+    kurt_c = (c**4).mean(-1) - 3
+    kurt_e = (e**4).mean(-1) - 3
+    assert kurt_c.abs().max() < 0.4
+    assert (kurt_e.abs() > 0.4).sum() >= 8

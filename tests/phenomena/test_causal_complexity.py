@@ -6,11 +6,11 @@ from phenomlab.phenomena import Result, build_config, causal_complexity
 N = 150
 
 
-def make_result(an, pnl, bal):
+def make_result(an, pnl, bal, inv=0.2):
     """A constructed result: the given accuracies over N pairs per family (no training)."""
     cfg = build_config(causal_complexity.Config, causal_complexity.PRESETS)
     data = {"n_pairs": N}
-    for kind, acc in (("an", an), ("pnl", pnl), ("balanced", bal)):
+    for kind, acc in (("an", an), ("pnl", pnl), ("balanced", bal), ("inverted", inv)):
         k = round(acc * N)
         data[f"{kind}_correct_test"] = k
         data[f"{kind}_correct_train"] = k
@@ -20,8 +20,8 @@ def make_result(an, pnl, bal):
     return Result("causal-complexity", cfg.to_dict(), 0, data)
 
 
-def failed(an, pnl, bal):
-    v = causal_complexity.signature(make_result(an, pnl, bal))
+def failed(an, pnl, bal, inv=0.2):
+    v = causal_complexity.signature(make_result(an, pnl, bal, inv))
     return [c.name for c in v.checks if not c.passed]
 
 
@@ -37,8 +37,11 @@ def test_present_passes_every_check():
         ((0.62, 0.70, 0.50), "synthetic_acc"),  # above chance on both, but below 70% pooled
         ((0.52, 0.95, 0.50), "an_acc_ci_low"),  # PNL carries the pooled accuracy, AN at chance
         ((0.95, 0.52, 0.50), "pnl_acc_ci_low"),
-        ((0.90, 0.90, 0.65), "control_balanced_acc"),  # the method still works on balanced pairs
-        ((0.72, 0.72, 0.60), "control_gap"),  # the control barely drops
+        ((0.90, 0.90, 0.65), "balanced_acc_off_chance"),  # the method still works on balanced pairs
+        ((0.90, 0.90, 0.30), "balanced_acc_off_chance"),  # ... or reads something positional (two-sided)
+        ((0.72, 0.72, 0.60), "gap_over_balanced"),  # the balanced pairs barely drop
+        ((0.80, 0.90, 0.50, 0.50), "control_inverted_acc"),  # the score ignores complexity: chance, not below
+        ((0.80, 0.90, 0.50, 0.45), "control_inverted_acc"),  # ... or only slightly below
     ],
 )
 def test_each_check_fails_alone_on_its_construction(accs, name):
@@ -49,6 +52,8 @@ def test_absent_phenomenon_fails():
     # the univariate method at chance everywhere (or pointing the wrong way): no reproduction
     assert not causal_complexity.signature(make_result(0.5, 0.5, 0.5)).passed
     assert not causal_complexity.signature(make_result(0.2, 0.1, 0.5)).passed
+    # a score that finds the direction by something other than marginal complexity does not flip on inverted pairs
+    assert not causal_complexity.signature(make_result(0.85, 0.85, 0.5, 0.85)).passed
 
 
 def test_wilson_interval_by_hand():
@@ -77,9 +82,10 @@ def test_smoke_run_end_to_end(smoke):
         "synthetic_acc",
         "an_acc_ci_low",
         "pnl_acc_ci_low",
-        "control_balanced_acc",
-        "control_gap",
+        "balanced_acc_off_chance",
+        "gap_over_balanced",
+        "control_inverted_acc",
     }
     n = r.data["n_pairs"]
-    assert len(r.data["an_c_cause"]) == len(r.data["balanced_c_effect"]) == n
+    assert len(r.data["an_c_cause"]) == len(r.data["balanced_c_effect"]) == len(r.data["inverted_c_effect"]) == n
     assert all(p.endswith(".png") for p in r.figures)

@@ -7,6 +7,7 @@ from phenomlab.probes.information import quantized_mutual_information
 
 RISE_FALL = [4.0, 9.0, 7.0, 6.0]  # peak 9, end 6: end/peak 0.67 (compression)
 RISE = [4.0, 6.0, 7.5, 8.0]  # end = peak: 1.0 (none)
+FALL_ONLY = [9.0, 8.0, 7.0, 6.0]  # end/peak 0.67 too, but no fitting phase: the peak is the first step
 ITY = [0.1, 1.0, 1.0, 1.0]
 
 
@@ -65,6 +66,23 @@ def test_tanh_exact_check_needs_both_deep_layers_to_compress():
     t["exact_ixt"][-1] = RISE  # only the second-deepest layer compresses under the exact estimator
     v = information_plane.signature(make_result(t, traj(RISE, RISE)))
     assert failed(v) == ["tanh_exact_end/peak"]
+
+
+@pytest.mark.parametrize("est", ["binned", "exact"])
+def test_tanh_fitting_phase_check_fails_when_information_only_falls(est):
+    t = traj(RISE_FALL, RISE_FALL)
+    t[f"{est}_ixt"][-1] = FALL_ONLY  # compresses from step 0 on: end/peak passes, there is no fitting phase
+    v = information_plane.signature(make_result(t, traj(RISE, RISE)))
+    assert failed(v) == [f"tanh_{est}_peak/start"]
+    assert _check(v, f"tanh_{est}_peak/start").value == pytest.approx(1.0)
+
+
+def test_tanh_fitting_phase_check_reads_the_smaller_rise_of_the_deep_layers():
+    t = traj(RISE_FALL, RISE_FALL)
+    t["binned_ixt"][-2] = [8.8, 9.0, 7.0, 6.0]  # rises by 2.3% only
+    v = information_plane.signature(make_result(t, traj(RISE, RISE)))
+    assert failed(v) == ["tanh_binned_peak/start"]
+    assert _check(v, "tanh_binned_peak/start").value == pytest.approx(9.0 / 8.8)
 
 
 def test_relu_control_fails_when_one_deep_layer_compresses():
@@ -144,6 +162,8 @@ def test_reduced_run_end_to_end(smoke):
     assert {c.name for c in r.verdict.checks} == {
         "tanh_binned_end/peak",
         "tanh_exact_end/peak",
+        "tanh_binned_peak/start",
+        "tanh_exact_peak/start",
         "control_relu_binned_end/peak",
         "fit_I(T;Y)/H(Y)",
     }

@@ -9,7 +9,10 @@ Pairs follow the bivariate structural causal models used as benchmarks of causal
   ``f(X) + E`` onto a fresh mixture drawn from the same prior as the cause, so that cause and effect
   marginals are exchangeable (equal complexity in distribution) while the pair is still a genuine
   post-nonlinear causal model (Galanti, Nabati & Wolf 2020, arXiv 2002.10007: the univariate method
-  rests on the effect being simpler than the cause).
+  rests on the effect being simpler than the cause);
+- ``"inverted"``: the same construction with the complexities reversed: the cause is a single Gaussian (the
+  simplest member of the prior) and the effect is mapped onto a fresh mixture of the full prior (1-5
+  components), so the effect is the more complex variable whenever that mixture has more than one component.
 
 The cause ``X`` is a Gaussian mixture with 1-5 components (as in the ChaLearn pairs, Guyon et al.
 2019), ``f`` a random smooth function (a draw of a Gaussian process with an RBF kernel, approximated by
@@ -23,7 +26,7 @@ inside its wheel (``cdt`` fetches them at run time), so real pairs are not used.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,7 +34,7 @@ from ..errors import ConfigError
 
 __all__ = ["PAIR_KINDS", "CausePrior", "cause_effect_pairs", "quantile_vectors", "sample_mixture", "mixture_cdf"]
 
-PAIR_KINDS = ("an", "pnl", "balanced")
+PAIR_KINDS = ("an", "pnl", "balanced", "inverted")
 
 
 @dataclass(frozen=True)
@@ -128,10 +131,12 @@ def cause_effect_pairs(
     if not 0.0 < noise[0] <= noise[1]:
         raise ConfigError(f"noise range must satisfy 0 < low <= high, got {noise}")
     prior = prior or CausePrior()
+    # the inverted pairs' causes: one Gaussian component, the same law of its mean and std as the prior's
+    cause_prior = replace(prior, max_components=1) if kind == "inverted" else prior
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(n_pairs, 2, n_samples, dtype=torch.float64)
     for i in range(n_pairs):
-        mix = prior.draw(g)
+        mix = cause_prior.draw(g)
         x = sample_mixture(mix, n_samples, g)
         fn = _random_function(g)
         fx = _apply(fn, x)

@@ -24,6 +24,10 @@ Checks (for the deepest ``n_deep`` = 2 hidden layers; ratio = ``I(X;T)`` at the 
 Thresholds are the design's; seed mean and std (quick preset, seeds 0-2) in brackets:
 - ``tanh_binned_end/peak`` (the larger ratio of the two layers) <= ``TANH_MAX_RATIO`` = 0.9 [0.465, std 0.036];
 - ``tanh_exact_end/peak`` (the same for the exact MI of the quantised twin) <= 0.9 [0.663, std 0.026];
+- ``tanh_{binned,exact}_peak/start``: the fitting phase before the compression (Shwartz-Ziv & Tishby's first
+  phase): the peak of ``I(X;T)`` over training / its value at the first kept step, the smaller of the two layers,
+  >= ``TANH_MIN_RISE`` = 1.05 (fixed before any run with it; a series that only falls from step 0 fails it; seed
+  values in docs/phenomena/information-plane.md);
 - negative control (Saxe): ``control_relu_binned_end/peak`` (the smaller ratio of the two layers, ReLU, the same
   binning) >= ``RELU_MIN_RATIO`` = 0.97 [0.993, std 0.006];
 - ``fit_I(T;Y)/H(Y)``: the last hidden layer's end ``I(T;Y) / H(Y)`` (the smallest over both activations and both
@@ -59,6 +63,8 @@ ID = "information-plane"
 
 #: tanh: I(X;T) at the end <= this x its peak in each of the deepest layers (design: a >= 10% drop after the peak)
 TANH_MAX_RATIO = 0.9
+#: tanh: the peak of I(X;T) >= this x its value at the first kept step in each deepest layer (a fitting phase first)
+TANH_MIN_RISE = 1.05
 #: ReLU control: I(X;T) at the end >= this x its peak in each of the deepest layers (design: no compression)
 RELU_MIN_RATIO = 0.97
 #: both nets fit: the last hidden layer's I(T;Y) at the end >= this x H(Y)
@@ -235,6 +241,16 @@ def end_over_peak(series: list[float]) -> float | None:
     return series[-1] / peak if peak > 0 else None
 
 
+def peak_over_start(series: list[float]) -> float | None:
+    """``max(series) / series[0]``: > 1 when the series rose before any fall (None when it starts at 0)."""
+    return max(series) / series[0] if series[0] > 0 else None
+
+
+def _rises(d: dict[str, Any], act: str, est: str) -> float | None:
+    rises = [peak_over_start(s) for s in d[act][f"{est}_ixt"][-int(d["n_deep"]) :]]
+    return None if not rises or any(r is None for r in rises) else min(rises)  # type: ignore[type-var]
+
+
 def _ratios(d: dict[str, Any], act: str, est: str) -> list[float | None]:
     layers = d[act][f"{est}_ixt"]
     return [end_over_peak(s) for s in layers[-int(d["n_deep"]) :]]
@@ -259,6 +275,16 @@ def signature(result: Result) -> Verdict:
             "<=",
             TANH_MAX_RATIO,
             f"tanh, {e} MI: I(X;T) end/peak in each of the deepest {d['n_deep']} layers (compression)",
+        )
+        for e in ESTIMATORS
+    ]
+    checks += [
+        check(
+            f"tanh_{e}_peak/start",
+            _rises(d, "tanh", e),
+            ">=",
+            TANH_MIN_RISE,
+            f"tanh, {e} MI: I(X;T) peak / first step in each of the deepest {d['n_deep']} layers (fitting phase first)",
         )
         for e in ESTIMATORS
     ]
