@@ -40,6 +40,7 @@ def make_result(
     drop_noisy=(150, 4000),
     control=(100, 100),
     drop_clean=(150, 150),
+    consistent=(100, 100),
 ):
     cfg = build_config(memorization.Config, memorization.PRESETS)
     runs = {}
@@ -57,6 +58,11 @@ def make_result(
         "random_inputs": rep(random_inputs, 0.1),
         "dropout_noisy": split(*drop_noisy),
         "dropout_clean": split(*drop_clean),
+        "consistent_relabel": split(*consistent, base=rep(300)),
+        "relabel_classes": [1, 4, 6, 9],
+        "relabel_map": [0, 4, 2, 3, 9, 5, 1, 7, 8, 6],
+        "n_relabelled": 540,
+        "n_train": 1348,
         "n_noisy": 485,
         "n_test": 449,
         "n_classes": 10,
@@ -91,14 +97,61 @@ def test_present_passes_every_check():
         ({"arpit": (100, 100)}, "noisy_acc_when_clean_fit"),
         # dropout slows the noisy subset (1200/1000 = 1.2x) less than the clean one (1.5x)
         ({"drop_noisy": (150, 1200)}, "dropout_slowdown_ratio"),
-        # control: the arbitrary part B of clean data lags part A as much as noisy labels would
-        ({"control": (100, 1000)}, "control_split_acc_when_fit"),
-        # control: dropout slows part B of clean data 4x vs 1.5x for part A (ratio 2.67)
-        ({"drop_clean": (150, 400)}, "control_dropout_split_ratio"),
+        # control: consistently relabelled classes lag the rest as much as noisy labels would (the lag check
+        # would then flag any label change, not memorisation of noise)
+        ({"consistent": (100, 1000)}, "control_consistent_relabel_acc_when_fit"),
+        # ... or are never learned at all (stuck at 0.05): fails too
+        ({"consistent": (100, None)}, "control_consistent_relabel_acc_when_fit"),
     ],
 )
 def test_each_check_fails_on_its_construction(over, name):
     assert failed(make_result(**over)) == [name]
+
+
+def test_random_split_controls_are_reported_not_checked():
+    # the random-split numbers hold by construction on clean labels (exchangeable parts): reported only
+    r = make_result(control=(100, 1000), drop_clean=(150, 400))
+    v = memorization.signature(r)
+    assert v.passed and not any("split" in c.name for c in v.checks)
+    assert "B acc when A fit 0.05" in v.summary and "= 2.67" in v.summary
+
+
+def test_consistent_relabel_control_reports_the_noisy_arm_next_to_it():
+    v = memorization.signature(make_result())
+    (c,) = [c for c in v.checks if c.name == "control_consistent_relabel_acc_when_fit"]
+    assert c.value == pytest.approx(0.95) and "noisy arm: 0.05" in c.description
+
+
+def test_consistent_relabel_is_one_derangement_of_a_class_set_of_matched_size():
+    ds = digits(seed=0)
+    for seed in range(5):
+        out, mask, cmap = memorization.consistent_relabel(ds, 0.36, seed=seed)
+        classes = out.meta["relabelled_classes"]
+        assert 2 <= len(classes) < ds.n_classes
+        # a derangement of the chosen classes, identity elsewhere: a bijection on labels
+        assert sorted(cmap) == list(range(ds.n_classes))
+        assert all((cmap[c] != c) == (c in classes) for c in range(ds.n_classes))
+        assert all(cmap[c] in classes for c in classes)
+        # every point of those classes is relabelled, and only those; train and test the same way
+        assert torch.equal(mask, torch.isin(ds.y_train, torch.tensor(classes)))
+        assert torch.equal(out.y_train != ds.y_train, mask)
+        assert torch.equal(out.y_train, torch.tensor(cmap)[ds.y_train])
+        assert torch.equal(out.y_test, torch.tensor(cmap)[ds.y_test])
+        assert torch.equal(out.x_train, ds.x_train)
+        # the fraction is the closest any class set of this random order can give: within half a class share
+        share = torch.bincount(ds.y_train, minlength=ds.n_classes).float() / ds.n_train
+        assert abs(float(mask.float().mean()) - 0.36) <= float(share.max()) / 2 + 1e-6
+    # another seed draws another class set or derangement
+    maps = {tuple(memorization.consistent_relabel(ds, 0.36, seed=s)[2]) for s in range(5)}
+    assert len(maps) > 1
+
+
+def test_consistent_relabel_rejects_bad_input():
+    ds = digits(seed=0)
+    with pytest.raises(ConfigError):
+        memorization.consistent_relabel(ds, 1.0, seed=0)
+    with pytest.raises(ConfigError):
+        memorization.consistent_relabel(ds, 0.0, seed=0)
 
 
 def test_slowdown_counts_a_never_fitting_dropout_run_at_the_cap():
@@ -160,7 +213,8 @@ def test_bad_config(over):
 def test_smoke_run_end_to_end(smoke):
     store, r = smoke("memorization")
     names = {c.name for c in r.verdict.checks}
-    assert "control_split_acc_when_fit" in names and "control_dropout_split_ratio" in names
+    assert "control_consistent_relabel_acc_when_fit" in names and not any("split" in n for n in names)
+    assert 0 < r.data["n_relabelled"] < r.data["n_train"]
     assert len(r.data["runs"]["0.0"]) == r.config["replicates"]
     assert all(math.isfinite(a) for a in r.data["runs"]["1.0"][0]["train_acc"])
     assert all(p.endswith(".png") for p in r.figures)
