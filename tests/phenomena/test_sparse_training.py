@@ -91,6 +91,7 @@ def test_exploration_that_adds_nothing_fails_the_exploration_gain():
     v = sparse_training.signature(make_result(set_acc=(0.50, 0.495, 0.49, 0.487, 0.482)))
     n = sparse_training.numbers(make_result(set_acc=(0.50, 0.495, 0.49, 0.487, 0.482)).data)
     assert n["exploration_gain"] == pytest.approx(1.0)
+    assert n["set_min_dt_minus_static_pts"] == pytest.approx(2.0)  # reported: the paired SET run minus static
     _fails_only(v, "exploration_gain")
 
 
