@@ -93,6 +93,24 @@ def test_prune_and_regrow_keeps_the_count_and_drops_the_smallest_weights():
     assert int(grown.sum()) == 6 and bool((new[grown]).all())
 
 
+def test_regrowth_restricted_to_allowed_positions_regrows_the_dropped_ones_in_place():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(8, 9, generator=g)
+    mask = random_mask((8, 9), 30, g)
+    w = w * mask
+    for grow, grad in (("random", None), ("gradient", torch.randn(8, 9, generator=g))):
+        new, grown = prune_and_regrow(w, mask, 6, grow=grow, grad=grad, generator=g, allowed=mask)
+        assert torch.equal(new, mask)  # nothing outside the allowed (initial) mask becomes active
+        dropped_order = w[mask].abs().sort().values
+        assert int(grown.sum()) == 6 and float(w[grown].abs().max()) <= float(dropped_order[5])
+    # a wider allowed set: growth lands only inside it
+    allowed = mask | random_mask((8, 9), 20, g)
+    new, grown = prune_and_regrow(w, mask, 6, generator=g, allowed=allowed)
+    assert int(new.sum()) == 30 and not bool((new & ~allowed).any())
+    with pytest.raises(PhenomlabError):  # too few allowed free positions to keep the count
+        prune_and_regrow(w, mask, 6, generator=g, allowed=mask & ~grown)
+
+
 def test_rigl_regrows_the_largest_gradient_positions_brute_force():
     g = torch.Generator().manual_seed(3)
     w = torch.randn(5, 7, generator=g)
@@ -162,6 +180,31 @@ def test_one_update_keeps_density_exactly_and_regrown_weights_start_at_zero():
         buf = opt.state[dyn.params[n]]["momentum_buffer"]
         assert bool((buf[~m] == 0).all()) and bool((buf[new] == 0).all())
     assert dyn.itop_rate() > dyn.density()
+
+
+def test_no_exploration_keeps_the_initial_mask_but_restarts_the_dropped_weights():
+    sched = MaskSchedule("set", interval=5, drop_fraction=0.5, end_step=100, explore=False)
+    model = net()
+    dyn, opt, cfg, masks0 = _train_masked(model, sched)
+    seen = {}
+
+    def spy(opt_, args, kwargs):  # runs after DynamicSparsity's post-hook: the weights right after an update
+        if dyn.step == 5:
+            seen.update({n: p.detach().clone() for n, p in dyn.params.items()})
+
+    opt.register_step_post_hook(spy)
+    train(model, task(), cfg, optimizer=opt)
+    restarted = 0
+    for n, m in dyn.masks.items():
+        assert torch.equal(m, masks0[n]) and torch.equal(dyn.ever[n], masks0[n])
+        restarted += int((seen[n][m] == 0).sum())
+    assert restarted > 0  # the update did happen: dropped weights restarted at zero inside the mask
+    assert dyn.itop_rate() == dyn.density()
+    # and it is not static training: the same net with a static mask ends elsewhere
+    static = net()
+    _, opt_s, _, _ = _train_masked(static, MaskSchedule("static"))
+    train(static, task(), cfg, optimizer=opt_s)
+    assert not torch.equal(static.state_dict()["fc1.weight"], model.state_dict()["fc1.weight"])
 
 
 def test_static_schedule_never_changes_the_mask_and_inactive_weights_stay_zero():

@@ -13,8 +13,11 @@ Protocol (quick preset): mnist1d (4,000 train / 4,000 test), MLP 40-256-256-10, 
 initialisation, trained together as one ensemble (``phenomlab.train.ensemble``) with SGD momentum 0.9, lr 0.05 cosine,
 weight decay 5e-4, batch 128, 3,000 steps; masks on all three weight matrices (biases dense). Members: dense, static
 at ``d = 0.05`` (3 random masks), SET (3 masks each) and RigL (1 mask each) at ``dT`` in {25, 50, 100, 200, 400,
-1000}, and the control at ``d = 0.9``: static, SET and RigL at ``dT = 100``. Accuracies are averaged over the
-masks of a condition.
+1000}, static, SET and RigL at ``dT = 100`` at ``d = 0.9``, and *SET without exploration*: SET at the smallest
+``dT`` (25) whose regrowth may only go into positions of the initial mask (3 nets, each with the initial mask of
+the SET ``dT = 25`` net of the same replicate); with the active count fixed this regrows the dropped weights in
+place (restarting at zero), so it keeps SET's prune-and-regrow perturbation but never activates a new weight:
+``R_s = d`` exactly (asserted, and stored). Accuracies are averaged over the masks of a condition.
 
 Checks (thresholds fixed on seeds 0-2; mean +- seed std over seeds 0-2 in brackets; docs/phenomena/sparse-training.md):
 - ``dynamic_minus_static_pts`` >= 2: mean test accuracy of all dynamic conditions (SET and RigL at every ``dT``,
@@ -24,14 +27,24 @@ Checks (thresholds fixed on seeds 0-2; mean +- seed std over seeds 0-2 in bracke
   correlation below is over really different exploration (a precondition, not the claim) [0.502 +- 0.000];
 - ``itop_spearman_set`` >= 0.8: Spearman(``R_s``, test accuracy) across the six SET ``dT`` conditions (runs, not
   checkpoints; issue threshold) [0.938 +- 0.009];
-- ``control_high_density_gain_pts`` <= 1.5: at density 0.9 (an almost dense net; ``R_s`` can rise by 0.1 at most)
-  dynamic minus static must be about zero: mean of SET and RigL minus static, in points [0.05 +- 0.79]. 1.5 pts is
-  2 binomial sd of one 4,000-point test accuracy (0.75 pt); it stays below the 2 pts the low density must gain;
+- ``control_no_exploration_gain`` <= 1.5: SET without exploration minus static, in points: ITOP's prediction is
+  that dynamic sparse training without exploration gains nothing over a static mask [-2.39 +- 0.47: the in-place
+  restarts even cost accuracy; untuned seeds 3 / 4: -0.93 / -2.25];
+- ``exploration_gain`` >= 2: SET at the smallest ``dT`` minus SET without exploration (same initial masks, same
+  drop schedule), in points: the gain comes from the weights explored [7.74 +- 1.24; seeds 3 / 4: 7.05 / 7.96].
+  Because the twin falls below static, part of this is the restarts' cost; SET ``dT = 25`` minus static
+  (``set_min_dt_minus_static_pts``, reported) is the conservative size of the exploration effect [5.36 +- 0.80];
 - ``max_inactive_weight_abs`` <= 0 and ``max_density_change`` <= 0: inactive weights stayed exactly zero and every
   net kept its exact number of active weights (prune and regrow balance in every layer).
 
-RigL's accuracy does not follow its (much smaller) ``R_s`` across ``dT`` (Spearman 0.30 +- 0.35): reported as
-``itop_spearman_rigl``, not checked.
+Both thresholds were fixed before any run with the no-exploration arm (an audit fix). Caveat of
+``itop_spearman_set``: it correlates ``R_s`` with accuracy across ``dT`` only, so by itself it shows that more
+frequent updates help; the two checks above are what separate exploration from updating.
+
+Reported, not checked: ``control_high_density_gain_pts``, dynamic minus static at ``d = 0.9`` (the former control,
+0.05 +- 0.79 pts): the static net at 0.9 already matches the dense one (capacity ceiling), so that difference is
+about zero whatever dynamic training does. RigL's accuracy does not follow its (much smaller) ``R_s`` across
+``dT`` (Spearman 0.30 +- 0.35): ``itop_spearman_rigl``.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Dataset, digits, mnist1d
-from ..errors import ConfigError
+from ..errors import ConfigError, PhenomlabError
 from ..models import MLPEnsemble
 from ..train import make_optimizer
 from ..train.ensemble import train_ensemble
@@ -62,11 +75,15 @@ MIN_DYNAMIC_GAIN_PTS = 2.0
 MIN_ITOP_SPAN = 0.1
 #: Spearman(R_s, test acc) across the SET update intervals (issue threshold). Seeds 0-2: 0.938 +- 0.009.
 MIN_ITOP_SPEARMAN = 0.8
-#: control: at density 0.9 dynamic minus static stays within 1.5 pts = 2 binomial sd (0.75 pt) of a 4,000-point test
-#: accuracy. Seeds 0-2: 0.05 +- 0.79 pts (the a-priori noise model for mean(SET, RigL) - static gives sd 0.9 pt).
-#: Set at 1 pt first; raised to 1.5 after seeds 0-2 (all of which pass either way) because 1 pt was only 1.2 sd of
-#: the measured noise above zero, and before seeds 3-4 were seen.
-MAX_CONTROL_GAIN_PTS = 1.5
+#: control: SET at the smallest dT that may regrow only inside its initial mask (no exploration, R_s = d) gains at
+#: most 1.5 pts over the static mask (fixed before any run, audit fix). Seeds 0-2: -2.39 +- 0.47 pts (the in-place
+#: restarts cost accuracy); untuned seeds 3 / 4: -0.93 / -2.25.
+MAX_NO_EXPLORE_GAIN_PTS = 1.5
+#: SET at the smallest dT minus the same run without exploration, >= 2 pts (fixed before any run, audit fix).
+#: Seeds 0-2: 7.74 +- 1.24 pts (SET dT 25 minus static alone, reported: 5.36 +- 0.80); untuned seeds 3 / 4: 7.05 / 7.96.
+MIN_EXPLORATION_GAIN_PTS = 2.0
+#: condition name of the no-exploration SET arm
+NO_EXPLORE = "set_no_explore"
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,8 @@ class Config(
     rigl_replicates: int = param(1, "random initial masks of each RigL condition (averaged)", ge=1)
     drop_fraction: float = param(0.5, "initial fraction of active weights dropped per update (cosine)", gt=0.0, lt=1.0)
     end_fraction: float = param(0.75, "no mask update after this fraction of the steps (RigL's T_end)", gt=0.0, le=1.0)
-    control_density: float = param(0.9, "density of the control (dynamic ~ static)", gt=0.0, lt=1.0)
-    control_interval: int = param(100, "update interval of the control's SET and RigL nets", gt=0)
+    control_density: float = param(0.9, "density of the reported high-density comparison", gt=0.0, lt=1.0)
+    control_interval: int = param(100, "update interval of the high-density SET and RigL nets", gt=0)
 
     def validate(self) -> None:
         super().validate()
@@ -142,9 +159,19 @@ def members(cfg: Config) -> list[dict[str, Any]]:
     for method in ("static", "set", "rigl"):
         dt = 0 if method == "static" else cfg.control_interval
         out.append(dict(condition=f"control_{method}", method=method, interval=dt, density=cfg.control_density, rep=0))
+    # appended last so that every other net keeps its mask draw and regrowth seeds (indexed by member)
+    for r in range(cfg.replicates):
+        out.append(dict(condition=NO_EXPLORE, method="set", interval=min(cfg.intervals), density=cfg.density, rep=r))
     for m in out:
         m["end_step"] = end
+        m["explore"] = m["condition"] != NO_EXPLORE
     return out
+
+
+def paired_member(spec: list[dict[str, Any]], j: int) -> int:
+    """Index of the SET net (smallest ``dT``, same replicate) whose initial mask no-exploration member ``j`` shares."""
+    m = spec[j]
+    return next(i for i, o in enumerate(spec) if o["condition"] == f"set_{m['interval']}" and o["rep"] == m["rep"])
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -156,9 +183,17 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     ).to(ctx.device)
     params = {n: p for n, p in ens.named_parameters() if ".weights." in n}
     masks = erk_masks(params, [m["density"] for m in spec], ctx.generator("masks"), member_dim=True)
+    for j, m in enumerate(spec):
+        if not m["explore"]:  # the paired SET run's initial mask: the two differ only in where regrowth may go
+            for t in masks.values():
+                t[j] = t[paired_member(spec, j)]
     schedules = [
         MaskSchedule(
-            m["method"], max(m["interval"], 1), cfg.drop_fraction if m["method"] != "static" else 0.0, m["end_step"]
+            m["method"],
+            max(m["interval"], 1),
+            cfg.drop_fraction if m["method"] != "static" else 0.0,
+            m["end_step"],
+            explore=m["explore"],
         )
         for m in spec
     ]
@@ -183,6 +218,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     leak = 0.0
     for n, m in dyn.masks.items():
         leak = max(leak, float((params[n].detach() * (~m).to(params[n].dtype)).abs().max()))
+    for j, m in enumerate(spec):
+        if not m["explore"] and dyn.itop_rate(j) != initial[j]:
+            raise PhenomlabError(f"no-exploration net {j} reached R_s={dyn.itop_rate(j)} > its density {initial[j]}")
     rows = []
     for j, m in enumerate(spec):
         rows.append(
@@ -216,6 +254,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         c["_rows"].append(r)
     for c in out.values():
         rs = c.pop("_rows")
+        c["explore"] = all(r.get("explore", True) for r in rs)
         for k in ("test_acc", "train_acc", "itop_rate"):
             c[k] = statistics.fmean(r[k] for r in rs)
         c["n"] = len(rs)
@@ -224,7 +263,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _sparse(conds: dict[str, dict[str, Any]], method: str) -> list[dict[str, Any]]:
     return sorted(
-        (c for k, c in conds.items() if c["method"] == method and not k.startswith("control")),
+        (
+            c
+            for k, c in conds.items()
+            if c["method"] == method and not k.startswith("control") and c.get("explore", True)
+        ),
         key=lambda c: c["interval"],
     )
 
@@ -240,7 +283,14 @@ def numbers(d: dict[str, Any]) -> dict[str, float | None]:
     best = max(dyn, key=lambda c: c["test_acc"])
     top_r = max(dyn, key=lambda c: c["itop_rate"])
     ctrl_dyn = statistics.fmean([conds["control_set"]["test_acc"], conds["control_rigl"]["test_acc"]])
+    nx = conds.get(NO_EXPLORE)  # absent from results stored before the no-exploration arm: its checks then fail
+    paired = conds.get(f"set_{nx['interval']}") if nx else None
     return {
+        "control_no_exploration_gain": 100 * (nx["test_acc"] - static) if nx else None,
+        "exploration_gain": 100 * (paired["test_acc"] - nx["test_acc"]) if nx and paired else None,
+        "no_explore_itop_rate": nx["itop_rate"] if nx else None,
+        "no_explore_paired_itop_rate": paired["itop_rate"] if paired else None,
+        "set_min_dt_minus_static_pts": 100 * (paired["test_acc"] - static) if paired else None,
         "dynamic_minus_static_pts": 100 * (statistics.fmean(c["test_acc"] for c in dyn) - static),
         "best_dynamic_minus_static_pts": 100 * (best["test_acc"] - static),
         "set_itop_rate_span": max(r_set) - min(r_set),
@@ -280,11 +330,18 @@ def signature(result: Result) -> Verdict:
             "Spearman(R_s, test acc) across the SET update intervals",
         ),
         check(
-            "control_high_density_gain_pts",
-            v["control_high_density_gain_pts"],
+            "control_no_exploration_gain",
+            v["control_no_exploration_gain"],
             "<=",
-            MAX_CONTROL_GAIN_PTS,
-            "at the control density: mean of SET and RigL minus static test acc, in points",
+            MAX_NO_EXPLORE_GAIN_PTS,
+            "SET at the smallest dT regrowing only inside its initial mask (R_s = d) minus static, in points",
+        ),
+        check(
+            "exploration_gain",
+            v["exploration_gain"],
+            ">=",
+            MIN_EXPLORATION_GAIN_PTS,
+            "SET at the smallest dT minus the same run without exploration (same masks), in points",
         ),
         check(
             "max_inactive_weight_abs",
@@ -305,7 +362,9 @@ def signature(result: Result) -> Verdict:
         f"dense {100 * v['dense_test_acc']:.1f}%, static {100 * v['static_test_acc']:.1f}%; dynamic - static "
         f"{fmt(v['dynamic_minus_static_pts'], '+.2f')} pts (best {fmt(v['best_dynamic_minus_static_pts'], '+.2f')});"
         f" Spearman(R_s, acc) SET {fmt(v['itop_spearman_set'], '.2f')}, RigL {fmt(v['itop_spearman_rigl'], '.2f')};"
-        f" control (high density) gain {fmt(v['control_high_density_gain_pts'], '+.2f')} pts"
+        f" no-exploration SET - static {fmt(v['control_no_exploration_gain'], '+.2f')} pts, exploration gain"
+        f" {fmt(v['exploration_gain'], '+.2f')} pts; density-{d['conditions']['control_static']['density']:g}"
+        f" dynamic - static {fmt(v['control_high_density_gain_pts'], '+.2f')} pts (reported)"
     )
     return Verdict(checks, summary)
 
@@ -324,6 +383,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             ax.annotate(str(c["interval"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     st = conds["static"]
     ax.plot([st["itop_rate"]], [100 * st["test_acc"]], "k^", label="static")
+    if NO_EXPLORE in conds:
+        nx = conds[NO_EXPLORE]
+        ax.plot([nx["itop_rate"]], [100 * nx["test_acc"]], "C2v", label=f"SET dT {nx['interval']}, no exploration")
     ax.axhline(100 * conds["dense"]["test_acc"], color="k", lw=1, ls="--", label="dense")
     ax.set_xscale("log")
     ax.set_xlabel("ITOP rate R_s (fraction of weights ever active)")
@@ -337,6 +399,6 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     lo = min(100 * conds[f"control_{n}"]["test_acc"] for n in names)
     ax.set_ylim(lo - 3, lo + 3)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"control: density {conds['control_static']['density']:.2f}")
+    ax.set_title(f"density {conds['control_static']['density']:.2f} (reported; static already at capacity)")
     paths.append(save(fig, out_dir, "control_high_density"))
     return paths

@@ -16,6 +16,9 @@ A sparse network trains with a fixed fraction ``d`` (the *density*) of its weigh
 * **In-time over-parameterisation rate** (ITOP; Liu, Yin, Mocanu & Pechenizkiy, ICML 2021, arXiv 2102.02887):
   ``R_s = |union over training of the active sets| / N``, the fraction of the prunable weights ever active. A
   static mask has ``R_s = d``; ITOP's claim is that the accuracy of dynamic sparse training grows with ``R_s``.
+* **No exploration** (``MaskSchedule(explore=False)``, ITOP's control): regrowth only into positions of the initial
+  mask. Since the active count is fixed, the dropped weights are regrown in place (restarting at zero with zero
+  optimiser state): the prune-and-regrow perturbation without new positions, so ``R_s`` stays exactly ``d``.
 
 :class:`DynamicSparsity` keeps the masks applied while any optimiser-driven trainer runs (``phenomlab.train.train``
 or ``train_ensemble``: pass the same optimiser with ``optimizer=``). It uses two optimiser hooks, so nothing in the
@@ -108,6 +111,7 @@ def prune_and_regrow(
     grow: str = "random",
     grad: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One prune-and-regrow update of one layer: ``(new mask, regrown)``, bool tensors (``mask`` is not modified).
 
@@ -116,6 +120,8 @@ def prune_and_regrow(
     the ones with the largest ``|grad|`` (``grow="gradient"``, RigL; ties by position). The number of active
     weights is unchanged. ``n_update`` is capped at the number of active weights. ``regrown`` marks the positions
     chosen by the growth step (a just-dropped position may be among them): their weights restart at zero.
+    ``allowed`` (bool, the weight's shape) restricts the growth to its True positions; fewer than ``n_update``
+    allowed positions free after the drop is an error (the active count could not be kept).
     """
     if grow not in ("random", "gradient"):
         raise PhenomlabError(f"grow must be 'random' or 'gradient', got {grow!r}")
@@ -123,6 +129,8 @@ def prune_and_regrow(
         raise PhenomlabError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(weight.shape)}")
     if grow == "gradient" and (grad is None or grad.shape != weight.shape):
         raise PhenomlabError("gradient regrowth needs the dense gradient, of the weight's shape")
+    if allowed is not None and allowed.shape != weight.shape:
+        raise PhenomlabError(f"allowed shape {tuple(allowed.shape)} != weight shape {tuple(weight.shape)}")
     flat = mask.reshape(-1).to(torch.bool)
     new = flat.clone()
     active = flat.nonzero().squeeze(1)
@@ -132,7 +140,10 @@ def prune_and_regrow(
         return new.view(mask.shape), grown.view(mask.shape)
     mag = weight.detach().reshape(-1)[active].abs().float().cpu()
     new[active[torch.argsort(mag, stable=True)[:k].to(active.device)]] = False
-    free = (~new).nonzero().squeeze(1)
+    free_mask = ~new if allowed is None else ~new & allowed.reshape(-1).to(device=new.device, dtype=torch.bool)
+    free = free_mask.nonzero().squeeze(1)
+    if len(free) < k:
+        raise PhenomlabError(f"only {len(free)} allowed positions are free to regrow {k} weights")
     if grow == "random":
         pick = torch.randperm(len(free), generator=generator)[:k].to(free.device)
     else:
@@ -147,12 +158,14 @@ def prune_and_regrow(
 class MaskSchedule:
     """How one network's mask changes: ``method`` "static" (never), "set" (random regrowth) or "rigl" (gradient
     regrowth); an update every ``interval`` steps with drop fraction ``drop_fraction`` cosine-annealed to 0 at
-    ``end_step`` (no update at or after it)."""
+    ``end_step`` (no update at or after it). ``explore=False`` regrows only into positions of the initial mask
+    (ITOP's no-exploration control: the dropped weights restart in place, ``R_s`` stays at the density)."""
 
     method: str = "static"
     interval: int = 100
     drop_fraction: float = 0.3
     end_step: int = 1
+    explore: bool = True
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -338,6 +351,8 @@ class DynamicSparsity:
                     continue
                 g = torch.Generator().manual_seed(derive_seed(self.seed, "regrow", t, li, j))
                 grad = self._grads.get(n)
+                # a non-exploring net never activates a position outside its initial mask, so its union of active
+                # sets *is* that mask (by induction): the checkpointed buffer doubles as the allowed set
                 new, grown = prune_and_regrow(
                     p[idx],
                     m[idx],
@@ -345,6 +360,7 @@ class DynamicSparsity:
                     grow="gradient" if s.method == "rigl" else "random",
                     grad=None if grad is None else grad[idx],
                     generator=g,
+                    allowed=None if s.explore else self.ever[n][idx],
                 )
                 keep = (new & ~grown).to(p.dtype)  # pruned weights go to 0, regrown ones start at 0
                 p[idx] = p[idx] * keep
