@@ -35,7 +35,7 @@ arithmetic means. Checks (thresholds from issue 14; seed std over seeds 0-2 of t
 - ``sam/sgd_sharpness`` <= ``SAM_MAX_RATIO`` (0.7) [mean 0.48, std 0.018];
 - ``sam-sgd_test_acc`` >= ``SAM_MIN_ACC_GAIN`` (0: "not worse") [mean 0.016, std 0.002];
 - ``control_random_direction_sharpness_ratio``: lambda(random_direction) / lambda(SGD) >= ``CONTROL_MIN_RATIO``
-  (0.85, fixed by the audit before any run) [RANDOM_SEEDS_0_2].
+  (0.85, fixed by the audit before any run) [mean 0.99, std 0.009; seeds 3/4, untuned: 0.96 / 0.96].
 
 Background, measurements and caveats: docs/phenomena/sharpness-sam.md.
 """
@@ -68,7 +68,7 @@ LARGE_BATCH_MIN_ACC_GAP = 0.01  # design notes: test accuracy lower by >= 1 poin
 SAM_MAX_RATIO = 0.7  # issue 14: lambda_max(SAM) <= 0.7x lambda_max(SGD) at equal train loss
 SAM_MIN_ACC_GAIN = 0.0  # design notes: SAM's test accuracy not worse than SGD's
 # a random perturbation of SAM's radius must not flatten like SAM (audit; fixed before any run)
-# seeds 0-2: RANDOM_SEEDS_0_2
+# seeds 0-2: mean 0.99, seed std 0.009; seeds 3/4 (untuned): 0.96 / 0.96
 CONTROL_MIN_RATIO = 0.85
 
 #: the runs of one repeat: name -> (optimizer, batch-size field, rho field, SAM perturbation direction)
