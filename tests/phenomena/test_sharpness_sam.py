@@ -11,8 +11,10 @@ PRESENT = {
     "large_batch": ([10.0, 11.0, 9.0], [0.54, 0.53, 0.55]),
     "sgd": ([5.0, 5.2, 4.8], [0.55, 0.55, 0.56]),
     "sam": ([2.4, 2.5, 2.3], [0.57, 0.56, 0.57]),
-    "control_sam": ([5.1, 5.0, 4.9], [0.55, 0.56, 0.55]),
+    "small_rho_sam": ([5.1, 5.0, 4.9], [0.55, 0.56, 0.55]),
+    "random_direction": ([4.9, 5.3, 4.6], [0.55, 0.55, 0.56]),
 }
+RANDOM_CHECK = "control_random_direction_sharpness_ratio"
 
 
 def make_result(overrides=None, losses=None):
@@ -59,8 +61,10 @@ def test_present_passes_every_check():
         ({"sam": ([4.5, 4.7, 4.3], [0.57, 0.56, 0.57])}, None, "sam/sgd_sharpness"),
         # SAM flatter but generalises worse
         ({"sam": ([2.4, 2.5, 2.3], [0.53, 0.54, 0.53])}, None, "sam-sgd_test_acc"),
-        # the control (rho -> 0) is as flat as SAM: the flattening is not SAM's perturbation
-        ({"control_sam": ([2.5, 2.6, 2.4], [0.55, 0.56, 0.55])}, None, "control_small_rho_sharpness"),
+        # a random perturbation of the same radius flattens like SAM: the flattening is not the ascent direction's
+        ({"random_direction": ([2.5, 2.6, 2.4], [0.55, 0.56, 0.55])}, None, RANDOM_CHECK),
+        # ... or flattens only partly: 0.8x SGD, below the 0.85 threshold
+        ({"random_direction": ([4.0, 4.16, 3.84], [0.55, 0.56, 0.55])}, None, RANDOM_CHECK),
         # a run stopped at the step cap above the loss threshold: no equal-loss comparison
         (None, {"sam": 0.2}, "reached_loss"),
     ],
@@ -81,7 +85,7 @@ def test_non_positive_sharpness_is_missing_not_a_pass():
 @pytest.mark.parametrize(
     "over",
     [
-        {"control_rho": 0.2},  # control radius above rho
+        {"small_rho": 0.2},  # small radius above rho
         {"small_batch": 2000},  # small batch not below large batch
         {"large_batch": 5000},  # large batch above the training set
         {"rho": 0.0},
@@ -109,7 +113,7 @@ def test_smoke_run_end_to_end(smoke):
         "small-large_batch_test_acc",
         "sam/sgd_sharpness",
         "sam-sgd_test_acc",
-        "control_small_rho_sharpness",
+        "control_random_direction_sharpness_ratio",
     }
     assert set(r.data["runs"]) == set(sharpness_sam.RUNS)
     assert all(run["sharpness"] > 0 for runs in r.data["runs"].values() for run in runs)
@@ -117,8 +121,8 @@ def test_smoke_run_end_to_end(smoke):
 
 def test_no_phenomenon_at_all_fails_the_sharpness_and_batch_checks():
     # every run ends equally sharp with equal test accuracy: batch size and SAM change nothing. The sharpness claims
-    # and the large-batch accuracy gap fail. Two checks pass without any phenomenon: the rho -> 0 control (SAM ~ SGD
-    # holds with or without it) and "SAM not worse than SGD" (a zero gain meets the >= 0 threshold)
+    # and the large-batch accuracy gap fail. Two checks pass without any phenomenon: the random-direction control
+    # (it fails only if a random perturbation flattens) and "SAM not worse than SGD" (a zero gain meets >= 0)
     flat = ([5.0, 5.2, 4.8], [0.55, 0.55, 0.56])
     v = sharpness_sam.signature(make_result(dict.fromkeys(sharpness_sam.RUNS, flat)))
     assert not v.passed
@@ -133,3 +137,22 @@ def test_equal_loss_is_required_of_every_run():
     # one large-batch run stopped above the threshold fails the equal-loss premise even if the ratios look right
     v = sharpness_sam.signature(make_result(None, {"large_batch": 0.051}))
     assert [c.name for c in v.checks if not c.passed] == ["reached_loss"]
+
+
+def test_random_direction_control_value_and_small_rho_is_reported_not_checked():
+    r = make_result()
+    n = sharpness_sam.numbers(r.data)
+    want = math.exp(sum(math.log(a / b) for a, b in zip([4.9, 5.3, 4.6], [5.0, 5.2, 4.8], strict=True)) / 3)
+    assert n["random_direction_ratio"] == pytest.approx(want)
+    v = sharpness_sam.signature(r)
+    assert _check(v, "control_random_direction_sharpness_ratio").value == pytest.approx(want)
+    # the small-rho arm flattening like SAM changes no check: it is reported, not a control
+    r2 = make_result({"small_rho_sam": ([2.5, 2.6, 2.4], [0.55, 0.56, 0.55])})
+    assert sharpness_sam.numbers(r2.data)["small_rho_ratio"] == pytest.approx(0.5, rel=0.05)
+    assert sharpness_sam.signature(r2).passed
+    assert "small rho" in sharpness_sam.signature(r2).summary
+
+
+def test_random_direction_arm_shares_sam_radius_and_uses_the_random_direction():
+    assert sharpness_sam.RUNS["random_direction"] == ("sam", "sam_batch", "rho", "random")
+    assert sharpness_sam.RUNS["sam"] == ("sam", "sam_batch", "rho", "ascent")

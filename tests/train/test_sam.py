@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from phenomlab.errors import ConfigError
+from phenomlab.errors import ConfigError, PhenomlabError
 from phenomlab.models import MLP
 from phenomlab.train import TrainConfig, make_optimizer, train
 from phenomlab.train.ensemble import train_ensemble
@@ -188,3 +188,114 @@ def test_ensemble_refuses_sam():
     ens = MLPEnsemble(5, 2, widths=[4, 8])
     with pytest.raises(ConfigError, match="sam"):
         train_ensemble(ens, DUMMY, TrainConfig(optimizer="sam"))
+
+
+def _mlp_data():
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return x, y
+
+
+def _flat(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+def test_default_direction_is_ascent_bit_for_bit():
+    # the explicit ascent option and the default give identical weights after 20 steps on an MLP
+    x, y = _mlp_data()
+    cfg = TrainConfig(steps=20, lr=0.05, optimizer="sam", sam_rho=0.1, momentum=0.9, batch_size=8, eval_every=10)
+    out = []
+    for kw in ({}, {"direction": "ascent"}, None):
+        torch.manual_seed(0)
+        m = MLP(5, 3, width=16, depth=2)
+        opt = None if kw is None else SAM(m.parameters(), lr=0.05, rho=0.1, momentum=0.9, **kw)
+        train(m, (x, y), cfg, seed=7, optimizer=opt)
+        out.append(_flat(m))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+
+
+def test_random_direction_perturbation_has_radius_rho_and_is_not_the_gradient():
+    m = Point([0.3, -0.7, 1.1])
+    opt = SAM(m.parameters(), lr=0.1, rho=0.05, direction="random", seed=4)
+    w0 = m.w.detach().clone()
+    m.w.grad = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    es = []
+    for _ in range(3):
+        assert opt.perturb() == pytest.approx(1.0)  # still returns ||g||
+        es.append(m.w.detach() - w0)
+        opt.restore()
+        assert torch.equal(m.w.detach(), w0)
+    for e in es:
+        assert float(e.norm()) == pytest.approx(0.05, rel=1e-12)
+        # not the ascent direction (0.05, 0, 0)
+        assert float(e[0]) != pytest.approx(0.05, abs=1e-6)
+    assert not torch.allclose(es[0], es[1])  # a fresh draw every step
+    # the draw is u / ||u|| with u ~ N(0, I) from a generator seeded with the seed, in float64 on the CPU
+    u = torch.randn(3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert torch.allclose(es[0], 0.05 * u / u.norm(), atol=1e-15)
+    # a zero gradient does not stop the random direction (it does not depend on g)
+    m.w.grad = torch.zeros(3, dtype=torch.float64)
+    opt.perturb()
+    assert float((m.w.detach() - w0).norm()) == pytest.approx(0.05, rel=1e-12)
+    opt.restore()
+
+
+def test_random_direction_is_seeded_and_differs_from_ascent():
+    x, y = _mlp_data()
+    cfg = TrainConfig(steps=20, lr=0.05, optimizer="sam", sam_rho=0.1, momentum=0.9, batch_size=8, eval_every=10)
+    out = {}
+    for key, kw in {"r1": {"seed": 1}, "r1b": {"seed": 1}, "r2": {"seed": 2}, "ascent": None}.items():
+        torch.manual_seed(0)
+        m = MLP(5, 3, width=16, depth=2)
+        opt = None if kw is None else SAM(m.parameters(), lr=0.05, rho=0.1, momentum=0.9, direction="random", **kw)
+        train(m, (x, y), cfg, seed=7, optimizer=opt)
+        out[key] = _flat(m)
+    assert torch.equal(out["r1"], out["r1b"])
+    assert not torch.allclose(out["r1"], out["r2"], atol=1e-6)
+    assert not torch.allclose(out["r1"], out["ascent"], atol=1e-6)
+
+
+def test_random_direction_resume_gives_same_final_weights(tmp_path):
+    # the generator state travels in the checkpoint: a resumed run draws the directions the uninterrupted one drew
+    x, y = _mlp_data()
+    cfg = TrainConfig(
+        steps=30, lr=0.05, optimizer="sam", sam_rho=0.1, momentum=0.9, batch_size=8, eval_every=5,
+        checkpoint_seconds=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    init = MLP(5, 3, width=16, depth=2).state_dict()
+
+    def fresh():
+        m = MLP(5, 3, width=16, depth=2)
+        m.load_state_dict(init)
+        return m, SAM(m.parameters(), lr=0.05, rho=0.1, momentum=0.9, direction="random", seed=3)
+
+    m_ref, opt = fresh()
+    train(m_ref, (x, y), cfg, seed=7, optimizer=opt)
+
+    class Interrupt(Exception):
+        pass
+
+    def boom(state):
+        if state.step == 15:
+            raise Interrupt
+
+    ckpt = tmp_path / "run.ckpt"
+    m, opt = fresh()
+    with pytest.raises(Interrupt):
+        train(m, (x, y), cfg, seed=7, checkpoint=ckpt, callbacks=[boom], optimizer=opt)
+    m2, opt2 = fresh()
+    train(m2, (x, y), cfg, seed=7, checkpoint=ckpt, optimizer=opt2)
+    assert torch.equal(_flat(m_ref), _flat(m2))
+
+
+def test_direction_validation_and_state_mismatch():
+    with pytest.raises(ConfigError, match="direction"):
+        SAM(nn.Linear(2, 2).parameters(), lr=0.1, direction="descent")
+    rand = SAM(nn.Linear(2, 2).parameters(), lr=0.1, direction="random")
+    asc = SAM(nn.Linear(2, 2).parameters(), lr=0.1)
+    assert "sam_random_direction_generator" not in asc.state_dict()
+    with pytest.raises(PhenomlabError, match="random-direction"):
+        asc.load_state_dict(rand.state_dict())
+    with pytest.raises(PhenomlabError, match="random-direction"):
+        rand.load_state_dict(asc.state_dict())
