@@ -1,16 +1,25 @@
+import statistics
+
 import pytest
 import torch
 
-from phenomlab.errors import ConfigError
+from phenomlab.errors import ConfigError, PhenomlabError
 from phenomlab.phenomena import Result, build_config, hyper_singan
 
-NAMES = {"own_image_fraction", "sample_diversity", "interpolation_monotone", "control_own_image_fraction"}
+NAMES = {
+    "own_image_fraction",
+    "sample_diversity",
+    "interpolation_monotone",
+    "sample_novelty",
+    "control_own_image_fraction",
+}
 
 
-def make_result(own=0.9, div=0.3, rho=(1.0, 0.9, 0.85), ctrl_own=0.5):
+def make_result(own=0.9, div=0.3, rho=(1.0, 0.9, 0.85), ctrl_own=0.5, novelty=0.05):
     cfg = build_config(hyper_singan.Config, hyper_singan.PRESETS)
     main = {"own_fraction": own, "own_generator_fraction": 1.0, "row_wins": [own], "diversity": div}
     main["interp_rho"] = list(rho)
+    main["novelty"] = novelty
     ctrl = {"own_fraction": ctrl_own, "own_generator_fraction": 0.5, "row_wins": [ctrl_own], "diversity": div}
     return Result("hyper-singan", cfg.to_dict(), 0, {"main": main, "control": ctrl})
 
@@ -33,6 +42,15 @@ def test_each_check_fails_on_its_own_construction():
     assert _failed(hyper_singan.signature(make_result(rho=(0.2, -0.1, 0.5)))) == ["interpolation_monotone"]
     # the shuffled-conditioning control shows the own-image advantage too: the advantage is not from conditioning
     assert _failed(hyper_singan.signature(make_result(ctrl_own=0.8))) == ["control_own_image_fraction"]
+    # the samples are the image plus noise (pixel correlation with the image near 1): no new arrangement
+    assert _failed(hyper_singan.signature(make_result(novelty=0.85))) == ["sample_novelty"]
+
+
+def test_missing_novelty_fails():
+    # a result without the pixel-correlation measurement cannot pass the novelty check
+    r = make_result()
+    del r.data["main"]["novelty"]
+    assert _failed(hyper_singan.signature(r)) == ["sample_novelty"]
 
 
 def test_missing_control_or_interpolation_fails():
@@ -42,6 +60,48 @@ def test_missing_control_or_interpolation_fails():
     assert _failed(hyper_singan.signature(r)) == ["control_own_image_fraction"]
     # no interpolation pairs measured: the interpolation check is missing, not passed
     assert _failed(hyper_singan.signature(make_result(rho=()))) == ["interpolation_monotone"]
+
+
+def _median_r(samples, images):
+    return statistics.median(hyper_singan.pixel_correlations(samples, images))
+
+
+@pytest.mark.parametrize("data_seed", [1, 2, 3])
+def test_audit_fake_copy_plus_noise_fails_novelty_and_new_texture_passes(data_seed):
+    # the audit's fake generator on the row's own held-out textures (as run() draws them): sample = image + N(0, s^2)
+    x = hyper_singan.textures(32, 16, data_seed + 1)
+    g = torch.Generator().manual_seed(data_seed)
+    r = {s: _median_r(x[:, None] + s * torch.randn(32, 8, 1, 16, 16, generator=g), x) for s in (0.3, 0.45)}
+    assert r[0.3] >= 0.8
+    # measured 0.903/0.899/0.910 (noise 0.3) and 0.814/0.808/0.826 (noise 0.45) on data seeds 1/2/3
+    assert r[0.45] >= 0.8
+    for s in (0.3, 0.45):
+        v = hyper_singan.signature(make_result(div=s, novelty=r[s]))
+        assert _failed(v) == ["sample_novelty"]  # it passes every other check: the audit's finding
+    # independent textures of the same family in place of the samples: no pixel-wise resemblance
+    other = torch.stack([hyper_singan.textures(8, 16, 1000 * data_seed + i) for i in range(32)])
+    r_other = _median_r(other, x)
+    assert abs(r_other) < 0.1 and r_other < hyper_singan.MAX_NOVELTY_R
+    assert hyper_singan.signature(make_result(novelty=r_other)).passed
+    # the image's own patches re-arranged (random circular shifts, small noise): what a single-image GAN samples
+    shifts = torch.randint(0, 16, (32, 8, 2), generator=g)
+    rolled = torch.stack(
+        [
+            torch.stack([torch.roll(x[i], tuple(int(v) for v in shifts[i, k]), (1, 2)) for k in range(8)])
+            for i in range(32)
+        ]
+    )
+    r_rolled = _median_r(rolled + 0.05 * torch.randn(rolled.shape, generator=g), x)
+    assert r_rolled < hyper_singan.MAX_NOVELTY_R
+
+
+def test_pixel_correlations_by_hand():
+    img = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]]]])  # [1, 1, 2, 2]
+    samples = torch.stack([img[0], -img[0], torch.zeros_like(img[0]), 3 * img[0] + 2])[None]  # [1, 4, 1, 2, 2]
+    # +1, -1, a constant sample (no correlation: 0) and an affine copy (+1): mean 0.25
+    assert hyper_singan.pixel_correlations(samples, img) == pytest.approx([0.25])
+    with pytest.raises(PhenomlabError):
+        hyper_singan.pixel_correlations(samples[0], img)
 
 
 def test_absent_phenomenon_fails():
@@ -72,6 +132,10 @@ def test_reduced_run_end_to_end(smoke):
         f >= 0 for row in r.data["main"]["fid"] for f in row
     )
     assert all(p.endswith(".png") for p in r.figures)
+    for arm in ("main", "control"):
+        d = r.data[arm]
+        assert len(d["novelty_r"]) == len(d["rec_r"]) == r.config["n_test"]
+        assert all(-1 <= v <= 1 for v in d["novelty_r"] + d["rec_r"])
 
 
 @pytest.mark.parametrize("over", [{"n_test": 2}, {"gp_weight": -1.0}, {"width": 0}, {"n_eval": 1}])

@@ -22,14 +22,26 @@ Checks:
 - ``interpolation_monotone``: generators emitted for ``(1-a) e_g(x_p) + a e_g(x_q)`` move from ``x_p``'s
   patch statistics to ``x_q``'s: the median over pairs of ``(rho(a, FID to x_p) - rho(a, FID to x_q)) / 2``
   (Spearman over 5 values of ``a``) >= ``MIN_INTERP_RHO`` (0.8);
+- ``sample_novelty``: the samples are NEW arrangements of the image's patches, not the image plus noise:
+  ``r_i`` = mean over the ``n_eval`` samples of generator ``i`` of the Pearson correlation between the sample's
+  pixels and image ``i``'s pixels (:func:`pixel_correlations`); the median over held-out images of ``r_i`` <=
+  ``MAX_NOVELTY_R`` (0.5). The textures are random-phase gratings: a single-image GAN re-arranges the image's
+  patches at a new phase (``r`` near 0), a copy plus pixel noise keeps ``r`` near 1 (image + N(0, 0.3^2) noise
+  gives about 0.9, + N(0, 0.45^2) about 0.8; an independent texture of the same family about 0). Also reported
+  (not checked): the same statistic for the shuffled control and for the emitted generator's reconstruction path
+  (the fixed training noise map ``z_rec`` at the coarsest scale, zero noise above: the one input the
+  reconstruction loss asks to reproduce the image);
 - ``control_own_image_fraction``: the same pipeline with the generator's conditioning SHUFFLED during
   training (the hyper-generator sees ``x_pi(i)`` while critic and reconstruction target ``x_i``; ``pi`` a fixed
   random permutation) shows no own-image advantage on held-out images: its ``own_image_fraction`` <=
   ``CONTROL_MAX_FRACTION`` (0.65; no advantage is 0.5, and 32 held-out images give a binomial std of ~0.09).
+  No information about a held-out image reaches this arm's generator, so it is at chance by construction: under
+  the project's rules it does not count as a negative control (one that does is open: see the docs page).
 
 Quick preset, seeds 0-2 (mean +- seed std): own-image fraction 0.896 +- 0.048 (threshold 0.8), diversity
-0.439 +- 0.013 (0.05), interpolation 0.875 +- 0.043 (0.8), control own-image fraction 0.531 +- 0.054 (0.65).
-Margins are about 2 seed std. Details: docs/phenomena/hyper-singan.md.
+0.439 +- 0.013 (0.05), interpolation 0.875 +- 0.043 (0.8), control own-image fraction 0.531 +- 0.054 (0.65),
+sample-image pixel correlation 0.015 +- 0.025 (0.5; reconstruction path 0.39 +- 0.26, control 0.001 +- 0.004).
+Margins are about 2 seed std (the novelty margin about 19). Details: docs/phenomena/hyper-singan.md.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from typing import Any
 
 import torch
 
+from ..errors import PhenomlabError
 from ..models.hypergan import HyperSinGAN
 from ..probes.patches import patch_fid, random_patch_extractor
 from ._stats import fmt, spearman
@@ -59,6 +72,8 @@ MIN_DIVERSITY = 0.05
 MIN_INTERP_RHO = 0.8
 #: no advantage is 0.5 (binomial std ~0.09 at 32 images); seeds 0-2: 0.531, seed std 0.054
 CONTROL_MAX_FRACTION = 0.65
+#: fixed before any run (audit fix): copy + noise ~0.8-0.9, new texture ~0; seeds 0-2: 0.015, seed std 0.025
+MAX_NOVELTY_R = 0.5
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -116,12 +131,12 @@ def _gradient_penalty(model: HyperSinGAN, theta_d: Any, real: torch.Tensor, fake
 
 def train_hypergan(
     model: HyperSinGAN, cond: torch.Tensor, target: torch.Tensor, cfg: Config, seed: int, log: Any = None
-) -> None:
+) -> torch.Tensor:
     """Adversarial training of the hyper-generator (on ``cond``) against per-image critics (on ``target``).
 
     Per step: a batch of ``batch_size`` images; critic step ``E D(fake) - E D(real) + gp * GP`` summed over
     scales; generator step ``-E D(fake) + rec * ||G(z_rec) - x||^2`` (``z_rec`` a fixed noise map at the
-    coarsest scale, zero noise above, as in SinGAN). Adam(lr, betas (0.5, 0.999)) for both.
+    coarsest scale, zero noise above, as in SinGAN). Adam(lr, betas (0.5, 0.999)) for both. Returns ``z_rec``.
     """
     g = torch.Generator().manual_seed(seed)
     sigmas = [1.0] + [cfg.fine_noise] * (model.n_scales - 1)
@@ -166,6 +181,7 @@ def train_hypergan(
         opt_g.step()
         if log is not None and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
             log(step, {"loss_d": loss_d.item(), "adv_g": float(adv.detach()), "rec": float(rec.detach())})
+    return z_rec
 
 
 @torch.no_grad()
@@ -174,6 +190,34 @@ def sample(model: HyperSinGAN, e_g: torch.Tensor, n: int, fine_noise: float, g: 
     sigmas = [1.0] + [fine_noise] * (model.n_scales - 1)
     out = model.generate(model.emit(e_g, "g"), _noises(model, n, e_g.shape[0], sigmas, g), sigmas)[-1]
     return out.transpose(0, 1)
+
+
+@torch.no_grad()
+def reconstruct(model: HyperSinGAN, e_g: torch.Tensor, z_rec: torch.Tensor, fine_noise: float) -> torch.Tensor:
+    """``[B, C, H, W]``: the reconstruction path of each generator emitted for ``e_g`` (``z_rec`` at the coarsest
+    scale, zero noise above): the input on which training asks the generator to reproduce its image."""
+    sigmas = [1.0] + [fine_noise] * (model.n_scales - 1)
+    B = e_g.shape[0]
+    noise = [z_rec.expand(1, B, -1, -1, -1)] + [torch.zeros(1, B, model.channels, s, s) for s in model.sizes[1:]]
+    return model.generate(model.emit(e_g, "g"), noise, sigmas)[-1][0]
+
+
+def pixel_correlations(samples: torch.Tensor, images: torch.Tensor) -> list[float]:
+    """``r_i``: mean over samples ``k`` of the Pearson correlation between ``samples[i, k]`` and ``images[i]``.
+
+    ``samples`` is ``[B, n, C, H, W]``, ``images`` ``[B, C, H, W]``. Near 1 for a (noisy) copy of the image, near
+    0 for a sample whose patches sit at an unrelated phase. A constant sample or image has no correlation: its
+    term is 0 (no pixel-wise resemblance).
+    """
+    if samples.dim() != 5 or samples.shape[0] != images.shape[0] or samples.shape[2:] != images.shape[1:]:
+        raise PhenomlabError(f"samples {tuple(samples.shape)} do not match images {tuple(images.shape)}")
+    s = samples.flatten(2).double()
+    x = images.flatten(1).double()
+    s = s - s.mean(2, keepdim=True)
+    x = x - x.mean(1, keepdim=True)
+    den = s.norm(dim=2) * x.norm(dim=1, keepdim=True)
+    r = torch.where(den > 0, (s * x[:, None]).sum(2) / den.clamp_min(1e-300), torch.zeros_like(den))
+    return [float(v) for v in r.mean(1)]
 
 
 def fid_matrix(samples: torch.Tensor, images: torch.Tensor, extractor: Any) -> list[list[float]]:
@@ -192,7 +236,9 @@ def win_rates(M: list[list[float]]) -> tuple[list[float], list[float]]:
     return rows, cols
 
 
-def _evaluate(model: HyperSinGAN, test: torch.Tensor, cfg: Config, seed: int, interp: bool) -> dict[str, Any]:
+def _evaluate(
+    model: HyperSinGAN, test: torch.Tensor, cfg: Config, seed: int, interp: bool, z_rec: torch.Tensor
+) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     extractor = random_patch_extractor(model.channels, 16, 5, seed=seed + 1)
     model.eval()
@@ -209,6 +255,10 @@ def _evaluate(model: HyperSinGAN, test: torch.Tensor, cfg: Config, seed: int, in
         "own_generator_fraction": sum(w > 0.5 for w in cols) / len(cols),
         "diversity": float(S.std(dim=1).mean()),
     }
+    # no random draws here: the other numbers of the original protocol are unchanged by it
+    r = pixel_correlations(S, test)
+    r_rec = pixel_correlations(reconstruct(model, e, z_rec, cfg.fine_noise)[:, None], test)
+    out.update(novelty_r=r, novelty=statistics.median(r), rec_r=r_rec, rec_novelty=statistics.median(r_rec))
     if interp:
         rhos, curves = [], []
         for k in range(min(cfg.n_pairs, test.shape[0] // 2)):
@@ -239,8 +289,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             cond = train_x
             if shuffled:  # the generator sees another image than the one its critic and reconstruction target
                 cond = train_x[torch.randperm(cfg.n_train, generator=ctx.generator("perm"))]
-            train_hypergan(model, cond, train_x, cfg, ctx.seed_for("train", name), lambda s, m: ctx.log(s, m, name))
-            return _evaluate(model, test_x, cfg, ctx.seed_for("eval"), interp=not shuffled)
+            z_rec = train_hypergan(
+                model, cond, train_x, cfg, ctx.seed_for("train", name), lambda s, m: ctx.log(s, m, name)
+            )
+            return _evaluate(model, test_x, cfg, ctx.seed_for("eval"), interp=not shuffled, z_rec=z_rec)
 
         out[name] = ctx.cached(name, compute)
     out["test_images"] = test_x.squeeze(1).tolist()
@@ -274,6 +326,13 @@ def signature(result: Result) -> Verdict:
             "median over pairs of the Spearman trend of patch FID along the embedding path",
         ),
         check(
+            "sample_novelty",
+            main.get("novelty"),
+            "<=",
+            MAX_NOVELTY_R,
+            "median over held-out images of the mean pixel correlation of a sample with its own image",
+        ),
+        check(
             "control_own_image_fraction",
             ctrl["own_fraction"] if ctrl else None,
             "<=",
@@ -282,11 +341,14 @@ def signature(result: Result) -> Verdict:
         ),
     ]
     mean_win = statistics.mean(main["row_wins"])
+    c_nov, c_rec = (ctrl.get("novelty"), ctrl.get("rec_novelty")) if ctrl else (None, None)
     summary = (
         f"own-image fraction {fmt(main['own_fraction'], '.2f')} (mean row win {fmt(mean_win)}), "
         f"own-generator fraction {fmt(main['own_generator_fraction'], '.2f')}, diversity {fmt(main['diversity'])}, "
-        f"interpolation rho {fmt(rho, '.2f')}; shuffled control own-image fraction "
-        f"{fmt(ctrl['own_fraction'] if ctrl else None, '.2f')}"
+        f"interpolation rho {fmt(rho, '.2f')}, sample-image pixel correlation {fmt(main.get('novelty'))} "
+        f"(reconstruction path {fmt(main.get('rec_novelty'))}); shuffled control own-image fraction "
+        f"{fmt(ctrl['own_fraction'] if ctrl else None, '.2f')}, pixel correlation "
+        f"{fmt(c_nov)} (reconstruction {fmt(c_rec)})"
     )
     return Verdict(checks, summary)
 
