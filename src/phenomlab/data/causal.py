@@ -10,9 +10,10 @@ Pairs follow the bivariate structural causal models used as benchmarks of causal
   marginals are exchangeable (equal complexity in distribution) while the pair is still a genuine
   post-nonlinear causal model (Galanti, Nabati & Wolf 2020, arXiv 2002.10007: the univariate method
   rests on the effect being simpler than the cause);
-- ``"inverted"``: the same construction with the complexities reversed: the cause is a single Gaussian (the
-  simplest member of the prior) and the effect is mapped onto a fresh mixture of the full prior (1-5
-  components), so the effect is the more complex variable whenever that mixture has more than one component.
+- ``"inverted"``: the same construction with the marginals' roles swapped: the cause has the law of an
+  additive-noise pair's *effect* (``f_0(X_0) + E_0``, ``X_0`` a prior mixture) and the effect is mapped onto a
+  fresh mixture of the prior, the law of a *cause*. Where the univariate method works because effects are
+  simpler than causes, it must call these pairs the wrong way round.
 
 The cause ``X`` is a Gaussian mixture with 1-5 components (as in the ChaLearn pairs, Guyon et al.
 2019), ``f`` a random smooth function (a draw of a Gaussian process with an RBF kernel, approximated by
@@ -26,7 +27,8 @@ inside its wheel (``cdt`` fetches them at run time), so real pairs are not used.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -131,13 +133,11 @@ def cause_effect_pairs(
     if not 0.0 < noise[0] <= noise[1]:
         raise ConfigError(f"noise range must satisfy 0 < low <= high, got {noise}")
     prior = prior or CausePrior()
-    # the inverted pairs' causes: one Gaussian component, the same law of its mean and std as the prior's
-    cause_prior = replace(prior, max_components=1) if kind == "inverted" else prior
     g = torch.Generator().manual_seed(seed)
     out = torch.empty(n_pairs, 2, n_samples, dtype=torch.float64)
     for i in range(n_pairs):
-        mix = cause_prior.draw(g)
-        x = sample_mixture(mix, n_samples, g)
+        draw = _cause_law(prior, kind == "inverted", noise, n_samples, g)
+        x = draw(n_samples)
         fn = _random_function(g)
         fx = _apply(fn, x)
         loc, scale = fx.mean(), fx.std()
@@ -149,12 +149,33 @@ def cause_effect_pairs(
             y = _monotone(g, z)
         else:
             # the CDF of z = f(X) + E, averaged over fresh cause samples, then the target mixture's inverse CDF
-            xm = sample_mixture(mix, n_mc, g)
+            xm = draw(n_mc)
             fm = (_apply(fn, xm) - loc) / scale
             u = torch.cat([_normal_cdf((zc[:, None] - fm) / s).mean(1) for zc in z.split(512)])
             y = _mixture_icdf(prior.draw(g), u.clamp(1e-12, 1 - 1e-12))
         out[i, 0], out[i, 1] = _standardise(x), _standardise(y)
     return out
+
+
+def _cause_law(
+    prior: CausePrior, effect_like: bool, noise: tuple[float, float], n_ref: int, g: torch.Generator
+) -> Callable[[int], torch.Tensor]:
+    """A sampler of one pair's cause: a prior mixture, or (``effect_like``) an additive-noise effect
+    ``(f_0(X_0) - m) / d + s_0 N(0, 1)`` of a prior mixture ``X_0``, with ``m``, ``d`` fixed from ``n_ref`` draws
+    so that later calls sample the same law."""
+    mix = prior.draw(g)
+    if not effect_like:
+        return lambda n: sample_mixture(mix, n, g)
+    fn = _random_function(g)
+    f_ref = _apply(fn, sample_mixture(mix, n_ref, g))
+    loc, scale = f_ref.mean(), f_ref.std()
+    s = noise[0] + (noise[1] - noise[0]) * float(torch.rand(1, generator=g))
+
+    def draw(n: int) -> torch.Tensor:
+        fx = (_apply(fn, sample_mixture(mix, n, g)) - loc) / scale
+        return fx + s * torch.randn(n, generator=g, dtype=torch.float64)
+
+    return draw
 
 
 def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
