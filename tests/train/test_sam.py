@@ -22,6 +22,20 @@ class Point(nn.Module):
         return x
 
 
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(step: int):
+    """A callback that stops training at ``step`` (a crash, for the resume tests)."""
+
+    def boom(state):
+        if state.step == step:
+            raise _Interrupt
+
+    return boom
+
+
 def quadratic(a, b):
     """Objective L(w) = 1/2 w^T A w - b^T w for train(objective=...)."""
     a = torch.tensor(a, dtype=torch.float64)
@@ -152,17 +166,12 @@ def test_resume_gives_same_final_weights(tmp_path):
     m_ref.load_state_dict(init)
     train(m_ref, (x, y), cfg, seed=7)
 
-    class Interrupt(Exception):
-        pass
-
-    def boom(state):
-        if state.step == 15:
-            raise Interrupt
+    boom = _interrupt_at(15)
 
     ckpt = tmp_path / "run.ckpt"
     m = MLP(5, 3, width=16, depth=2)
     m.load_state_dict(init)
-    with pytest.raises(Interrupt):
+    with pytest.raises(_Interrupt):
         train(m, (x, y), cfg, seed=7, checkpoint=ckpt, callbacks=[boom])
     m2 = MLP(5, 3, width=16, depth=2)
     m2.load_state_dict(init)
@@ -273,16 +282,11 @@ def test_random_direction_resume_gives_same_final_weights(tmp_path):
     m_ref, opt = fresh()
     train(m_ref, (x, y), cfg, seed=7, optimizer=opt)
 
-    class Interrupt(Exception):
-        pass
-
-    def boom(state):
-        if state.step == 15:
-            raise Interrupt
+    boom = _interrupt_at(15)
 
     ckpt = tmp_path / "run.ckpt"
     m, opt = fresh()
-    with pytest.raises(Interrupt):
+    with pytest.raises(_Interrupt):
         train(m, (x, y), cfg, seed=7, checkpoint=ckpt, callbacks=[boom], optimizer=opt)
     m2, opt2 = fresh()
     train(m2, (x, y), cfg, seed=7, checkpoint=ckpt, optimizer=opt2)
