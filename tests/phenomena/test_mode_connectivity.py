@@ -13,8 +13,7 @@ CHECKS = {
     "independent_barrier_pts",
     "matching_loss_barrier_cut",
     "matching_error_barrier_cut",
-    "control_random_permutation_loss_cut",
-    "control_random_permutation_error_cut",
+    "control_narrow_matching_error_cut",
 }
 
 
@@ -30,6 +29,8 @@ def make_result(
     independent=(55.0, 2.0),
     matched=(5.0, 0.1),
     random=(55.0, 2.0),
+    narrow=(20.0, 1.0),
+    narrow_matched=(15.0, 0.6),
 ):
     cfg = build_config(mode_connectivity.Config, mode_connectivity.PRESETS)
     data = {
@@ -46,6 +47,11 @@ def make_result(
         "random_loss_curves": [bump(random[1], 1.0, 1.1), bump(random[1] * 1.05, 1.0, 1.1)],
         "reference_err_curve": bump(0.5),
         "reference_instability_pts": 0.5,
+        "narrow_err_curve": bump(narrow[0]),
+        "narrow_loss_curve": bump(narrow[1], 1.0, 1.1),
+        "narrow_matched_err_curve": bump(narrow_matched[0]),
+        "narrow_matched_loss_curve": bump(narrow_matched[1], 1.0, 1.1),
+        "narrow_train_acc": [0.97, 0.96],
     }
     return Result("mode-connectivity", cfg.to_dict(), 0, data)
 
@@ -81,9 +87,10 @@ def test_present_signature_passes_every_check():
         ({"independent": (3.0, 2.0), "matched": (0.5, 0.1), "random": (3.0, 2.0)}, "independent_barrier_pts"),
         ({"matched": (5.0, 1.5)}, "matching_loss_barrier_cut"),
         ({"matched": (40.0, 0.1)}, "matching_error_barrier_cut"),
-        # a random permutation cuts the barrier as well: the cut is not from the alignment
-        ({"random": (55.0, 1.0)}, "control_random_permutation_loss_cut"),
-        ({"random": (20.0, 2.0)}, "control_random_permutation_error_cut"),
+        # width does not matter: matching removes most of the narrow pair's barrier too (cut 0.75 > 0.5)
+        ({"narrow_matched": (5.0, 0.6)}, "control_narrow_matching_error_cut"),
+        # the narrow pair has no barrier to speak of: the cut is undefined, not a pass
+        ({"narrow": (1.5, 1.0), "narrow_matched": (1.4, 0.6)}, "control_narrow_matching_error_cut"),
     ],
 )
 def test_each_check_fails_on_its_own_construction(kwargs, name):
@@ -97,9 +104,45 @@ def test_each_construction_isolates_its_check():
     assert failed(mode_connectivity.signature(make_result(instability=(15.0, 0.5, 8.0, 1.0)))) == {
         "spearman_fork_step_instability"
     }
-    assert failed(mode_connectivity.signature(make_result(random=(55.0, 1.0)))) == {
-        "control_random_permutation_loss_cut"
+    assert failed(mode_connectivity.signature(make_result(narrow_matched=(5.0, 0.6)))) == {
+        "control_narrow_matching_error_cut"
     }
+
+
+def test_narrow_control_value_and_boundary():
+    v = mode_connectivity.signature(make_result(narrow=(20.0, 1.0), narrow_matched=(10.0, 0.6)))
+    c = next(c for c in v.checks if c.name == "control_narrow_matching_error_cut")
+    assert c.value == pytest.approx(0.5) and c.passed  # exactly half removed: the threshold is inclusive
+    n = mode_connectivity.numbers(make_result(narrow=(20.0, 1.0), narrow_matched=(10.5, 0.6)).data)
+    assert n["control_narrow_matching_error_cut"] == pytest.approx(0.475)
+    assert n["narrow_loss_cut"] == pytest.approx(0.4) and n["narrow_min_train_acc"] == 0.96
+    # a 1.9-pt narrow barrier: undefined, the check fails and the summary says why
+    v = mode_connectivity.signature(make_result(narrow=(1.9, 1.0), narrow_matched=(1.8, 0.6)))
+    c = next(c for c in v.checks if c.name == "control_narrow_matching_error_cut")
+    assert c.value is None and not c.passed and "cut is undefined" in v.summary
+
+
+def test_random_permutation_cuts_are_reported_not_checked():
+    # a random permutation that "cuts" the barrier is a pipeline bug, but it is at chance by construction in a
+    # working pipeline, so it no longer counts as a control: reported in numbers and the summary only
+    r = make_result(random=(20.0, 1.0))
+    n = mode_connectivity.numbers(r.data)
+    assert n["random_permutation_error_cut"] == pytest.approx(1 - 20.5 / 55.0)
+    v = mode_connectivity.signature(r)
+    assert v.passed and "reported cuts: loss" in v.summary
+
+
+def test_result_stored_before_the_narrow_arm_fails_its_control():
+    r = make_result()
+    for k in [k for k in r.data if k.startswith("narrow")]:
+        del r.data[k]
+    v = mode_connectivity.signature(r)
+    assert failed(v) == {"control_narrow_matching_error_cut"}
+
+
+def test_narrow_width_must_be_below_width():
+    with pytest.raises(ConfigError, match="narrow_width"):
+        build_config(mode_connectivity.Config, mode_connectivity.PRESETS, "quick", {"narrow_width": 256})
 
 
 def test_permute_hidden_is_exact_and_keeps_the_function():
@@ -133,19 +176,21 @@ def test_smoke_run_end_to_end(smoke):
     assert len(d["instability_pts"]) == len(d["fork_steps"]) == len(d["fork_err_curves"])
     assert all(v >= 0 for v in d["instability_pts"])
     assert len(d["random_err_curves"]) == r.config["random_permutations"]
+    assert len(d["narrow_err_curve"]) == len(d["narrow_matched_err_curve"]) == r.config["n_points"]
+    assert len(d["narrow_train_acc"]) == 2
 
 
 def test_no_loss_barrier_to_cut_is_missing_not_a_pass():
     # independent runs already on a straight test-loss path: the cut is undefined, and every check on it fails
     v = mode_connectivity.signature(make_result(independent=(55.0, 0.0), random=(55.0, 0.0)))
-    for name in ("matching_loss_barrier_cut", "control_random_permutation_loss_cut"):
-        c = next(c for c in v.checks if c.name == name)
-        assert c.value is None and not c.passed
+    c = next(c for c in v.checks if c.name == "matching_loss_barrier_cut")
+    assert c.value is None and not c.passed
+    assert mode_connectivity.numbers(make_result(independent=(55.0, 0.0)).data)["random_permutation_loss_cut"] is None
     assert not v.passed
 
 
 def test_weight_matching_that_changes_nothing_fails_the_matching_checks_only():
-    # "matching" returns B as it is: the barrier stays, so both matching cuts fail; the random-permutation control
-    # passes (it bounds what permuting as such cuts, it cannot detect a matching that does not work)
+    # "matching" returns B as it is: the barrier stays, so both matching cuts fail; the narrow control passes (a
+    # matching that does nothing cuts nothing at width 16 either)
     v = mode_connectivity.signature(make_result(matched=(55.0, 2.0)))
     assert failed(v) == {"matching_loss_barrier_cut", "matching_error_barrier_cut"}
