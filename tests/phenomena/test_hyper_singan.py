@@ -12,16 +12,27 @@ NAMES = {
     "interpolation_monotone",
     "sample_novelty",
     "control_own_image_fraction",
+    "control_rec_only_novel_own_fraction",
 }
 
 
-def make_result(own=0.9, div=0.3, rho=(1.0, 0.9, 0.85), ctrl_own=0.5, novelty=0.05):
+def rec_arm(wins, r):
+    """A reconstruction-only arm with per-image row wins and pixel correlations."""
+    own = sum(w > 0.5 for w in wins) / len(wins)
+    return {"own_fraction": own, "row_wins": list(wins), "novelty_r": list(r), "diversity": 0.2, "novelty": 0.0}
+
+
+# half of the held-out images closer to their own image, all samples novel: no advantage (0.5)
+REC_CHANCE = rec_arm([0.9, 0.2, 0.7, 0.4], [0.0, 0.1, -0.1, 0.2])
+
+
+def make_result(own=0.9, div=0.3, rho=(1.0, 0.9, 0.85), ctrl_own=0.5, novelty=0.05, rec_only=REC_CHANCE):
     cfg = build_config(hyper_singan.Config, hyper_singan.PRESETS)
     main = {"own_fraction": own, "own_generator_fraction": 1.0, "row_wins": [own], "diversity": div}
     main["interp_rho"] = list(rho)
     main["novelty"] = novelty
     ctrl = {"own_fraction": ctrl_own, "own_generator_fraction": 0.5, "row_wins": [ctrl_own], "diversity": div}
-    return Result("hyper-singan", cfg.to_dict(), 0, {"main": main, "control": ctrl})
+    return Result("hyper-singan", cfg.to_dict(), 0, {"main": main, "control": ctrl, "rec_only": rec_only})
 
 
 def _failed(v):
@@ -44,6 +55,23 @@ def test_each_check_fails_on_its_own_construction():
     assert _failed(hyper_singan.signature(make_result(ctrl_own=0.8))) == ["control_own_image_fraction"]
     # the samples are the image plus noise (pixel correlation with the image near 1): no new arrangement
     assert _failed(hyper_singan.signature(make_result(novelty=0.85))) == ["sample_novelty"]
+    # without the adversarial term the emitted generators still give novel samples of their own image's patches:
+    # the adversarial training is not what makes them single-image GANs
+    novel_own = rec_arm([0.9, 0.8, 0.7, 0.4], [0.0, 0.1, -0.1, 0.2])
+    assert _failed(hyper_singan.signature(make_result(rec_only=novel_own))) == ["control_rec_only_novel_own_fraction"]
+
+
+def test_novel_own_fraction_is_per_image_conjunction():
+    # image 0: own and novel; 1: own but a copy (r 0.9); 2: novel but not own; 3: own and novel at the bound
+    arm = rec_arm([0.9, 0.8, 0.5, 0.6], [0.1, 0.9, 0.0, hyper_singan.MAX_NOVELTY_R])
+    assert hyper_singan.novel_own_fraction(arm) == 0.5
+    # copies of their own image (own, but r near 1) do not show the signature: the control passes on them
+    copies = rec_arm([1.0, 1.0, 1.0, 1.0], [0.9, 0.85, 0.95, 0.8])
+    assert (
+        hyper_singan.novel_own_fraction(copies) == 0.0 and hyper_singan.signature(make_result(rec_only=copies)).passed
+    )
+    # an arm stored without the per-image correlations has no fraction
+    assert hyper_singan.novel_own_fraction({"row_wins": [0.9], "own_fraction": 1.0}) is None
 
 
 def test_missing_novelty_fails():
@@ -58,6 +86,8 @@ def test_missing_control_or_interpolation_fails():
     r = make_result()
     del r.data["control"]
     assert _failed(hyper_singan.signature(r)) == ["control_own_image_fraction"]
+    # a run stored before the reconstruction-only arm existed (or with rec_only=False) fails that control
+    assert _failed(hyper_singan.signature(make_result(rec_only=None))) == ["control_rec_only_novel_own_fraction"]
     # no interpolation pairs measured: the interpolation check is missing, not passed
     assert _failed(hyper_singan.signature(make_result(rho=()))) == ["interpolation_monotone"]
 
@@ -132,7 +162,8 @@ def test_reduced_run_end_to_end(smoke):
         f >= 0 for row in r.data["main"]["fid"] for f in row
     )
     assert all(p.endswith(".png") for p in r.figures)
-    for arm in ("main", "control"):
+    assert "interp_rho" in r.data["main"] and "interp_rho" not in r.data["rec_only"]
+    for arm in ("main", "control", "rec_only"):
         d = r.data[arm]
         assert len(d["novelty_r"]) == len(d["rec_r"]) == r.config["n_test"]
         assert all(-1 <= v <= 1 for v in d["novelty_r"] + d["rec_r"])
