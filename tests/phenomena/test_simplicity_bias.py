@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from phenomlab.data.lms import lms
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config, simplicity_bias
 
@@ -17,6 +18,7 @@ CHECKS = [
     "control_lms_sc_drop",
     "control_dom_sc_learned",
     "control_dom_sc_drop",
+    "control_lms_equal_min_cost",
 ]
 
 
@@ -43,7 +45,15 @@ def setting(blocks, probes, main, control):
     }
 
 
-def make_result(lms=None, dom=None):
+def equal_arm(clean, rand0, rand1):
+    return {"steps": [0, 1], "test_acc": [0.5, clean], "clean": clean, "rand": [rand0, rand1]}
+
+
+# both equally simple coordinates used alike: shuffling either costs ~0.25
+EQUAL_BOTH = equal_arm(1.0, 0.75, 0.76)
+
+
+def make_result(lms=None, dom=None, equal=EQUAL_BOTH):
     """Phenomenon present by default; ``lms``/``dom`` override fields of one setting (probe, main, control)."""
     lms_kw = {"probes": {0: 1.0, 1: 0.5}, "main": (1.0, 0.5, 1.0), "control": (0.99, 0.99, 0.5), **(lms or {})}
     dom_kw = {"probes": {0: 0.67, 1: 1.0}, "main": (1.0, 0.5, 1.0), "control": (0.98, 0.98, 0.5), **(dom or {})}
@@ -52,6 +62,8 @@ def make_result(lms=None, dom=None):
         "lms": setting(("linear", "slabs"), **lms_kw),
         "dom": setting(("mnist1d", "digits"), **dom_kw),
     }
+    if equal is not None:
+        data["lms_equal"] = equal
     return Result("simplicity-bias", cfg.to_dict(), 0, data)
 
 
@@ -89,6 +101,11 @@ def test_present_passes_every_check():
         ({"lms": {"control": (0.99, 0.99, 0.9)}}, "control_lms_sc_drop"),
         ({"dom": {"control": (0.87, 0.87, 0.5)}}, "control_dom_sc_learned"),
         ({"dom": {"control": (0.98, 0.98, 0.7)}}, "control_dom_sc_drop"),
+        # with two equally simple coordinates the net still ignores one: exclusive reliance whatever the simplicity
+        ({"equal": equal_arm(1.0, 0.5, 0.99)}, "control_lms_equal_min_cost"),
+        ({"equal": equal_arm(1.0, 0.98, 0.52)}, "control_lms_equal_min_cost"),
+        # a run stored before the arm existed (or equal_control=False): the control is missing, not passed
+        ({"equal": None}, "control_lms_equal_min_cost"),
     ],
 )
 def test_each_check_fails_alone_on_its_construction(kw, name):
@@ -148,6 +165,8 @@ def test_smoke_run_end_to_end(smoke):
         assert set(e["probe"]) == {e["simple"], e["complex"]}
         assert all(0.0 <= e[arm][k] <= 1.0 for arm in ("main", "control") for k in ("clean", "s_rand", "sc_rand"))
     assert r.data["lms"]["simple"] == "linear"  # the linear coordinate is linearly separable by construction
+    eq = r.data["lms_equal"]
+    assert len(eq["rand"]) == 2 and all(0.0 <= v <= 1.0 for v in [eq["clean"], *eq["rand"]])
     assert all(p.endswith(".png") for p in r.figures)
 
 
@@ -166,3 +185,16 @@ def test_the_s_randomised_bound_follows_the_chance_level():
     r.data["dom"]["chance"] = 0.1
     v = simplicity_bias.signature(r)
     assert [c.name for c in v.checks if not c.passed] == ["dom_s_randomized_acc"]
+
+
+def test_second_linear_coordinate_is_as_simple_and_independent():
+    ds = lms(3000, 1000, n_slabs=4, margin=0.1, seed=0)
+    two = simplicity_bias.with_second_linear(ds, 0.1, torch.Generator().manual_seed(1))
+    sign = 2.0 * torch.cat([ds.y_train, ds.y_test]).double() - 1.0
+    x, x0 = torch.cat([two.x_train, two.x_test]).double(), torch.cat([ds.x_train, ds.x_test]).double()
+    # column 1 has column 0's law: sign(y) times U[0.1, 1], so each alone predicts the label exactly
+    assert torch.equal(torch.sign(x[:, 1]), sign) and float((x[:, 1] * sign).min()) >= 0.1
+    assert float((x[:, 1] * sign).max()) <= 1.0 and abs(float((x[:, 1] * sign).mean()) - 0.55) < 0.02
+    # independent of column 0 given the label; the other columns and the input data are untouched
+    assert abs(float(torch.corrcoef(torch.stack([x[:, 0] * sign, x[:, 1] * sign]))[0, 1])) < 0.05
+    assert torch.equal(x[:, [0, 2, 3, 4]], x0[:, [0, 2, 3, 4]]) and not torch.equal(x[:, 1], x0[:, 1])

@@ -22,6 +22,8 @@ Protocol (both settings, the same MLP, optimiser and steps):
   S^c carries the label. It must learn S^c (measured test accuracy on S^c, not chance by construction) and then
   lose that accuracy when S^c is randomised: the invariance to S^c seen in the main run is a choice of the
   trained net, not an inability to use S^c.
+- **Negative control, equally simple blocks** (LMS): two linear coordinates of the same law and no simplicity gap
+  between them: the net must use both (exclusivity follows the simplicity gap, not a habit of settling on one block).
 - Reported, not checked (``ten_class``): the same dominoes over all ten classes (digit c with signal c).
 
 Checks (thresholds from the design notes or fixed a priori; quick preset, seeds 0-2: mean ± seed std):
@@ -34,7 +36,12 @@ Checks (thresholds from the design notes or fixed a priori; quick preset, seeds 
 - ``control_lms_sc_learned`` and ``control_dom_sc_learned``: the control's test accuracy >= 0.9
   [LMS 1.000 ± 0.000; dominoes 0.986 ± 0.002];
 - ``control_lms_sc_drop`` and ``control_dom_sc_drop``: the control's clean - S^c-randomised accuracy >= 0.35
-  (70% of the way from 1 to chance 0.5) [LMS 0.501 ± 0.004; dominoes 0.491 ± 0.009].
+  (70% of the way from 1 to chance 0.5) [LMS 0.501 ± 0.004; dominoes 0.491 ± 0.009];
+- ``control_lms_equal_min_cost`` (pre-registered, threshold derived before any run): LMS with slab column 1
+  replaced by a second linear coordinate of column 0's law (:func:`with_second_linear`): no simplicity gap, so
+  exclusive reliance on one block must not appear. ``min_k`` (clean - accuracy with linear coordinate ``k``
+  shuffled) >= 0.1 (equal use 0.25, a weight ratio of 1/2 about 0.10, one ignored 0)
+  [0.242 ± 0.004; untuned seeds 3-6: 0.240-0.248].
 Measured S (by the probes, every seed): the linear coordinate (probe 1.00 vs slabs 0.50) and the digit half
 (1.00 vs MNIST-1D 0.67). Ten-class dominoes (reported): the net leans on the digit half (randomising it: 0.121
 ± 0.004, chance 0.1) but not only on it: randomising MNIST-1D costs 0.096 ± 0.010 of 0.976 clean accuracy.
@@ -44,6 +51,7 @@ Background, measurements and caveats: docs/phenomena/simplicity-bias.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +84,10 @@ MAX_SC_COST = 0.05
 CONTROL_MIN_LEARNED = 0.9
 #: control: randomising S^c then costs at least this (70% of the way from 1 to chance 0.5)
 CONTROL_MIN_DROP = 0.35
+#: pre-registered before any run (docs page): with two equally simple linear coordinates, shuffling either one costs
+#: at least this. Derived, not measured: equal use costs 0.25, a weight ratio of 1/2 about 0.10, exclusive use 0.
+#: Seeds 0-2: 0.242, seed std 0.004; untuned seeds 3-6: 0.240-0.248
+EQUAL_MIN_COST = 0.1
 SETTINGS = ("lms", "dom")
 
 
@@ -97,6 +109,7 @@ class Config(
     width: int = param(200, "MLP hidden width", gt=0)
     depth: int = param(2, "MLP hidden layers", ge=1)
     n_shuffles: int = param(3, "random permutations averaged in each randomised test accuracy", ge=1)
+    equal_control: bool = param(True, "also train LMS with a second linear coordinate in column 1 (the control)")
 
     def validate(self) -> None:
         super().validate()
@@ -205,6 +218,53 @@ def _experiment(cfg: Config, ctx: RunContext, ds: Dataset, setting: str) -> dict
     return out
 
 
+def with_second_linear(ds: Dataset, margin: float, g: torch.Generator) -> Dataset:
+    """``ds`` (LMS) with column 1 replaced by a second linear coordinate of column 0's law, ``sign(y) (margin +
+    (1 - margin) U)``, drawn independently of column 0 given the label: two equally simple, fully predictive
+    coordinates."""
+    y = torch.cat([ds.y_train, ds.y_test])
+    lin = (2.0 * y.double() - 1.0) * (margin + (1.0 - margin) * torch.rand(len(y), generator=g, dtype=torch.float64))
+    x = torch.cat([ds.x_train, ds.x_test])  # a new tensor: ds is not modified
+    x[:, 1] = lin.to(x.dtype)
+    n = len(ds.y_train)
+    return dataclasses.replace(ds, x_train=x[:n], x_test=x[n:], name=f"{ds.name}-two-linear")
+
+
+def _equal_arm(cfg: Config, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+    """The control with two equally simple blocks: train on :func:`with_second_linear` data, then shuffle each linear
+    coordinate alone across the test rows."""
+    ds = with_second_linear(ds, cfg.margin, ctx.generator("lms", "equal", "data"))
+    torch.manual_seed(ctx.seed_for("lms", "init"))
+    net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
+    y_te = ds.y_test.to(ctx.device)
+    hist = ctx.train(
+        "lms-equal",
+        net,
+        (ds.x_train.to(ctx.device), ds.y_train.to(ctx.device)),
+        cfg.train_config(),
+        eval_sets={"test": (ds.x_test.to(ctx.device), y_te)},
+    )
+
+    def acc(x: torch.Tensor) -> float:
+        return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
+
+    def randomised(col: int) -> float:
+        gens = [ctx.generator("lms", "equal", col, i) for i in range(cfg.n_shuffles)]
+        return sum(acc(shuffle_columns(ds.x_test, slice(col, col + 1), g)) for g in gens) / cfg.n_shuffles
+
+    return {
+        "steps": hist.column("step"),
+        "test_acc": hist.column("test_acc"),
+        "clean": acc(ds.x_test),
+        "rand": [randomised(0), randomised(1)],
+    }
+
+
+def equal_min_cost(e: dict[str, Any] | None) -> float | None:
+    """``min_k (clean - accuracy with linear coordinate k shuffled)`` of the equal arm; None when it is missing."""
+    return None if not e else min(e["clean"] - r for r in e["rand"])
+
+
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     lms_ds = lms(
         cfg.lms_n_train, cfg.lms_n_test, n_slabs=cfg.n_slabs, k=cfg.slabs, margin=cfg.margin, seed=ctx.seed_for("lms")
@@ -214,6 +274,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     data: dict[str, Any] = {"lms": _experiment(cfg, ctx, lms_ds, "lms"), "dom": _experiment(cfg, ctx, dom_ds, "dom")}
     if cfg.ten_class:
         data["dom10"] = _experiment(cfg, ctx, dominoes(cfg.dom_n_train, cfg.dom_n_test, dom_seed), "dom10")
+    # last, so every arm above (and its numbers) is that of a run without it
+    if cfg.equal_control:
+        data["lms_equal"] = _equal_arm(cfg, ctx, lms_ds)
     return data
 
 
@@ -273,6 +336,17 @@ def signature(result: Result) -> Verdict:
                 f"{name}: that net then loses its accuracy when S^c is shuffled",
             ),
         ]
+    eq = d.get("lms_equal")
+    checks.append(
+        check(
+            "control_lms_equal_min_cost",
+            equal_min_cost(eq),
+            ">=",
+            EQUAL_MIN_COST,
+            "LMS with two equally simple linear coordinates: accuracy lost when the less-used one is shuffled "
+            "(0 = one ignored)",
+        )
+    )
 
     def line(label: str, e: dict[str, Any]) -> str:
         m, c = e["main"], e["control"]
@@ -285,6 +359,11 @@ def signature(result: Result) -> Verdict:
         )
 
     parts = [line("LMS", lm), line("dominoes", dm)]
+    if eq:
+        parts.append(
+            f"two equally simple linear coordinates: clean {fmt(eq['clean'])}, either shuffled "
+            f"{fmt(eq['rand'][0])} / {fmt(eq['rand'][1])}"
+        )
     if "dom10" in d:
         parts.append(line("ten-class dominoes (reported)", d["dom10"]))
     return Verdict(checks, "; ".join(parts))
