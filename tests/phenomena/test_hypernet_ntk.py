@@ -50,6 +50,7 @@ def test_present_passes_every_check():
     assert {c.name for c in v.checks} == {
         "change_slope_vs_n_g",
         "control_change_ratio_vs_n_f",
+        "change_ratio_vs_n_f_wide_primary",
         "init_dev_slope_vs_n_g",
         "init_dev_slope_vs_n_f",
         "train_loss_ratio",
@@ -57,7 +58,15 @@ def test_present_passes_every_check():
 
 
 def test_kernel_that_does_not_freeze_with_n_g_fails():
-    assert _failed(make_result(change=lambda nf, ng: 1.0 + 2 / math.sqrt(nf))) == ["change_slope_vs_n_g"]
+    # a width-independent floor of 1: widening either network leaves most of the change (also at n_g = 1024)
+    failed = _failed(make_result(change=lambda nf, ng: 1.0 + 2 / math.sqrt(nf)))
+    assert failed == ["change_slope_vs_n_g", "change_ratio_vs_n_f_wide_primary"]
+
+
+def test_control_companion_fails_when_widening_f_never_moves_the_kernel():
+    # the change depends on n_g only: the control (n_g = 4) passes for a reason that has nothing to do with the
+    # narrow primary network, and its companion at n_g = 1024 catches it
+    assert _failed(make_result(change=lambda nf, ng: 2 / math.sqrt(ng))) == ["change_ratio_vs_n_f_wide_primary"]
 
 
 def test_control_fails_when_widening_only_f_freezes_the_kernel():

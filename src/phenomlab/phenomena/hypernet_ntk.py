@@ -24,6 +24,9 @@ Checks (thresholds from the issue; quick preset, seeds 0-2: mean +- seed std of 
   [-0.54 +- 0.08];
 - ``control_change_ratio_vs_n_f`` (control: widen only the meta-network): kernel change at the largest ``n_f`` /
   at the smallest, at the smallest ``n_g``, >= ``CONTROL_MIN_RATIO`` (0.5): the kernel does not freeze [1.18 +- 0.12];
+- ``change_ratio_vs_n_f_wide_primary`` (the control's companion, pre-registered): the same ratio at the largest
+  ``n_g`` <= ``WIDE_PRIMARY_MAX_RATIO`` (0.5): there widening the meta-network does freeze the kernel, so the
+  control is not passed by a kernel that never moves with ``n_f`` [0.077 +- 0.017; untuned seeds 3 / 4: 0.067 / 0.147];
 - ``init_dev_slope_vs_n_g`` (at the largest ``n_f``) and ``init_dev_slope_vs_n_f`` (at the largest ``n_g``): slopes
   of the distance of ``Theta_0`` to the hyperkernel <= ``MAX_SLOPE``: the seed variance falls with both widths
   [-0.43 +- 0.03 and -0.44 +- 0.04];
@@ -57,6 +60,10 @@ MAX_SLOPE = -0.3
 #: the control: widening only f keeps the kernel change at >= 0.5x its value at the smallest n_f (issue);
 #: seeds 0-2: 1.18 +- 0.12
 CONTROL_MIN_RATIO = 0.5
+#: the control's companion (pre-registered, its mirror): with a wide primary network the same widening of f at
+#: least halves the kernel change, so the control cannot pass because widening f never moves the kernel.
+#: Seeds 0-2: 0.077 +- 0.017; seeds 3 / 4: 0.067 / 0.147
+WIDE_PRIMARY_MAX_RATIO = 0.5
 #: every run must at least halve its training loss, otherwise "the kernel did not move" means nothing;
 #: seeds 0-2 (worst run): 0.23 +- 0.13
 MAX_LOSS_RATIO = 0.5
@@ -160,6 +167,7 @@ def _arms(d: dict[str, Any]) -> dict[str, Any]:
         "change_vs_n_f": (nfs, [_cell(d, f, ngs[0])["change"] for f in nfs]),
         "init_dev_vs_n_g": (ngs, [_cell(d, nfs[-1], g)["init_dev"] for g in ngs]),
         "init_dev_vs_n_f": (nfs, [_cell(d, f, ngs[-1])["init_dev"] for f in nfs]),
+        "change_vs_n_f_wide_primary": (nfs, [_cell(d, f, ngs[-1])["change"] for f in nfs]),
     }
     return {k: (w, v, *slope_with_ci(w, v)) for k, (w, v) in arms.items()}
 
@@ -174,6 +182,8 @@ def signature(result: Result) -> Verdict:
     arms = _arms(d)
     ctrl = arms["change_vs_n_f"][1]
     ratio = float(np.mean(ctrl[-1]) / np.mean(ctrl[0])) if np.mean(ctrl[0]) > 0 else None
+    wide = arms["change_vs_n_f_wide_primary"][1]
+    wide_ratio = float(np.mean(wide[-1]) / np.mean(wide[0])) if np.mean(wide[0]) > 0 else None
     loss_ratio = max(lt / l0 for c in d["cells"] for l0, lt in zip(c["loss0"], c["lossT"], strict=True))
     nf_max, ng_min, ng_max = d["meta_widths"][-1], d["primary_widths"][0], d["primary_widths"][-1]
     checks = [
@@ -190,6 +200,14 @@ def signature(result: Result) -> Verdict:
             ">=",
             CONTROL_MIN_RATIO,
             f"kernel change at the largest / smallest n_f, n_g={ng_min}: widening only f does not freeze it",
+        ),
+        check(
+            "change_ratio_vs_n_f_wide_primary",
+            wide_ratio,
+            "<=",
+            WIDE_PRIMARY_MAX_RATIO,
+            f"kernel change at the largest / smallest n_f, n_g={ng_max}: with a wide primary network widening f does "
+            "freeze it (so the control can fail)",
         ),
         check(
             "init_dev_slope_vs_n_g",
@@ -214,7 +232,8 @@ def signature(result: Result) -> Verdict:
 
     summary = (
         f"kernel change slope vs n_g {s('change_vs_n_g')}, vs n_f (control) {s('change_vs_n_f')}, "
-        f"control ratio {fmt(ratio)}; Theta_0 distance to the hyperkernel: slope vs n_g {s('init_dev_vs_n_g')}, "
+        f"control ratio {fmt(ratio)} (at n_g={ng_max}: {fmt(wide_ratio)}); Theta_0 distance to the hyperkernel: "
+        f"slope vs n_g {s('init_dev_vs_n_g')}, "
         f"vs n_f {s('init_dev_vs_n_f')} ({int(CI_LEVEL * 100)}% bootstrap CIs over seeds)"
     )
     return Verdict(checks, summary)
