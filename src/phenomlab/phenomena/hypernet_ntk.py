@@ -246,17 +246,22 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     arms = _arms(d)
     fig, axes = new_figure(ncols=2, width=5.5, height=4.2)
     panels = (
-        (axes[0], ("change_vs_n_g", "change_vs_n_f"), "relative kernel change ||Θ_T-Θ_0||/||Θ_0||"),
+        (
+            axes[0],
+            ("change_vs_n_g", "change_vs_n_f", "change_vs_n_f_wide_primary"),
+            "relative kernel change ||Θ_T-Θ_0||/||Θ_0||",
+        ),
         (axes[1], ("init_dev_vs_n_g", "init_dev_vs_n_f"), "||Θ_0-Θ_∞||/||Θ_∞|| (hyperkernel)"),
     )
     labels = {
         "change_vs_n_g": f"vs n_g (n_f={d['meta_widths'][-1]})",
         "change_vs_n_f": f"vs n_f (n_g={d['primary_widths'][0]}, control)",
+        "change_vs_n_f_wide_primary": f"vs n_f (n_g={d['primary_widths'][-1]})",
         "init_dev_vs_n_g": f"vs n_g (n_f={d['meta_widths'][-1]})",
         "init_dev_vs_n_f": f"vs n_f (n_g={d['primary_widths'][-1]})",
     }
     for ax, keys, ylabel in panels:
-        for color, k in zip(("C0", "C1"), keys, strict=True):
+        for color, k in zip(("C0", "C1", "C2"), keys, strict=False):
             w, per_seed, slope, (lo, hi) = arms[k]
             loglog_fit(ax, w, per_seed, slope, (lo, hi), color, f"{labels[k]}: slope {fmt_ci(slope, lo, hi, '.2f')}")
         ax.set_xscale("log")

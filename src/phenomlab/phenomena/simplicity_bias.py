@@ -375,8 +375,17 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     d = result.data
     names = [k for k in ("lms", "dom", "dom10") if k in d]
     titles = {"lms": "LMS-5", "dom": "dominoes (2 classes)", "dom10": "dominoes (10 classes)"}
-    fig, axes = new_figure(ncols=len(names), width=4.2, height=3.8)
-    axes = axes if len(names) > 1 else [axes]
+    eq = d.get("lms_equal")
+    fig, axes = new_figure(ncols=len(names) + bool(eq), width=4.2, height=3.8)
+    axes = list(axes) if len(names) + bool(eq) > 1 else [axes]
+    if eq:
+        ax = axes.pop()
+        ax.bar(range(3), [eq["clean"], *eq["rand"]], width=0.5, color="C2")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(range(3), ["clean", "linear 0 shuffled", "linear 1 shuffled"])
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("test accuracy")
+        ax.set_title("control: two equally simple linear coordinates", fontsize=9)
     kinds = (("clean", "clean"), ("s_rand", "S shuffled"), ("sc_rand", "S^c shuffled"))
     for ax, name in zip(axes, names, strict=True):
         e = d[name]
