@@ -96,7 +96,7 @@ def test_d90_tracking_D_fails_fraction_and_spread_checks():
         widths[k] = width_entry(D, GOOD_CURVE)
         widths[k]["d90_test"] = D / 5
     v = intrinsic_dimension.signature(make_result(widths))
-    for name in ("max_d90_fraction", "d90_fraction_largest_width", "d90_width_spread"):
+    for name in ("max_d90_fraction", "d90_fraction_largest_width", "d90_width_spread", "d90_slope_vs_D"):
         assert not _check(v, name).passed, name
     assert _check(v, "full_test_acc_min").passed and _check(v, "control_d90_ratio").passed
 
@@ -121,7 +121,19 @@ def test_width_dependent_d90_fails_the_spread_check_only():
     widths = {"32": width_entry(3466, GOOD_CURVE), "64": width_entry(8970, GOOD_CURVE)}
     widths["128"] = width_entry(26122, GOOD_CURVE)
     widths["32"]["d90_test"], widths["64"]["d90_test"], widths["128"]["d90_test"] = 60.0, 100.0, 150.0
-    _only_failure(intrinsic_dimension.signature(make_result(widths)), "d90_width_spread")
+    v = intrinsic_dimension.signature(make_result(widths))
+    assert [c.name for c in v.checks if not c.passed] == ["d90_width_spread", "d90_slope_vs_D"]
+
+
+def test_d90_growing_as_D_to_the_0_3_fails_the_slope_check_only():
+    # the audit's case: a weak growth (7.5x more parameters, 1.8x larger d_90) passes the spread bound (the grid
+    # factor 2) and the fractions, and only the pre-registered slope bound catches it
+    widths = {k: width_entry(D, GOOD_CURVE) for k, D in (("32", 3466), ("64", 8970), ("128", 26122))}
+    for w in widths.values():
+        w["d90_test"] = 10.0 * w["D"] ** 0.3
+    v = intrinsic_dimension.signature(make_result(widths))
+    _only_failure(v, "d90_slope_vs_D")
+    assert _check(v, "d90_slope_vs_D").value == pytest.approx(0.3)
 
 
 def test_narrow_width_sweep_fails_param_count_growth():
@@ -134,7 +146,7 @@ def test_unreached_target_fails_every_d90_check():
     widths = {"32": width_entry(3466, GOOD_CURVE), "64": width_entry(8970, GOOD_CURVE)}
     widths["128"] = width_entry(26122, [0.2, 0.3, 0.4, 0.5, 0.6])  # never reaches 90% of the full model
     v = intrinsic_dimension.signature(make_result(widths))
-    for name in ("max_d90_fraction", "d90_fraction_largest_width", "d90_width_spread"):
+    for name in ("max_d90_fraction", "d90_fraction_largest_width", "d90_width_spread", "d90_slope_vs_D"):
         assert not _check(v, name).passed
     assert "n/a" in v.summary
 
@@ -186,6 +198,7 @@ def test_smoke_run_end_to_end(smoke):
         "max_d90_fraction",
         "d90_fraction_largest_width",
         "d90_width_spread",
+        "d90_slope_vs_D",
         "param_count_growth",
         "control_full_train_acc",
         "control_d90_ratio",
@@ -208,7 +221,8 @@ def test_d90_growing_as_sqrt_of_D_fails_the_spread_check():
     widths = {k: width_entry(D, GOOD_CURVE) for k, D in (("32", 3466), ("64", 8970), ("128", 26122))}
     for w in widths.values():
         w["d90_test"] = 2.0 * math.sqrt(w["D"])
-    _only_failure(intrinsic_dimension.signature(make_result(widths)), "d90_width_spread")
+    v = intrinsic_dimension.signature(make_result(widths))
+    assert [c.name for c in v.checks if not c.passed] == ["d90_width_spread", "d90_slope_vs_D"]
 
 
 def test_control_ratio_compares_train_accuracy_d90_not_test():
