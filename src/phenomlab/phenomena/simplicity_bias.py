@@ -52,6 +52,7 @@ Background, measurements and caveats: docs/phenomena/simplicity-bias.md.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from ..data import Dataset
 from ..data.lms import dominoes, lms, shuffle_columns
 from ..errors import ConfigError
 from ..models import MLP
-from ..train import evaluate
+from ..train import History, evaluate
 from ._stats import fmt
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
@@ -159,6 +160,28 @@ def _blocks(ds: Dataset, setting: str) -> dict[str, list[int]]:
     return {k: list(v) for k, v in ds.meta["blocks"].items()}
 
 
+def _fit(
+    cfg: Config, ctx: RunContext, ds: Dataset, name: str, init: tuple[Any, ...], x_tr: torch.Tensor, x_te: torch.Tensor
+) -> tuple[History, Callable[[torch.Tensor], float]]:
+    """Train the config's MLP (initialised from ``ctx.seed_for(*init)``) on ``(x_tr, ds.y_train)``, evaluated on
+    ``(x_te, ds.y_test)``; return its history and the test accuracy of any version of the test inputs."""
+    torch.manual_seed(ctx.seed_for(*init))
+    net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
+    y_te = ds.y_test.to(ctx.device)
+    hist = ctx.train(
+        name,
+        net,
+        (x_tr.to(ctx.device), ds.y_train.to(ctx.device)),
+        cfg.train_config(),
+        eval_sets={"test": (x_te.to(ctx.device), y_te)},
+    )
+
+    def acc(x: torch.Tensor) -> float:
+        return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
+
+    return hist, acc
+
+
 def _arm(
     cfg: Config, ctx: RunContext, ds: Dataset, setting: str, arm: str, s_cols: slice, c_cols: slice
 ) -> dict[str, Any]:
@@ -169,19 +192,7 @@ def _arm(
         # S carries no label information in training (nor at test): only S^c can be learned
         x_tr = shuffle_columns(x_tr, s_cols, ctx.generator(setting, "control-train"))
         x_te = shuffle_columns(x_te, s_cols, ctx.generator(setting, "control-test"))
-    torch.manual_seed(ctx.seed_for(setting, "init"))
-    net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
-    y_te = ds.y_test.to(ctx.device)
-    hist = ctx.train(
-        f"{setting}-{arm}",
-        net,
-        (x_tr.to(ctx.device), ds.y_train.to(ctx.device)),
-        cfg.train_config(),
-        eval_sets={"test": (x_te.to(ctx.device), y_te)},
-    )
-
-    def acc(x: torch.Tensor) -> float:
-        return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
+    hist, acc = _fit(cfg, ctx, ds, f"{setting}-{arm}", (setting, "init"), x_tr, x_te)
 
     def randomised(cols: slice, what: str) -> float:
         gens = [ctx.generator(setting, arm, what, i) for i in range(cfg.n_shuffles)]
@@ -234,19 +245,7 @@ def _equal_arm(cfg: Config, ctx: RunContext, ds: Dataset) -> dict[str, Any]:
     """The control with two equally simple blocks: train on :func:`with_second_linear` data, then shuffle each linear
     coordinate alone across the test rows."""
     ds = with_second_linear(ds, cfg.margin, ctx.generator("lms", "equal", "data"))
-    torch.manual_seed(ctx.seed_for("lms", "init"))
-    net = MLP(ds.input_dim, ds.n_classes, width=cfg.width, depth=cfg.depth).to(ctx.device)
-    y_te = ds.y_test.to(ctx.device)
-    hist = ctx.train(
-        "lms-equal",
-        net,
-        (ds.x_train.to(ctx.device), ds.y_train.to(ctx.device)),
-        cfg.train_config(),
-        eval_sets={"test": (ds.x_test.to(ctx.device), y_te)},
-    )
-
-    def acc(x: torch.Tensor) -> float:
-        return float(evaluate(net, (x.to(ctx.device), y_te))["acc"])
+    hist, acc = _fit(cfg, ctx, ds, "lms-equal", ("lms", "init"), ds.x_train, ds.x_test)
 
     def randomised(col: int) -> float:
         gens = [ctx.generator("lms", "equal", col, i) for i in range(cfg.n_shuffles)]
