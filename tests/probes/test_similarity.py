@@ -8,7 +8,9 @@ from phenomlab.errors import PhenomlabError
 from phenomlab.probes.similarity import (
     MinibatchCKA,
     cca,
+    cca_matrices,
     cca_matrix,
+    cka_matrices,
     cka_matrix,
     hsic1,
     linear_cka,
@@ -320,6 +322,45 @@ def test_cca_matrix_equals_mean_cca_per_pair():
         for j, y in enumerate(b.values()):
             assert float(m[i, j]) == pytest.approx(float(cca(x, y).mean()), abs=1e-12)
     assert float(m[0, 1]) == pytest.approx(1.0, abs=1e-12)  # an invertible linear map of the same layer
+
+
+def _nets_features(n_nets=3, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    # a wide layer (feature form), one wider than the examples (Gram form), a 3-d one and a float64 one
+    return [
+        {
+            "w": torch.randn(40, 6, generator=g),
+            "x": torch.randn(40, 50, generator=g),
+            "c": torch.randn(40, 2, 3, generator=g),
+            "d": torch.randn(40, 4, generator=g, dtype=torch.float64),
+        }
+        for _ in range(n_nets)
+    ]
+
+
+def test_pairwise_matrices_equal_the_per_pair_ones_bit_for_bit():
+    feats = _nets_features()
+    cka = cka_matrices(feats)
+    cc = cca_matrices(feats)
+    assert sorted(cka) == sorted(cc) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    for a, b in cka:
+        assert torch.equal(cka[(a, b)], cka_matrix(feats[a], feats[b]))
+        assert torch.equal(cc[(a, b)], cca_matrix(feats[a], feats[b]))
+    only = cca_matrices(feats, pairs=[(2, 0)])
+    assert list(only) == [(2, 0)] and torch.equal(only[(2, 0)], cc[(2, 0)])
+
+
+@pytest.mark.parametrize("fn", [cka_matrices, cca_matrices])
+def test_pairwise_matrices_reject_bad_input(fn):
+    feats = _nets_features(2)
+    with pytest.raises(PhenomlabError, match="at least 2 nets"):
+        fn(feats[:1])
+    with pytest.raises(PhenomlabError, match="two different net indices"):
+        fn(feats, pairs=[(0, 0)])
+    with pytest.raises(PhenomlabError, match="two different net indices"):
+        fn(feats, pairs=[(0, 2)])
+    with pytest.raises(PhenomlabError, match="same number of examples"):
+        fn([feats[0], {"w": torch.randn(39, 6)}])
 
 
 def test_cca_matrix_is_one_when_width_reaches_examples():

@@ -38,7 +38,7 @@ from ..data import mnist1d
 from ..errors import ConfigError
 from ..models import SmallCNN
 from ..probes.activations import features
-from ..probes.similarity import cca_matrix, cka_matrix
+from ..probes.similarity import cca_matrices, cka_matrices
 from ._stats import fmt, slope
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
@@ -147,7 +147,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             accs.append(hist.last("test_acc"))
             feats.append(features(net, ds.x_test, list(LAYERS)))
         pairs = list(itertools.permutations(range(cfg.nets), 2))
-        cka = [cka_matrix(feats[a], feats[b]) for a, b in pairs]
+        cka = list(cka_matrices(feats, pairs).values())
         # mean over layers of each ordered pair's same-layer CKA (NaN: a dead layer, skipped)
         per_pair = {p: float(m.diagonal().nanmean()) for p, m in zip(pairs, cka, strict=True)}
         out["pair_cka"].append([[per_pair.get((a, b)) for b in range(cfg.nets)] for a in range(cfg.nets)])
@@ -156,7 +156,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         out["test_acc"].append(accs)
         if c == max(cfg.widths):
             # rho_bar is symmetric, so one matrix per unordered pair serves both orders (rows and columns)
-            cca = {(a, b): cca_matrix(feats[a], feats[b]) for a, b in pairs if a < b}
+            cca = cca_matrices(feats, [(a, b) for a, b in pairs if a < b])
             out["cca_id"] = identification([cca[(a, b)] if a < b else cca[(b, a)].T for a, b in pairs])
             out["cka_widest"] = cka[0].tolist()
             out["cca_widest"] = cca[(0, 1)].tolist()
