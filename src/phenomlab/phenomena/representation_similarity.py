@@ -56,7 +56,7 @@ SIGNAL_LENGTH = 40  # MNIST-1D
 @dataclass(frozen=True)
 class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1500, batch_size=128, eval_every=1500)):
     widths: tuple[int, ...] = param((8, 16, 32), "channels per conv layer, one set of nets per width", gt=0)
-    nets: int = param(4, "independently initialised nets per width", ge=2)
+    nets: int = param(8, "independently initialised nets per width", ge=2)
     n_train: int = param(4000, "MNIST-1D training signals", ge=100)
     n_examples: int = param(3000, "test signals on which representations are compared", ge=10)
 
@@ -75,7 +75,7 @@ class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=1500, b
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(widths=(2, 3, 4), nets=2, steps=50, eval_every=50, n_train=400, n_examples=400),
     "quick": {},
-    "paper": dict(widths=(8, 16, 32, 64), nets=5, steps=5000, eval_every=5000, n_examples=6000),
+    "paper": dict(widths=(8, 16, 32, 64), nets=10, steps=5000, eval_every=5000, n_examples=6000),
 }
 
 
@@ -213,11 +213,19 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
         ax.set_title(f"{title}, width {max(d['widths'])}")
         fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[2]
-    ax.plot(d["widths"], d["same_layer_cka"], "o-", label="same-layer CKA across seeds")
-    ax.plot(d["widths"], d["cka_id"], "s--", label="CKA identification rate")
+    widths, means = d["widths"], d["same_layer_cka"]
+    for w, m in zip(widths, d["pair_cka"], strict=True):
+        vals = [v for row in m for v in row if v is not None and math.isfinite(v)]
+        ax.plot([w] * len(vals), vals, ".", color="tab:blue", alpha=0.25, ms=3)
+    err = [math.sqrt(v) if math.isfinite(v := jackknife_var(m)) else 0.0 for m in d["pair_cka"]]
+    ax.errorbar(widths, means, yerr=[1.96 * e for e in err], fmt="o", capsize=3, label="same-layer CKA (+-1.96 SE)")
+    trend, lo, hi = width_slope_ci(widths, d["pair_cka"])
+    x = [math.log2(w) for w in widths]
+    icpt = sum(means) / len(means) - trend * sum(x) / len(x)
+    ax.plot(widths, [icpt + trend * a for a in x], "-", color="tab:blue", label=f"fit: {trend:.3f} per doubling")
+    ax.plot(widths, d["cka_id"], "s--", color="tab:orange", label="CKA identification rate")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("channels per conv layer")
-    ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7)
-    ax.set_title("similarity vs width")
+    ax.set_title(f"vs width: slope 95% CI [{lo:.3f}, {hi:.3f}]", fontsize=9)
     return [save(fig, out_dir, "similarity")]
