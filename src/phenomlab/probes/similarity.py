@@ -459,9 +459,7 @@ def cka_matrices(
     instead of once per pair, which removes about two thirds of the work for many nets."""
     nets = _nets(feats)
     todo = _net_pairs(len(nets), pairs)
-    stats: dict[int, list[tuple[Tensor, Tensor]]] = {}
-    for k in sorted({k for p in todo for k in p}):
-        stats[k] = _linear_cka_stats(nets[k])
+    stats = {k: _linear_cka_stats(nets[k]) for k in sorted({k for p in todo for k in p})}
     return {(a, b): _linear_cka_from(stats[a], stats[b]) for a, b in todo}
 
 
