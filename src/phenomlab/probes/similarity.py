@@ -456,7 +456,7 @@ def cka_matrices(
     """Linear CKA matrices (:func:`cka_matrix`, biased) between the layers of several nets, e.g. one architecture
     trained from different seeds: ``{(a, b): cka_matrix(feats[a], feats[b])}`` for every ordered pair of nets
     (or the given ``pairs``), equal to it bit for bit. Each net's centred layers and self-norms are computed once
-    instead of once per pair, which removes about two thirds of the work for many nets."""
+    instead of once per pair (cost: docs/PROBES.md)."""
     nets = _nets(feats)
     todo = _net_pairs(len(nets), pairs)
     stats = {k: _linear_cka_stats(nets[k]) for k in sorted({k for p in todo for k in p})}
