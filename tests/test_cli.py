@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import errno
 import io
 import json
@@ -47,8 +48,10 @@ def assert_one_line_error(r, code: int = 2) -> str:
 
 
 def test_list():
-    r = runner.invoke(app, ["list"])
-    assert r.exit_code == 0 and "grokking" in r.output and "implemented" in r.output
+    r = runner.invoke(app, ["list", "--format", "csv"])
+    assert r.exit_code == 0
+    status = {row["id"]: row["status"] for row in csv.DictReader(io.StringIO(r.output))}
+    assert status["grokking"] == "reproduced" and status["feature-merging"] == "not reproduced", status
     r = runner.invoke(app, ["list", "--config", "grokking"])
     assert r.exit_code == 0 and "train_fraction" in r.output
 
@@ -175,6 +178,18 @@ def test_failing_verdict_exits_1(tmp_path):
     r = runner.invoke(app, ["run", "grokking", *SMALL, "--set", f"{STEPS}=100", "--store", str(tmp_path)])
     assert r.exit_code == 1, r.output
     assert "NOT REPRODUCED" in r.output
+
+
+def test_run_of_a_row_marked_not_reproduced_says_so(tmp_path, monkeypatch):
+    from phenomlab.phenomena import registry
+
+    args = ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)]
+    assert "not reproduced at quick scale" not in runner.invoke(app, args).output
+    row = dataclasses.replace(registry.entry("grokking"), reproduced=False)
+    monkeypatch.setitem(registry._BY_ID, "grokking", row)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "note: the catalogue marks grokking not reproduced at quick scale" in r.output
+    assert "not reproduced at quick scale" not in runner.invoke(app, [*args, "--preset", "smoke"]).output
 
 
 def test_diverging_run_is_stored_failed(tmp_path):

@@ -24,3 +24,5 @@ def test_catalog_doc_matches_registry():
     implemented = set(registry.implemented())
     for pid, status in doc.items():
         assert (pid in implemented) == status.startswith(("implemented", "not reproduced")), (pid, status)
+        # `phenomlab list` and `run` tell the user what the doc says
+        assert registry.entry(pid).reproduced == (not status.startswith("not reproduced")), (pid, status)

@@ -65,6 +65,7 @@ def test_catalogue_page_shows_each_phenomenons_latest_verdict(store, tmp_path):
     assert page.name == "catalogue.html" and "<h2 id='grokking'>" in text
     latest = max(store.list_runs(phenomenon="grokking", status="finished"), key=lambda r: r["created"])
     assert latest["run_id"] in text and "T_gen/T_fit" in text and "data:image/png;base64," in text
+    assert "<td><a href='#grokking'>grokking</a></td><td>reproduced</td>" in text  # the catalogue's status
     assert "no finished run stored for:" in text and "neural-collapse" in text
 
 

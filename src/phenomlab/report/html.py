@@ -242,6 +242,7 @@ def catalogue_page(store: Any, catalogue: Iterable[Any]) -> str:
         summary.append(
             [
                 f"<td><a href='#{_e(entry.id)}'>{_e(entry.id)}</a></td>",
+                f"<td>{_e(getattr(entry, 'status', ''))}</td>",
                 f"<td class='{v}'>{v}</td>",
                 f"<td>{_e(row['run_id'])}</td>",
                 f"<td>{_e(row.get('preset'))}</td>",
@@ -256,7 +257,9 @@ def catalogue_page(store: Any, catalogue: Iterable[Any]) -> str:
             f"<p class='muted'>{_e(entry.source)}; run {_e(row['run_id'])}, preset {_e(row.get('preset'))}, "
             f"seed {_e(row['seed'])}</p>{_verdict_html(row.get('verdict'))}{figs}"
         )
-    parts.append(_table(["phenomenon", "verdict", "run", "preset", "seed", "finished"], summary, "verdict"))
+    parts.append(
+        _table(["phenomenon", "catalogue", "verdict", "run", "preset", "seed", "finished"], summary, "verdict")
+    )
     if missing:
         parts.append(f"<p class='muted'>no finished run stored for: {_e(', '.join(missing))}</p>")
     return _page("phenomlab catalogue", "".join(parts + sections))
