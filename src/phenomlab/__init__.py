@@ -24,7 +24,7 @@ def run(
 ) -> Any:
     """Run phenomenon ``pid`` (e.g. ``"grokking"``) and return its :class:`~phenomlab.phenomena.Result`.
 
-    Keyword ``overrides`` replace config fields (``phenomlab.run("grokking", wd=0.5)``). Finished runs
+    Keyword ``overrides`` replace config fields (``phenomlab.run("grokking", weight_decay=0.5)``). Finished runs
     are read from the store in ``out`` (default ``./phenomlab-runs`` or ``$PHENOMLAB_HOME``).
     """
     from .phenomena.lifecycle import run_phenomenon
