@@ -124,6 +124,16 @@ def test_help_names_the_store_and_phenomlab_home(command):
         assert "--report-dir" in r.output
 
 
+def test_version_prints_package_and_torch_versions():
+    import torch
+
+    from phenomlab import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().startswith(f"phenomlab {__version__} (torch {torch.__version__}, Python ")
+
+
 def test_out_is_a_hidden_alias_of_store(tmp_path):
     r = runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--out", str(tmp_path)])
     assert r.exit_code in (0, 1), r.output

@@ -41,6 +41,26 @@ err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import versions
+
+        v = versions()
+        console.print(f"phenomlab {v['phenomlab']} (torch {v['torch']}, Python {v['python']})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the versions and exit"),
+    ] = False,
+) -> None:
+    """Reproduce, measure and sweep the phenomena of deep learning science."""
+
+
 StoreOpt = Annotated[
     Path | None,
     typer.Option("--store", help="run store directory (default: $PHENOMLAB_HOME, else ./phenomlab-runs)"),
@@ -211,7 +231,7 @@ def render(tables: Any, fmt: str) -> None:
 @_guard
 def run(
     pid: Annotated[str, typer.Argument(metavar="ID", help="phenomenon id (see `phenomlab list`)")],
-    preset: Annotated[str, typer.Option(help="quick (minutes on a laptop CPU) or paper")] = "quick",
+    preset: Annotated[str, typer.Option(help="smoke (the pipeline only), quick (minutes on a CPU) or paper")] = "quick",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a config value: key=value")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (a non-negative integer; default 0)")] = None,
     seeds: Annotated[
@@ -486,7 +506,7 @@ def sweep(
     pid: Annotated[str, typer.Argument(metavar="ID", help="phenomenon id")],
     grid: Annotated[list[str] | None, typer.Option("--grid", help="key=v1,v2,... (repeatable)")] = None,
     seeds: Annotated[str, typer.Option(help="seeds: 0-4, or 0,2,7")] = "0",
-    preset: Annotated[str, typer.Option(help="quick or paper")] = "quick",
+    preset: Annotated[str, typer.Option(help="smoke, quick or paper")] = "quick",
     set_: Annotated[list[str] | None, typer.Option("--set", help="fixed override for every trial: key=value")] = None,
     executor: Annotated[str, typer.Option(help="local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto' joins a running one)")] = None,
