@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for pid in ids:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            data = _canonical(phenomlab.run(pid, seed=args.seed, out=tmp).data)
+            data = _canonical(phenomlab.run(pid, seed=args.seed, store=tmp).data)
         wall = time.perf_counter() - t0
         if args.save:
             (folder / f"{pid}.json").write_text(json.dumps(data, sort_keys=True))

@@ -87,7 +87,7 @@ def one_run(pid: str, seed: int, out: str, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         w, c = time.perf_counter(), time.process_time()
         try:
-            res = phenomlab.run(pid, seed=seed, out=out or tmp, force=True)
+            res = phenomlab.run(pid, seed=seed, store=out or tmp, force=True)
             passed, summary = bool(res.passed), res.verdict.summary if res.verdict else ""
             run_id = res.run_id
             checks = [str(ch) for ch in res.verdict.checks] if res.verdict else []

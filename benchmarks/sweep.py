@@ -26,10 +26,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        seq = phenomlab.sweep("grokking", GRID, args.seeds, out=f"{d}/seq", base=BASE, workers=1)
+        seq = phenomlab.sweep("grokking", GRID, args.seeds, store=f"{d}/seq", base=BASE, workers=1)
         t_seq = time.perf_counter() - t0
         t0 = time.perf_counter()
-        par = phenomlab.sweep("grokking", GRID, args.seeds, out=f"{d}/par", base=BASE, workers=args.workers)
+        par = phenomlab.sweep("grokking", GRID, args.seeds, store=f"{d}/par", base=BASE, workers=args.workers)
         t_par = time.perf_counter() - t0
     n = len(seq.trials)
     assert {o.status for o in seq.outcomes} == {o.status for o in par.outcomes} == {"finished"}

@@ -293,8 +293,20 @@ def test_huge_width_with_a_memory_limit_is_one_line(tmp_path):
 def test_python_api_refuses_bad_seeds(tmp_path):
     for seed in ("x", 1.5, -1, True, None):
         with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
-            phenomlab.run("grokking", seed=seed, out=tmp_path, **TINY)
+            phenomlab.run("grokking", seed=seed, store=tmp_path, **TINY)
     assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_python_api_names_the_run_store_store_and_still_takes_out(tmp_path):
+    first = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    with pytest.warns(FutureWarning, match="out= is deprecated; use store="):
+        again = phenomlab.run("grokking", seed=0, out=tmp_path, **TINY)
+    assert again.run_id == first.run_id and len(RunStore(tmp_path).list_runs()) == 1
+    with pytest.warns(FutureWarning, match="use store="):
+        swept = phenomlab.sweep("grokking", None, "0", out=tmp_path, base=TINY)
+    assert [t.run_id for t in swept.trials] == [first.run_id]
+    with pytest.raises(phenomlab.errors.PhenomlabError, match="store= only"):
+        phenomlab.run("grokking", seed=0, store=tmp_path, out=tmp_path / "other", **TINY)
 
 
 def test_force_keeps_the_run_in_its_sweeps(tmp_path):

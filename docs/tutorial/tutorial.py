@@ -36,7 +36,7 @@ STORE = os.environ.get("PHENOMLAB_TUTORIAL_STORE") or tempfile.mkdtemp(prefix="p
 # %%
 # a small grokking instance: 47 x 47 sums, a narrow MLP, a larger learning rate, 1,500 steps
 SMALL = dict(p=47, embed_dim=32, width=128, lr=0.01, steps=1500)
-result = phenomlab.run("grokking", seed=0, out=STORE, **SMALL)
+result = phenomlab.run("grokking", seed=0, store=STORE, **SMALL)
 print(result.verdict)
 print("figures:", result.figures)
 
@@ -65,7 +65,7 @@ print("top Hessian eigenvalue:", sharpness)
 # keep this tutorial short.
 
 # %%
-sweep = phenomlab.sweep("grokking", {"weight_decay": [0.3, 1.0]}, seeds="0-1", out=STORE, base=SMALL)
+sweep = phenomlab.sweep("grokking", {"weight_decay": [0.3, 1.0]}, seeds="0-1", store=STORE, base=SMALL)
 print(sweep.compare()[["group", "metric", "mean", "n"]].to_string(index=False))
 status = {(t.overrides["weight_decay"], t.seed): o.status for t, o in zip(sweep.trials, sweep.outcomes, strict=True)}
 print("run status by (weight decay, seed):", status)

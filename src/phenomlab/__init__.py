@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ._version import __version__
@@ -17,20 +18,25 @@ def run(
     preset: str = "quick",
     seed: int = 0,
     device: str | None = None,
-    out: str | None = None,
+    store: str | os.PathLike[str] | None = None,
     force: bool = False,
     progress: bool = False,
+    *,
+    out: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> Any:
     """Run phenomenon ``pid`` (e.g. ``"grokking"``) and return its :class:`~phenomlab.phenomena.Result`.
 
     Keyword ``overrides`` replace config fields (``phenomlab.run("grokking", weight_decay=0.5)``). Finished runs
-    are read from the store in ``out`` (default ``./phenomlab-runs`` or ``$PHENOMLAB_HOME``).
+    are read from the run store ``store`` (default ``$PHENOMLAB_HOME``, else ``./phenomlab-runs``), as the CLI's
+    ``--store``; ``out=`` is its deprecated old name.
     """
     from .phenomena.lifecycle import run_phenomenon
+    from .store.sqlite import store_argument
 
+    store = store_argument(store, out)
     return run_phenomenon(
-        pid, preset=preset, overrides=overrides, seed=seed, device=device, out=out, force=force, progress=progress
+        pid, preset=preset, overrides=overrides, seed=seed, device=device, out=store, force=force, progress=progress
     )
 
 

@@ -85,10 +85,9 @@ def _guard(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         legacy = kwargs.get("legacy_out")
         if legacy is not None:
-            target = "store" if "store" in kwargs else "out"
-            if kwargs.get(target) not in (None, legacy):
+            if kwargs.get("store") not in (None, legacy):
                 raise _error("give the run store once: --store (or its old name --out), not both")
-            kwargs[target], kwargs["legacy_out"] = legacy, None
+            kwargs["store"], kwargs["legacy_out"] = legacy, None
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning(warnings.showwarning)
@@ -343,7 +342,7 @@ def _run_seeds(
         preset,
         workers=n_workers,
         device=device,
-        out=store,
+        store=store,
         base=overrides,
         on_done=on_done,
         on_start=on_start,
@@ -512,7 +511,7 @@ def sweep(
     address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto' joins a running one)")] = None,
     workers: Annotated[int, typer.Option(help="parallel local processes / CPUs of a local Ray")] = 1,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
-    out: StoreOpt = None,
+    store: StoreOpt = None,
     legacy_out: LegacyOut = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,
     force: Annotated[bool, typer.Option(help="recompute runs the store has finished (local executor)")] = False,
@@ -562,7 +561,7 @@ def sweep(
             workers=workers,
             address=address,
             device=device,
-            out=out,
+            store=store,
             base=parse_sets(set_),
             on_done=on_done,
             confirm=yes,

@@ -180,18 +180,18 @@ TINY_CNN = dict(n_train=100, n_test=100, channels=(4, 8), width=8, small_width=4
 
 
 def test_cnn_with_augmentation_runs(tmp_path):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, shift_augment=2, **TINY_CNN)
+    r = phenomlab.run(dd.ID, store=str(tmp_path), seed=0, shift_augment=2, **TINY_CNN)
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
 def test_adam_preset_runs(tmp_path):
     # the earlier (Adam) setting stays runnable; a reduced version of it checks the optimiser path
-    r = phenomlab.run(dd.ID, preset="adam", out=str(tmp_path), seed=0, **TINY_CNN)
+    r = phenomlab.run(dd.ID, preset="adam", store=str(tmp_path), seed=0, **TINY_CNN)
     assert len(r.data["test_error"]) == 6 and r.data["n_train"] == 100
 
 
 def test_no_label_noise_runs(tmp_path):
-    r = phenomlab.run(dd.ID, out=str(tmp_path), seed=0, label_noise=0.0, **SMALL)
+    r = phenomlab.run(dd.ID, store=str(tmp_path), seed=0, label_noise=0.0, **SMALL)
     assert r.data["noisy_fitted"] is None and len(r.verdict.checks) == len(CHECKS)
     assert not names(r.verdict)["noisy fitted at the peak >= 0.5"].passed
 

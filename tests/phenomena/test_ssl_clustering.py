@@ -149,7 +149,7 @@ def test_training_sees_no_labels_and_views_are_a_function_of_seed_and_step(tmp_p
         return wrapped
 
     monkeypatch.setattr(sc, "vicreg_objective", spy)
-    r = phenomlab.run(sc.ID, out=str(tmp_path), seed=0, **SMALL)
+    r = phenomlab.run(sc.ID, store=str(tmp_path), seed=0, **SMALL)
     assert seen == list(range(20))
     # the objective's parts are logged per evaluation window; step 0 has none
     assert r.data["full"]["invariance"][0] is None
@@ -199,7 +199,7 @@ def test_term_attribution_splits_the_update_and_leaves_the_training_untouched():
 
 def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("PHENOMLAB_CHECKPOINT_SECONDS", "0")
-    ref = phenomlab.run(sc.ID, out=str(tmp_path / "ref"), seed=1, **SMALL)
+    ref = phenomlab.run(sc.ID, store=str(tmp_path / "ref"), seed=1, **SMALL)
     original, calls = sc._ncc_table, []
 
     def interrupt(*args):
@@ -210,11 +210,11 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sc, "_ncc_table", interrupt)
     with pytest.raises(RuntimeError, match="interrupted"):
-        phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
+        phenomlab.run(sc.ID, store=str(tmp_path / "cut"), seed=1, **SMALL)
     (ckpt,) = (tmp_path / "cut").rglob("full.ckpt")
     assert torch.load(ckpt, weights_only=False)["step"] == 10  # resumes mid-way, Adam state included
     monkeypatch.setattr(sc, "_ncc_table", original)
-    resumed = phenomlab.run(sc.ID, out=str(tmp_path / "cut"), seed=1, **SMALL)
+    resumed = phenomlab.run(sc.ID, store=str(tmp_path / "cut"), seed=1, **SMALL)
     assert not resumed.cached and resumed.data == ref.data
 
 

@@ -31,7 +31,7 @@ FLAGS = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    phenomlab.sweep("grokking", {WD: ["0.5", "1"]}, "0-1", out=root, base=TINY)
+    phenomlab.sweep("grokking", {WD: ["0.5", "1"]}, "0-1", store=root, base=TINY)
     return RunStore(root)
 
 

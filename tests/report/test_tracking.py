@@ -15,7 +15,7 @@ TINY = {"p": "11", "embed_dim": "8", "width": "16", "steps": "60", "eval_every":
 
 def test_export_to_tensorboard_reads_back(tmp_path):
     root = tmp_path / "store"
-    result = phenomlab.run("grokking", seed=0, out=str(root), **TINY)
+    result = phenomlab.run("grokking", seed=0, store=str(root), **TINY)
     log_dir = tmp_path / "tb"
     r = CliRunner().invoke(
         app, ["export", result.run_id[:8], "--to", "tensorboard", "--log-dir", str(log_dir), "--store", str(root)]
@@ -81,7 +81,7 @@ def _assert_mlflow_run(client, mlflow_run, store, result):
 def test_export_to_mlflow_reads_back_and_replaces(tmp_path):
     pytest.importorskip("mlflow")
     root = tmp_path / "store"
-    result = phenomlab.run("grokking", seed=0, out=str(root), **TINY)
+    result = phenomlab.run("grokking", seed=0, store=str(root), **TINY)
     log_dir = tmp_path / "mlruns"
     args = ["export", result.run_id[:8], "--to", "mlflow", "--log-dir", str(log_dir), "--store", str(root)]
     for _ in range(2):  # exporting again replaces the earlier MLflow run

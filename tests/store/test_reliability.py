@@ -125,7 +125,7 @@ def test_partly_overwritten_database_is_found_by_check(tmp_path):
 
 def test_two_runs_truncated_then_check_then_rebuild(tmp_path):
     """The brief's recovery test: two real tiny runs, a truncated database, check, rebuild."""
-    results = [phenomlab.run("grokking", seed=seed, out=tmp_path, **TINY) for seed in (0, 1)]
+    results = [phenomlab.run("grokking", seed=seed, store=tmp_path, **TINY) for seed in (0, 1)]
     store = RunStore(tmp_path, readonly=True)
     before = {r.run_id: store.get(r.run_id) for r in results}
     metrics_before = {r.run_id: store.metrics(r.run_id) for r in results}
@@ -164,7 +164,7 @@ def test_two_runs_truncated_then_check_then_rebuild(tmp_path):
     assert r.exit_code == 0 and all(res.run_id in r.output for res in results)
     assert set(store.sweep(sid)["run_ids"]) == {res.run_id for res in results}
     # the rebuilt store is a normal store: the same run is read back, not recomputed
-    again = phenomlab.run("grokking", seed=0, out=tmp_path, **TINY)
+    again = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
     assert again.cached and again.verdict.to_dict() == results[0].verdict.to_dict()
 
 
@@ -227,7 +227,7 @@ CONCURRENT = textwrap.dedent(
     import sys, torch
     torch.set_num_threads(1)
     import phenomlab
-    r = phenomlab.run("grokking", out=sys.argv[1], **{k: int(v) for k, v in (a.split("=") for a in sys.argv[2:])})
+    r = phenomlab.run("grokking", store=sys.argv[1], **{k: int(v) for k, v in (a.split("=") for a in sys.argv[2:])})
     print("RESULT", r.run_id, r.verdict.passed, r.verdict.to_dict()["checks"][0]["value"], r.cached)
     """
 )

@@ -83,7 +83,7 @@ def test_huge_sweeps_refused_by_count_before_any_trial_is_built(tmp_path):
     assert len(plan("grokking", None, "0-1000", max_trials=2000)[1]) == 1001
     # phenomlab.sweep refuses before it records anything
     with pytest.raises(TooManyTrials, match="confirm=True"):
-        phenomlab.sweep("grokking", grid, "0-100000000", out=tmp_path)
+        phenomlab.sweep("grokking", grid, "0-100000000", store=tmp_path)
     assert RunStore(tmp_path).list_sweeps() == []
 
 

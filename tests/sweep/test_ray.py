@@ -9,10 +9,10 @@ GRID = {"lr": ["1e30", "0.01", "0.02"]}
 
 
 def test_ray_sweep_matches_local(tmp_path, tiny):
-    ray_res = phenomlab.sweep("grokking", GRID, "0", executor="ray", workers=2, out=tmp_path / "ray", base=tiny())
+    ray_res = phenomlab.sweep("grokking", GRID, "0", executor="ray", workers=2, store=tmp_path / "ray", base=tiny())
     assert sorted(o.status for o in ray_res.outcomes) == ["failed", "finished", "finished"]
     # local with the same threads per worker (1) gives the same numbers
-    local = phenomlab.sweep("grokking", GRID, "0", workers=2, out=tmp_path / "local", base=tiny())
+    local = phenomlab.sweep("grokking", GRID, "0", workers=2, store=tmp_path / "local", base=tiny())
     rs, ls = RunStore(tmp_path / "ray"), RunStore(tmp_path / "local")
     assert len(rs.list_runs(status="finished")) == 2
     for t in local.trials:
@@ -27,6 +27,6 @@ def test_ray_sweep_matches_local(tmp_path, tiny):
             assert (tmp_path / "ray" / "runs" / t.run_id / "run.json").exists()
         else:  # the diverged trial is stored as failed, with the worker's error
             assert "diverged" in a["error"] and "diverged" in b["error"]
-    again = phenomlab.sweep("grokking", GRID, "0", executor="ray", workers=2, out=tmp_path / "ray", base=tiny())
+    again = phenomlab.sweep("grokking", GRID, "0", executor="ray", workers=2, store=tmp_path / "ray", base=tiny())
     assert sorted(o.status for o in again.outcomes) == ["cached", "cached", "failed"]
     assert rs.sweep(again.sweep_id)["run_ids"] == rs.sweep(ray_res.sweep_id)["run_ids"]

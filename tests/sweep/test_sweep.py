@@ -17,15 +17,15 @@ PHENOMLAB = os.path.join(os.path.dirname(sys.executable), "phenomlab")
 
 
 def test_local_sweep_skips_stored_runs_and_survives_failures(tmp_path, tiny):
-    res = phenomlab.sweep("grokking", {"lr": ["0.01", "0.02"]}, "0-1", out=tmp_path, base=tiny())
+    res = phenomlab.sweep("grokking", {"lr": ["0.01", "0.02"]}, "0-1", store=tmp_path, base=tiny())
     assert len(res.trials) == 4 and {o.status for o in res.outcomes} == {"finished"}
-    again = phenomlab.sweep("grokking", {"lr": ["0.01", "0.02"]}, "0-1", out=tmp_path, base=tiny())
+    again = phenomlab.sweep("grokking", {"lr": ["0.01", "0.02"]}, "0-1", store=tmp_path, base=tiny())
     assert {o.status for o in again.outcomes} == {"cached"}
     df = res.frame()
     assert len(df) == 4 and set(df["status"]) == {"finished"} and "t_fit" in df.columns
     assert set(res.compare()["group"]) == {"lr=0.01", "lr=0.02"}
     # seeds=0 (an int) is seed 0; one trial diverges (huge lr): stored as failed, the other goes on
-    bad = phenomlab.sweep("grokking", {"lr": ["1e30", "0.03"]}, 0, out=tmp_path, base=tiny())
+    bad = phenomlab.sweep("grokking", {"lr": ["1e30", "0.03"]}, 0, store=tmp_path, base=tiny())
     assert [t.seed for t in bad.trials] == [0, 0]
     assert sorted(o.status for o in bad.outcomes) == ["failed", "finished"]
     assert RunStore(tmp_path).sweep(bad.sweep_id)["spec"]["seeds"] == [0]
@@ -35,20 +35,20 @@ def test_local_sweep_skips_stored_runs_and_survives_failures(tmp_path, tiny):
 
 
 def test_force_recomputes_finished_trials_and_keeps_their_sweeps(tmp_path, tiny):
-    first = phenomlab.sweep("grokking", None, "0-1", out=tmp_path, base=tiny())
-    forced = phenomlab.sweep("grokking", None, "0-1", out=tmp_path, base=tiny(), force=True)
+    first = phenomlab.sweep("grokking", None, "0-1", store=tmp_path, base=tiny())
+    forced = phenomlab.sweep("grokking", None, "0-1", store=tmp_path, base=tiny(), force=True)
     assert [o.status for o in forced.outcomes] == ["finished", "finished"] and forced.sweep_id == first.sweep_id
     rows = RunStore(tmp_path).list_runs()
     assert sorted(r["attempts"] for r in rows) == [2, 2] and {r["status"] for r in rows} == {"finished"}
     assert len(RunStore(tmp_path).sweep(first.sweep_id)["run_ids"]) == 2
     with pytest.raises(PhenomlabError, match="local executor"):
-        phenomlab.sweep("grokking", None, "0", out=tmp_path, base=tiny(), executor="ray", force=True)
+        phenomlab.sweep("grokking", None, "0", store=tmp_path, base=tiny(), executor="ray", force=True)
 
 
 def test_parallel_local_matches_sequential_and_survives_failures(tmp_path, tiny):
     grid = {"lr": ["1e30", "0.01", "0.02"]}
-    seq = phenomlab.sweep("grokking", grid, "0", out=tmp_path / "a", base=tiny())
-    par = phenomlab.sweep("grokking", grid, "0", out=tmp_path / "b", base=tiny(), workers=2)
+    seq = phenomlab.sweep("grokking", grid, "0", store=tmp_path / "a", base=tiny())
+    par = phenomlab.sweep("grokking", grid, "0", store=tmp_path / "b", base=tiny(), workers=2)
     assert sorted(o.status for o in par.outcomes) == ["failed", "finished", "finished"]
     a, b = RunStore(tmp_path / "a"), RunStore(tmp_path / "b")
     for t in seq.trials:
@@ -61,7 +61,7 @@ def test_parallel_local_matches_sequential_and_survives_failures(tmp_path, tiny)
             assert "diverged" in rb["error"]
     assert par.sweep_id == seq.sweep_id
     # finished trials are read back, the failed one is tried again
-    again = phenomlab.sweep("grokking", grid, "0", out=tmp_path / "b", base=tiny(), workers=2)
+    again = phenomlab.sweep("grokking", grid, "0", store=tmp_path / "b", base=tiny(), workers=2)
     assert sorted(o.status for o in again.outcomes) == ["cached", "cached", "failed"]
 
 

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +88,17 @@ LOCK_NAME = ".lock"
 def default_root() -> Path:
     """``$PHENOMLAB_HOME`` if set, else ``./phenomlab-runs``."""
     return Path(os.environ.get("PHENOMLAB_HOME", "phenomlab-runs"))
+
+
+def store_argument(store: str | os.PathLike[str] | None, out: str | os.PathLike[str] | None) -> Any:
+    """The run store a Python call names as ``store=`` or by its deprecated old name ``out=`` (one FutureWarning;
+    both at once is an error), as the CLI's ``--store`` / hidden ``--out``."""
+    if out is None:
+        return store
+    if store is not None:
+        raise PhenomlabError("give the run store as store= only (out= is its deprecated old name)")
+    warnings.warn("out= is deprecated; use store=", FutureWarning, stacklevel=3)
+    return out
 
 
 class RunStore:

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import PhenomlabError
 from ..phenomena import registry
 from ..seeding import resolve_device
-from ..store.sqlite import RunStore
+from ..store.sqlite import RunStore, store_argument
 from .executors import Outcome, Progress, run_local, run_ray
 from .grid import (
     MAX_TRIALS,
@@ -106,13 +106,15 @@ def sweep(
     workers: int = 1,
     address: str | None = None,
     device: str | None = None,
-    out: str | Path | None = None,
+    store: str | Path | None = None,
     base: Mapping[str, Any] | None = None,
     on_done: Progress | None = None,
     max_trials: int | None = MAX_TRIALS,
     confirm: bool = False,
     on_start: Callable[[str, Sequence[Trial]], None] | None = None,
     force: bool = False,
+    *,
+    out: str | Path | None = None,
 ) -> SweepResult:
     """Run phenomenon ``pid`` over ``grid`` (``{"weight_decay": [0, 0.5]}`` or ``["weight_decay=0,0.5"]``) x ``seeds``.
 
@@ -122,6 +124,8 @@ def sweep(
     ``executor="ray"`` sends each trial to Ray (``address="auto"`` joins a cluster). ``on_start(sweep_id,
     trials)`` is called once the trials are planned, ``on_done(trial, outcome)`` as each one ends.
     ``force=True`` recomputes trials the store already has finished (their sweep memberships are kept).
+    ``store`` is the run store (default ``$PHENOMLAB_HOME``, else ``./phenomlab-runs``); ``out=`` its deprecated
+    old name.
     """
     if executor not in EXECUTORS:
         raise PhenomlabError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
@@ -134,8 +138,8 @@ def sweep(
     sid, trials = plan(pid, grid, seeds, preset, base, max_trials=None if confirm else max_trials)
     if force:
         trials = [replace(t, force=True) for t in trials]
-    store = RunStore(out)
-    store.add_sweep(
+    run_store = RunStore(store_argument(store, out))
+    run_store.add_sweep(
         sid,
         pid,
         {
@@ -149,9 +153,9 @@ def sweep(
     if on_start:
         on_start(sid, trials)
     if executor == "local":
-        outcomes = run_local(trials, store, workers=workers, device=device, sweep_id=sid, on_done=on_done)
+        outcomes = run_local(trials, run_store, workers=workers, device=device, sweep_id=sid, on_done=on_done)
     else:
         outcomes = run_ray(
-            trials, store, address=address, workers=workers, device=device, sweep_id=sid, on_done=on_done
+            trials, run_store, address=address, workers=workers, device=device, sweep_id=sid, on_done=on_done
         )
-    return SweepResult(sid, pid, trials, outcomes, store)
+    return SweepResult(sid, pid, trials, outcomes, run_store)
