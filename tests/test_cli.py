@@ -341,6 +341,17 @@ def test_ambiguous_prefixes_list_the_candidates(tmp_path):
         assert "no run" in assert_one_line_error(runner.invoke(app, ["show", ref, "--store", str(tmp_path)]))
 
 
+def test_report_of_an_unknown_or_ambiguous_id_writes_nothing(tmp_path):
+    store = RunStore(tmp_path / "store")
+    for rid in ("abc1000000000000", "abc2000000000000"):
+        store.start_run(rid, "grokking", {"p": 11}, 0)
+    report_dir = tmp_path / "report"
+    for ref in ("abc", "zzz", "s99"):
+        args = ["report", ref, "--store", str(tmp_path / "store"), "--report-dir", str(report_dir)]
+        assert_one_line_error(runner.invoke(app, args))
+    assert not report_dir.exists()
+
+
 def test_compare_csv_to_an_unwritable_path(tmp_path):
     store = RunStore(tmp_path)
     store.start_run("abc1000000000000", "grokking", {"p": 11}, 0)

@@ -272,6 +272,16 @@ def render(
     catalogue page (every phenomenon's latest verdict) when given the ``catalogue`` entries; return the path of
     the page to open."""
     out = Path(out_dir)
+    sweep = run = None
+    if catalogue is None and not everything:
+        # resolve the id before creating anything: a typo must not leave an empty report folder behind
+        if ref is None:
+            raise PhenomlabError("name a run or sweep id, or use --all")
+        sweep = store.sweep(ref) if ref.startswith("s") else None
+        if sweep is None:
+            if not store.find(ref):
+                raise PhenomlabError(f"no run or sweep {ref!r} in {store.root} (see `phenomlab runs`)")
+            run = store.resolve_run(ref)
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "runs").mkdir(exist_ok=True)
@@ -295,16 +305,10 @@ def render(
             _write(out / rel, sweep_page(store, s, dict(links)))
             sweep_links[s["sweep_id"]] = rel
         return _write(out / "index.html", index_page(rows, links, sweeps, sweep_links))
-    if ref is None:
-        raise PhenomlabError("name a run or sweep id, or use --all")
-    sweep = store.sweep(ref) if ref.startswith("s") else None
     if sweep is not None:
         links = {rid: write_run(r) for rid in sweep["run_ids"] if (r := store.get(rid)) is not None}
         return _write(out / f"sweep-{sweep['sweep_id']}.html", sweep_page(store, sweep, links))
-    if not store.find(ref):
-        raise PhenomlabError(f"no run or sweep {ref!r} in {store.root} (see `phenomlab runs`)")
-    rel = write_run(store.resolve_run(ref))
-    return out / rel
+    return out / write_run(run)
 
 
 def _write(path: Path, text: str) -> Path:
