@@ -54,6 +54,15 @@ def check_smoke_run(pid: str, store: RunStore, r: Result) -> None:
     assert isinstance(redone, Result) and sorted(redone.figures) == sorted(r.figures)
 
 
+def test_list_values_parse_bare_bracketed_or_as_a_tuple():
+    from phenomlab.phenomena.config import parse_value
+
+    for text in ("0,0.1,0.3", "[0, 0.1, 0.3]", "(0, 0.1, 0.3)", " 0, 0.1 ,0.3, "):
+        assert parse_value("noise_levels", text, tuple[float, ...]) == (0.0, 0.1, 0.3)
+    with pytest.raises(ConfigError, match="expects float"):
+        parse_value("noise_levels", "0,x", tuple[float, ...])
+
+
 @pytest.mark.parametrize("pid", IDS)
 def test_contract(pid):
     check_contract(pid)

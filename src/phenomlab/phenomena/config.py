@@ -148,8 +148,11 @@ def _check_type(name: str, value: Any, tp: Any) -> None:
         raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r}")
 
 
+_BRACKETS = str.maketrans("", "", "[]()")  # a list as `list --config` prints it, or as a Python tuple
+
+
 def parse_value(name: str, text: str, tp: Any) -> Any:
-    """Parse a ``--set key=value`` string into the field's type (lists as ``a,b,c``)."""
+    """Parse a ``--set key=value`` string into the field's type (lists as ``a,b,c``, ``[a, b, c]`` or ``(a, b, c)``)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         arms = typing.get_args(tp)
@@ -166,7 +169,7 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         elem = args[0] if args else str
-        parts = [p for p in text.replace("[", "").replace("]", "").split(",") if p.strip()]
+        parts = [p for p in text.translate(_BRACKETS).split(",") if p.strip()]
         return tuple(parse_value(name, p.strip(), elem) for p in parts)
     try:
         if tp is bool:
