@@ -326,3 +326,25 @@ def test_atomic_write_leaves_no_temporary_file_on_a_full_disk(tmp_path, monkeypa
         files.write_atomic(target, "new" * 1000)
     assert target.read_text() == "old"  # the old content is intact
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_ctrl_c_right_after_the_run_is_inserted_leaves_it_interrupted(tmp_path, monkeypatch):
+    """A Ctrl-C that lands while start_run writes the run's record (the row already says running) must leave the
+    run interrupted, as one during training does; a sweep worker stopped between two trials hit this window."""
+    real = RunStore._try_write_record
+    calls = []
+
+    def interrupted_once(self, run_id):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(self, run_id)
+
+    monkeypatch.setattr(RunStore, "_try_write_record", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    (row,) = RunStore(tmp_path).list_runs()
+    assert row["status"] == "interrupted"
+    monkeypatch.setattr(RunStore, "_try_write_record", real)
+    again = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    assert not again.cached and RunStore(tmp_path).get(again.run_id)["status"] == "finished"

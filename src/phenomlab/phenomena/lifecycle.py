@@ -141,11 +141,13 @@ def run_phenomenon(
             say(f"resuming run {rid} from its checkpoints")
         else:
             say(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
-        store.start_run(
-            rid, pid, cfg_dict, seed, preset=preset, device=str(dev), versions=versions(), sweep_id=sweep_id
-        )
         t0 = time.perf_counter()
         try:
+            # inside the try: a Ctrl-C between the row's insert and the training (start_run still writes the
+            # record) must leave the run interrupted, not "running" forever
+            store.start_run(
+                rid, pid, cfg_dict, seed, preset=preset, device=str(dev), versions=versions(), sweep_id=sweep_id
+            )
             if measured is None:
                 sink = None if on_log is None else (lambda step, metrics: on_log(rid, step, metrics))
                 ctx = RunContext(
