@@ -90,7 +90,9 @@ def default_root() -> Path:
     return Path(os.environ.get("PHENOMLAB_HOME", "phenomlab-runs"))
 
 
-def store_argument(store: str | os.PathLike[str] | None, out: str | os.PathLike[str] | None) -> Any:
+def store_argument(
+    store: str | os.PathLike[str] | None, out: str | os.PathLike[str] | None
+) -> str | os.PathLike[str] | None:
     """The run store a Python call names as ``store=`` or by its deprecated old name ``out=`` (one FutureWarning;
     both at once is an error), as the CLI's ``--store`` / hidden ``--out``."""
     if out is None:
