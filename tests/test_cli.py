@@ -341,6 +341,45 @@ def test_ambiguous_prefixes_list_the_candidates(tmp_path):
         assert "no run" in assert_one_line_error(runner.invoke(app, ["show", ref, "--store", str(tmp_path)]))
 
 
+def test_compare_and_export_take_every_run_of_a_phenomenon(tmp_path):
+    store = RunStore(tmp_path)
+    for rid, seed, passed in (("a100000000000000", 0, True), ("a200000000000000", 1, False)):
+        store.start_run(rid, "grokking", {"p": 11}, seed)
+        verdict = {"checks": [{"name": "t_gen", "value": 10.0 + seed}]}
+        store.finish_run(rid, passed, verdict, {"x": 1.0}, 1.0)
+    store.start_run("a300000000000000", "grokking", {"p": 11}, 2)
+    store.fail_run("a300000000000000", "boom")
+    store.start_run("b100000000000000", "lottery-ticket", {"k": 1}, 0)
+    where = ["--store", str(tmp_path)]
+    groups = json.loads(runner.invoke(app, ["compare", "--phenomenon", "grokking", *where, "--format", "json"]).output)
+    assert len(groups) == 1 and groups[0]["seeds"] == [0, 1, 2] and groups[0]["pass_rate"] == 0.5
+    assert groups[0]["metrics"]["t_gen"]["values"] == [10.0, 11.0]  # in seed order, as the seeds
+    table = runner.invoke(app, ["compare", "--phenomenon", "grokking", *where], env={"COLUMNS": "80"})
+    assert (
+        table.exit_code == 0
+        and "grokking  (all runs)  seeds [0, 1, 2]  pass rate 50% of 2 finished, 1 run(s)" in table.output
+    )
+    # a phenomenon id where a run id belongs points to --phenomenon
+    line = assert_one_line_error(runner.invoke(app, ["compare", "grokking", *where]))
+    assert "phenomenon, not a run id" in line and "--phenomenon grokking" in line
+    # a typo is named as one, by compare, export and runs alike
+    for args in (
+        ["compare", "--phenomenon", "grokkin"],
+        ["export", "--phenomenon", "grokkin"],
+        ["runs", "--phenomenon", "grokkin"],
+    ):
+        assert "did you mean 'grokking'" in assert_one_line_error(runner.invoke(app, [*args, *where]))
+    # a catalogue id without runs: an empty listing, but nothing to compare
+    assert runner.invoke(app, ["runs", "--phenomenon", "grokking-x", *where]).exit_code == 2
+    assert runner.invoke(app, ["runs", "--phenomenon", "memorization", *where]).exit_code == 0
+    assert "no runs of 'memorization'" in assert_one_line_error(
+        runner.invoke(app, ["compare", "--phenomenon", "memorization", *where])
+    )
+    # the selectors are exclusive
+    line = assert_one_line_error(runner.invoke(app, ["compare", "a1", "--phenomenon", "grokking", *where]))
+    assert "not several" in line
+
+
 def test_report_of_an_unknown_or_ambiguous_id_writes_nothing(tmp_path):
     store = RunStore(tmp_path / "store")
     for rid in ("abc1000000000000", "abc2000000000000"):

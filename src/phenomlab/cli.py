@@ -67,6 +67,7 @@ StoreOpt = Annotated[
 ]
 LegacyOut = Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --store")]
 FormatOpt = Annotated[str, typer.Option("--format", help="table (folds at the terminal width), csv or json")]
+PhenomenonOpt = Annotated[str | None, typer.Option("--phenomenon", help="every stored run of this phenomenon")]
 
 #: OSErrors about the machine (disk full, permissions, missing folders): one line, exit 2
 _USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
@@ -170,16 +171,50 @@ def resolve_run(store: Any, ref: str) -> dict[str, Any]:
 DEFAULT_LOG_DIR = {"tensorboard": "phenomlab-tb", "mlflow": "phenomlab-mlflow"}
 
 
-def selected_runs(store: Any, refs: list[str] | None, sweep_ref: str | None, verb: str) -> list[dict[str, Any]]:
-    """The runs of sweep ``sweep_ref``, else the runs named by ``refs`` (id prefixes); ``verb`` names the command."""
+def phenomenon_runs(store: Any, phenomenon: str, status: str | None = None) -> list[dict[str, Any]]:
+    """The stored runs of ``phenomenon``; an id neither stored nor in the catalogue is a typo (one-line error)."""
+    from .phenomena import registry
+
+    rows = store.list_runs(phenomenon, status)
+    if not rows:
+        registry.entry(phenomenon)
+    return rows
+
+
+def selected_runs(
+    store: Any, refs: list[str] | None, sweep_ref: str | None, verb: str, phenomenon: str | None = None
+) -> list[dict[str, Any]]:
+    """The runs of sweep ``sweep_ref``, else every run of ``phenomenon``, else the runs named by ``refs`` (id
+    prefixes); ``verb`` names the command."""
+    if sum(x is not None for x in (refs or None, sweep_ref, phenomenon)) > 1:
+        raise PhenomlabError(f"{verb}: name runs, --sweep or --phenomenon, not several")
     if sweep_ref:
         sw = store.sweep(sweep_ref)
         if sw is None:
             raise PhenomlabError(f"no sweep {sweep_ref!r} in {store.root}")
         return [r for rid in sw["run_ids"] if (r := store.get(rid)) is not None]
+    if phenomenon:
+        rows = phenomenon_runs(store, phenomenon)
+        if not rows:
+            raise PhenomlabError(f"no runs of {phenomenon!r} in {store.root} (see `phenomlab runs`)")
+        return rows
     if refs:
-        return [resolve_run(store, ref) for ref in refs]
-    raise PhenomlabError(f"name runs to {verb}, or --sweep SWEEP")
+        return [_run_or_hint(store, ref, verb) for ref in refs]
+    raise PhenomlabError(f"name runs to {verb}, --sweep SWEEP or --phenomenon ID")
+
+
+def _run_or_hint(store: Any, ref: str, verb: str) -> dict[str, Any]:
+    """``resolve_run``, but a phenomenon id given where a run id belongs gets pointed to ``--phenomenon``."""
+    from .phenomena import registry
+
+    try:
+        return resolve_run(store, ref)
+    except PhenomlabError:
+        if registry.known(ref):
+            raise PhenomlabError(
+                f"{ref!r} is a phenomenon, not a run id: `phenomlab {verb} --phenomenon {ref}` takes all its runs"
+            ) from None
+        raise
 
 
 @app.command("list", epilog=STORE_EPILOG)
@@ -397,7 +432,8 @@ def runs(
 
     if status is not None and status not in STATUSES:
         raise PhenomlabError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
-    rows = open_store(store).list_runs(phenomenon, status)
+    st = open_store(store)
+    rows = phenomenon_runs(st, phenomenon, status) if phenomenon else st.list_runs(None, status)
     verdict = {None: None, True: "pass", False: "fail"}
     table = Tabular(
         f"runs ({len(rows)})",
@@ -581,6 +617,7 @@ def sweep(
 def compare(
     refs: Annotated[list[str] | None, typer.Argument(metavar="RUN...", help="run ids (prefixes)")] = None,
     sweep_ref: Annotated[str | None, typer.Option("--sweep", help="a sweep id (a unique prefix is enough)")] = None,
+    phenomenon: PhenomenonOpt = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
     csv: Annotated[Path | None, typer.Option(help="also write the table as CSV")] = None,
@@ -595,14 +632,16 @@ def compare(
     _check_format(fmt)
 
     st = open_store(store)
-    rows = selected_runs(st, refs, sweep_ref, "compare")
+    rows = selected_runs(st, refs, sweep_ref, "compare", phenomenon)
     groups = aggregate(rows)
     tables = []
     for g in groups:
         pr = g["pass_rate"]
+        # "failed" is the run status (an exception, not a failed verdict): said only when it happened
+        crashed = f", {g['failed']} run(s) failed" if g["failed"] else ""
         title = (
             f"{g['phenomenon']}  {g['label']}  seeds {g['seeds']}  pass rate "
-            f"{'n/a' if math.isnan(pr) else f'{pr:.0%}'}  ({g['failed']} failed)"
+            f"{'n/a' if math.isnan(pr) else f'{pr:.0%}'} of {g['finished']} finished{crashed}"
         )
         # a bootstrap interval of 2 values says nothing: below MIN_CI_N seeds the values themselves are shown
         body = [
@@ -657,6 +696,7 @@ def export(
     refs: Annotated[list[str] | None, typer.Argument(metavar="[RUN...]", help="run ids (prefixes)")] = None,
     to: Annotated[str, typer.Option("--to", help="tracker: tensorboard or mlflow")] = "tensorboard",
     sweep_ref: Annotated[str | None, typer.Option("--sweep", help="every run of this sweep")] = None,
+    phenomenon: PhenomenonOpt = None,
     log_dir: Annotated[
         Path | None,
         typer.Option("--log-dir", help="where the tracker's files go (default phenomlab-tb / phenomlab-mlflow)"),
@@ -672,7 +712,7 @@ def export(
     if to not in TRACKERS:
         raise PhenomlabError(f"unknown tracker {to!r}; choose one of {', '.join(TRACKERS)}")
     st = open_store(store)
-    rows = selected_runs(st, refs, sweep_ref, "export")
+    rows = selected_runs(st, refs, sweep_ref, "export", phenomenon)
     where = log_dir or Path(DEFAULT_LOG_DIR[to])
     written = export(to, st, rows, where)
     view = f"tensorboard --logdir {where}" if to == "tensorboard" else f"mlflow ui --backend-store-uri {where}"

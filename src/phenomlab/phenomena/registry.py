@@ -133,6 +133,11 @@ def remove(pid: str) -> None:
         _BY_ID.pop(pid, None)
 
 
+def known(pid: str) -> bool:
+    """Whether ``pid`` is a catalogue id (shipped or added), implemented or not."""
+    return pid in _BY_ID
+
+
 def entry(pid: str) -> Entry:
     if pid not in _BY_ID:
         close = difflib.get_close_matches(pid, list(_BY_ID), n=1)

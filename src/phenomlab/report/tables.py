@@ -81,7 +81,8 @@ def to_json(tables: Sequence[Tabular]) -> str:
 
 
 def to_rich(t: Tabular, width: int = 80) -> Any:
-    """A rich Table whose columns fold instead of truncating, for a terminal ``width`` characters wide."""
+    """A rich Table (without its title) whose columns fold instead of truncating, for a terminal ``width``
+    characters wide."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -89,7 +90,7 @@ def to_rich(t: Tabular, width: int = 80) -> Any:
     natural = sum(max(len(cell_text(x)) for x in [c, *(r[i] for r in t.rows)]) for i, c in enumerate(t.columns))
     # two spaces between columns when the table fits that way, else one
     pad = (0, 1, 0, 0) if natural + 2 * (len(t.columns) - 1) <= width else (0, 0)
-    rt = Table(title=t.title, box=box.SIMPLE_HEAD, show_edge=False, padding=pad, title_justify="left")
+    rt = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=pad)
     for i, col in enumerate(t.columns):
         texts = [col] + [cell_text(r[i]) for r in t.rows]
         # a column is never narrower than its longest cell (ids, dates) or its longest word up to 12 characters:
@@ -116,7 +117,12 @@ def render(tables: Tabular | Sequence[Tabular], fmt: str, console: Any) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "table":
+        from rich.text import Text
+
         for t in tables:
+            # a caption of its own, folded at the terminal's width: as the table's title rich folds it at the
+            # table's, which splits "seeds [0, 1, 2]" over two lines above a narrow table
+            console.print(Text(t.title, style="table.title"))
             console.print(to_rich(t, console.width))
         return
     text = to_csv(tables) if fmt == "csv" else to_json(tables)

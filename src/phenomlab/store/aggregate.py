@@ -64,7 +64,9 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     configs = [g[0]["config"] for g in groups.values()]
     varying = sorted({k for c in configs for k in c if any(c2.get(k) != c.get(k) for c2 in configs)})
     out = []
-    for members in groups.values():
+    for group in groups.values():
+        # values are listed in seed order, as the seeds are
+        members = sorted(group, key=lambda m: m["seed"])
         finished = [m for m in members if m["status"] == "finished"]
         scalars: dict[str, list[float]] = {}
         for m in finished:
@@ -82,7 +84,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "phenomenon": members[0]["phenomenon"],
                 "config": members[0]["config"],
                 "label": ", ".join(f"{k}={members[0]['config'].get(k)}" for k in varying) or "(all runs)",
-                "seeds": sorted(m["seed"] for m in members),
+                "seeds": [m["seed"] for m in members],
                 "runs": [m["run_id"] for m in members],
                 "finished": len(finished),
                 "failed": sum(m["status"] == "failed" for m in members),
