@@ -116,7 +116,7 @@ def task(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def ntk(model: HyperNet, inp: torch.Tensor) -> torch.Tensor:
     """The empirical NTK ``[P, P]`` by the probe's implicit (vjp/jvp) route: it batches all pairs of a task through
     one meta-network pass, where the per-sample Jacobians would hold ``P x n_params`` numbers."""
-    return empirical_ntk(model, inp, mode="full")[:, :, 0, 0]
+    return empirical_ntk(model, inp, mode="full", method="jacobian")[:, :, 0, 0]
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:

@@ -132,13 +132,13 @@ def kernel_runs(cfg: Config, ctx: RunContext, scheme: str, data: Any) -> list[di
         def work(w: int = w) -> dict[str, float]:
             model = _mlp(cfg, x.shape[1], w, ctx.seed_for("init", w))
             parametrise(model, scheme, base=base)
-            k0 = empirical_ntk(model, xk)
+            k0 = empirical_ntk(model, xk, method="jacobian")
             tcfg = TrainConfig(steps=cfg.kernel_steps, lr=lr, optimizer="sgd", loss="mse", eval_every=cfg.kernel_steps)
             hist = ctx.train(f"kernel_{scheme}_w{w}", model, (x, y), tcfg)
             losses = hist.column("train_loss")
             return {
                 "width": w,
-                "change": kernel_change(k0, empirical_ntk(model, xk)),
+                "change": kernel_change(k0, empirical_ntk(model, xk, method="jacobian")),
                 "loss_ratio": losses[-1] / losses[0],
             }
 

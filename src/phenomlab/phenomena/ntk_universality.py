@@ -172,7 +172,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                         # the same weights under both readouts: the control differs only in the parametrisation
                         torch.manual_seed(ctx.seed_for("init", arch, width, s))
                         model = build(arch, x, width, readout)
-                        k0 = empirical_ntk(model, x)
+                        k0 = empirical_ntk(model, x, method="jacobian")
                         lr = cfg.lr_scale * n / (2.0 * float(torch.linalg.eigvalsh(k0.double())[-1]))
                         with torch.no_grad():
                             f0 = model(x).reshape(-1)
@@ -192,7 +192,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                             fT = model(x).reshape(-1)
                         f_lin = kernel_gd_prediction(k0, f0, y, lr, cfg.steps)
                         out["dev"].append(relative_deviation(fT, f_lin, f0))
-                        out["change"].append(kernel_change(k0, empirical_ntk(model, x)))
+                        out["change"].append(kernel_change(k0, empirical_ntk(model, x, method="jacobian")))
                         losses = hist.column("train_loss")
                         out["loss0"].append(float(losses[0]))
                         out["lossT"].append(float(losses[-1]))

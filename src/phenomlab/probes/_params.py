@@ -69,15 +69,29 @@ class ParamSpace:
         return v.to(device=self.device, dtype=self.dtype)
 
 
+def stateless_call(model: nn.Module, state: Mapping[str, Tensor], args: tuple[Any, ...], kwargs: Any = None) -> Any:
+    """``torch.func.functional_call(model, state, args, kwargs)`` that leaves each module's own parameter and buffer
+    objects in place: with one module reachable at two paths (``nn.Sequential(a, act, a)``), torch 2.13 restores the
+    first path's parameter and then the second's already-swapped value, leaving a plain tensor where the model's
+    ``nn.Parameter`` was (it would then drop out of ``model.parameters()`` and training)."""
+    saved = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+    try:
+        return functional_call(model, dict(state), args, kwargs)
+    finally:
+        for m, params, buffers in saved:
+            m._parameters.update(params)
+            m._buffers.update(buffers)
+
+
 def call_model(model: nn.Module, inputs: Any, state: Mapping[str, Tensor] | None = None) -> Any:
     """``model(inputs)``, or ``model(**inputs)`` for a mapping; with ``state`` through ``functional_call``."""
     if isinstance(inputs, Mapping):
         if state is None:
             return model(**inputs)
-        return functional_call(model, dict(state), (), dict(inputs))
+        return stateless_call(model, state, (), dict(inputs))
     if state is None:
         return model(inputs)
-    return functional_call(model, dict(state), (inputs,))
+    return stateless_call(model, state, (inputs,))
 
 
 def _tensors(x: Any) -> list[Tensor]:
