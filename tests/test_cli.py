@@ -380,6 +380,34 @@ def test_compare_and_export_take_every_run_of_a_phenomenon(tmp_path):
     assert "not several" in line
 
 
+def test_report_takes_every_run_of_a_phenomenon(tmp_path):
+    store = RunStore(tmp_path / "store")
+    for rid, seed in (("a100000000000000", 0), ("a200000000000000", 1)):
+        store.start_run(rid, "grokking", {"p": 11}, seed)
+        verdict = {"passed": seed == 0, "summary": "ok", "checks": []}
+        store.finish_run(rid, seed == 0, verdict, {"x": 1.0}, 1.0)
+    store.start_run("b100000000000000", "lottery-ticket", {"k": 1}, 0)
+    out = tmp_path / "report"
+    where = ["--store", str(tmp_path / "store"), "--report-dir", str(out)]
+    r = runner.invoke(app, ["report", "--phenomenon", "grokking", *where])
+    assert r.exit_code == 0, r.output
+    page = (out / "grokking.html").read_text()
+    assert "a100000000000000" in page and "a200000000000000" in page and "b100000000000000" not in page
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["a100000000000000.html", "a200000000000000.html"]
+    # a phenomenon id where a run id belongs points to --phenomenon; a typo and an empty phenomenon write nothing
+    empty = ["--store", str(tmp_path / "store"), "--report-dir", str(tmp_path / "none")]
+    line = assert_one_line_error(runner.invoke(app, ["report", "grokking", *empty]))
+    assert "not a run or sweep id" in line and "--phenomenon grokking" in line
+    assert "did you mean 'grokking'" in assert_one_line_error(
+        runner.invoke(app, ["report", "--phenomenon", "grokkin", *empty])
+    )
+    assert "no runs of 'memorization'" in assert_one_line_error(
+        runner.invoke(app, ["report", "--phenomenon", "memorization", *empty])
+    )
+    assert "not several" in assert_one_line_error(runner.invoke(app, ["report", "--all", "--phenomenon", "x", *empty]))
+    assert not (tmp_path / "none").exists()
+
+
 def test_report_of_an_unknown_or_ambiguous_id_writes_nothing(tmp_path):
     store = RunStore(tmp_path / "store")
     for rid in ("abc1000000000000", "abc2000000000000"):

@@ -672,21 +672,32 @@ def report(
     catalogue: Annotated[
         bool, typer.Option("--catalogue", help="one page: every stored phenomenon's latest verdict and figure")
     ] = False,
+    phenomenon: PhenomenonOpt = None,
     store: StoreOpt = None,
     report_out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old name of --report-dir")] = None,
 ) -> None:
     """Write a static HTML report (figures embedded, verdict table, config, versions, timings)."""
+    from .phenomena import registry
     from .report.html import render
 
     if report_out is not None:
         err.print("warning: `report --out` is deprecated; use --report-dir (--store names the run store)")
         report_dir = report_out
+    if sum((ref is not None, all_, catalogue, phenomenon is not None)) > 1:
+        raise PhenomlabError("report: name a run or sweep, --all, --catalogue or --phenomenon, not several")
+    st = open_store(store)
     entries = None
     if catalogue:
         from .phenomena.registry import CATALOG
 
         entries = CATALOG
-    page = render(open_store(store), report_dir, ref, everything=all_, catalogue=entries)
+    if phenomenon is not None:
+        phenomenon_runs(st, phenomenon)  # a typo gets its did-you-mean before anything is written
+    elif ref is not None and registry.known(ref) and not st.find(ref) and st.sweep(ref) is None:
+        raise PhenomlabError(
+            f"{ref!r} is a phenomenon, not a run or sweep id: `phenomlab report --phenomenon {ref}` takes all its runs"
+        )
+    page = render(st, report_dir, ref, everything=all_, catalogue=entries, phenomenon=phenomenon)
     console.print(f"report: {page.resolve()}", highlight=False, markup=False)
 
 

@@ -107,6 +107,19 @@ def test_z_zero_reproduces_the_base_network_and_base_stays_untouched():
     assert set(sub.state_dict()) == {"z", "theta0"}
 
 
+def test_a_module_at_two_paths_keeps_its_parameters():
+    # torch 2.13's functional_call left a plain tensor (holding z's graph) where such a module's weight was
+    torch.manual_seed(0)
+    shared = nn.Linear(3, 3)
+    base = nn.Sequential(shared, nn.Tanh(), shared)
+    weight = shared.weight
+    sub = SubspaceModel(base, d=2, projection="dense")
+    x = torch.randn(4, 3)
+    sub(x).sum().backward()
+    assert shared.weight is weight and all(isinstance(p, nn.Parameter) for p in base.parameters())
+    assert torch.allclose(sub(x), base(x))  # z is still zero
+
+
 def test_refuses_modules_with_buffers():
     with pytest.raises(PhenomlabError, match="buffers"):
         SubspaceModel(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), d=2)

@@ -22,9 +22,9 @@ import math
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import PhenomlabError
+from ..probes._params import stateless_call
 
 PROJECTIONS = ("auto", "dense", "fastfood")
 #: ``projection="auto"`` picks the dense matrix while D*d is at most this many entries (32 MB in float32)
@@ -157,4 +157,4 @@ class SubspaceModel(nn.Module):
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self._base, self.parameters_dict(), (x,))
+        return stateless_call(self._base, self.parameters_dict(), (x,))

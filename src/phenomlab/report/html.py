@@ -266,14 +266,24 @@ def catalogue_page(store: Any, catalogue: Iterable[Any]) -> str:
 
 
 def render(
-    store: Any, out_dir: str | Path, ref: str | None = None, everything: bool = False, catalogue: Any = None
+    store: Any,
+    out_dir: str | Path,
+    ref: str | None = None,
+    everything: bool = False,
+    catalogue: Any = None,
+    phenomenon: str | None = None,
 ) -> Path:
-    """Write the report for a run or sweep id (or prefix), for the whole store with ``everything``, or the
-    catalogue page (every phenomenon's latest verdict) when given the ``catalogue`` entries; return the path of
-    the page to open."""
+    """Write the report for a run or sweep id (or prefix), for the whole store with ``everything``, for every
+    stored run of ``phenomenon`` (an index page), or the catalogue page (every phenomenon's latest verdict) when
+    given the ``catalogue`` entries; return the path of the page to open."""
     out = Path(out_dir)
     sweep = run = None
-    if catalogue is None and not everything:
+    phenomenon_rows: list[dict[str, Any]] = []
+    if phenomenon is not None:
+        phenomenon_rows = store.list_runs(phenomenon)
+        if not phenomenon_rows:
+            raise PhenomlabError(f"no runs of {phenomenon!r} in {store.root} (see `phenomlab runs`)")
+    elif catalogue is None and not everything:
         # resolve the id before creating anything: a typo must not leave an empty report folder behind
         if ref is None:
             raise PhenomlabError("name a run or sweep id, or use --all")
@@ -295,15 +305,17 @@ def render(
 
     if catalogue is not None:
         return _write(out / "catalogue.html", catalogue_page(store, catalogue))
-    if everything:
-        rows = store.list_runs()
+    if everything or phenomenon is not None:
+        rows = phenomenon_rows if phenomenon is not None else store.list_runs()
         links = {r["run_id"]: write_run(r) for r in rows}
-        sweeps = store.list_sweeps()
+        sweeps = [s for s in store.list_sweeps() if phenomenon is None or s["phenomenon"] == phenomenon]
         sweep_links = {}
         for s in sweeps:
             rel = f"sweep-{s['sweep_id']}.html"
             _write(out / rel, sweep_page(store, s, dict(links)))
             sweep_links[s["sweep_id"]] = rel
+        if phenomenon is not None:
+            return _write(out / f"{phenomenon}.html", index_page(rows, links, sweeps, sweep_links, title=phenomenon))
         return _write(out / "index.html", index_page(rows, links, sweeps, sweep_links))
     if sweep is not None:
         links = {rid: write_run(r) for rid in sweep["run_ids"] if (r := store.get(rid)) is not None}
@@ -324,8 +336,9 @@ def index_page(
     links: Mapping[str, str],
     sweeps: list[Mapping[str, Any]],
     sweep_links: Mapping[str, str],
+    title: str = "phenomlab runs",
 ) -> str:
-    parts = [f"<h1>phenomlab runs</h1><p>{len(rows)} runs, {len(sweeps)} sweeps</p>", "<h2>Runs</h2>"]
+    parts = [f"<h1>{_e(title)}</h1><p>{len(rows)} runs, {len(sweeps)} sweeps</p>", "<h2>Runs</h2>"]
     table_rows = []
     for r in rows:
         v = "-" if r.get("passed") is None else ("pass" if r["passed"] else "fail")
