@@ -686,11 +686,7 @@ def report(
     if sum((ref is not None, all_, catalogue, phenomenon is not None)) > 1:
         raise PhenomlabError("report: name a run or sweep, --all, --catalogue or --phenomenon, not several")
     st = open_store(store)
-    entries = None
-    if catalogue:
-        from .phenomena.registry import CATALOG
-
-        entries = CATALOG
+    entries = registry.CATALOG if catalogue else None
     if phenomenon is not None:
         phenomenon_runs(st, phenomenon)  # a typo gets its did-you-mean before anything is written
     elif ref is not None and registry.known(ref) and not st.find(ref) and st.sweep(ref) is None:
