@@ -47,6 +47,8 @@ def check_smoke_run(pid: str, store: RunStore, r: Result) -> None:
     assert any(c.name.startswith("control") for c in r.verdict.checks), "no check named control..."
     json.dumps(r.data)  # the stored data is plain JSON
     assert r.figures and all(Path(p).is_file() and Path(p).parent == Path(r.run_dir) for p in r.figures)
+    # a finished run keeps its measurements, not its checkpoints or partial results (docs/RELIABILITY.md)
+    assert not [*Path(r.run_dir).glob("*.ckpt"), *Path(r.run_dir).glob("*.part.pt")]
     again = run_phenomenon(pid, preset="smoke", seed=0, store=store)
     assert again.cached and again.data == r.data and again.verdict.to_dict() == r.verdict.to_dict()
     redone = replot(store, r.run_id)

@@ -158,6 +158,9 @@ def run_phenomenon(
                 with threads():
                     measured = mod.run(cfg, ctx)
                 store.save_result(rid, measured)  # also writes runs/<id>/run.json
+            # the measurements are stored, so the run can only be judged from here on, never retrained: its
+            # checkpoints and partial results are dead weight (hundreds of MB for the NTK rows)
+            _drop_resume_files(run_dir)
             result = Result(phenomenon=pid, config=cfg_dict, seed=seed, data=measured, run_id=rid, run_dir=str(run_dir))
             _judge(mod, result, store, time.perf_counter() - t0)
             return result
@@ -328,6 +331,11 @@ def _fail(store: RunStore, rid: str, error: str, status: str = "failed") -> None
     # the store itself may be what failed (a full disk): the original error must still reach the caller
     with contextlib.suppress(Exception):
         store.fail_run(rid, error, status=status)  # also rewrites run.json when it can
+
+
+def _drop_resume_files(run_dir: Path) -> None:
+    for p in [*run_dir.glob("*.ckpt"), *run_dir.glob("*.part.pt")]:
+        p.unlink(missing_ok=True)
 
 
 def _clear(run_dir: Path) -> None:
