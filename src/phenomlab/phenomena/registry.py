@@ -68,6 +68,7 @@ NOT_REPRODUCED = frozenset(
         "contrastive-inversion",
         "resnet-depth-scaling",
         "feature-merging",
+        "representation-similarity",
     }
 )
 
