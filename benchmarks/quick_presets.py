@@ -59,16 +59,6 @@ BUDGET_S = {
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def not_reproduced() -> set[str]:
-    """Ids whose row in docs/CATALOG.md says "not reproduced at quick scale" (an honest, expected failure)."""
-    out = set()
-    for line in (ROOT / "docs" / "CATALOG.md").read_text().splitlines():
-        cells = [c.strip() for c in line.split("|")]
-        if len(cells) > 3 and cells[2].startswith("not reproduced"):
-            out.add(cells[1])
-    return out
-
-
 def last_touched(pid: str) -> int:
     """Commit time of the last change to the phenomenon's module (0 outside a git checkout)."""
     path = ROOT / "src" / "phenomlab" / "phenomena" / (pid.replace("-", "_") + ".py")
@@ -155,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ids.sort(key=last_touched, reverse=True)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
-    expected_fail = not_reproduced()
+    expected_fail = set(registry.NOT_REPRODUCED)  # kept equal to docs/CATALOG.md's marks by a test
     todo = deque((pid, seed) for pid in ids for seed in seeds)
     records: list[dict] = []
     skipped: list[tuple[str, int]] = []
