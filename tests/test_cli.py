@@ -4,6 +4,7 @@ import errno
 import io
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -75,6 +76,10 @@ def test_list():
         (["run", "grokking", "--workers", "2"], "--workers goes with --seeds"),
         (["show", "0000"], "no run"),
         (["runs", "--status", "bogus"], "choose one of running, finished, failed, interrupted"),
+        (["run", "grokking", "--seeds", "0-1500"], "`phenomlab sweep grokking --seeds 0-1500 --yes` runs more"),
+        (["sweep", "grokking", "--grid", "p=11,,13"], "has an empty value"),
+        (["sweep", "grokking", "--grid", "p=11,13", "--set", "p=17"], "p given both as a fixed override"),
+        (["run", "grokking", "--set", "p=1e30"], "p expects"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
@@ -158,7 +163,7 @@ def test_read_commands_never_create_a_store(tmp_path):
     for where in (missing, empty):
         for args in (["runs"], ["show", "abc"], ["compare", "abc"], ["report", "abc"], ["store", "check"]):
             r = runner.invoke(app, [*args, "--store", str(where)])
-            assert r.exit_code in (1, 2), r.output
+            assert r.exit_code == 2, r.output
             assert "Traceback" not in r.output
             assert "no run store" in r.output or "missing" in r.output, r.output
     assert not missing.exists()
@@ -601,3 +606,57 @@ def test_run_several_seeds_gives_each_seeds_verdict_and_the_pass_rate(tmp_path):
     assert forced.exit_code == 1 and "passed on 0 of 1 seeds (1)" in forced.output
     attempts = {row["seed"]: row["attempts"] for row in RunStore(tmp_path / "a").list_runs()}
     assert attempts == {0: 1, 1: 2}  # only the forced seed was computed again
+
+
+def test_bad_input_with_log_creates_no_store_and_no_log_folder(tmp_path):
+    args = ["--store", str(tmp_path / "store"), "--log", "tensorboard", "--log-dir", str(tmp_path / "tb")]
+    r = runner.invoke(app, ["run", "nope", *args])
+    assert r.exit_code == 2 and "unknown phenomenon" in r.output
+    r = runner.invoke(app, ["run", "grokking", "--set", "wdd=1", *args])
+    assert r.exit_code == 2 and "unknown config key" in r.output
+    assert not (tmp_path / "store").exists() and not (tmp_path / "tb").exists()
+
+
+def test_compare_json_and_csv_outputs_stay_parseable_when_also_writing_a_csv_file(tmp_path):
+    assert runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)]).exit_code == 1
+    for fmt, parse in (("json", json.loads), ("csv", lambda t: list(csv.DictReader(io.StringIO(t))))):
+        args = ["compare", "--phenomenon", "grokking", "--format", fmt, "--csv", str(tmp_path / "x.csv")]
+        r = runner.invoke(app, [*args, "--store", str(tmp_path)])
+        assert r.exit_code == 0 and parse(r.stdout), r.output
+        assert "wrote" in r.stderr and "wrote" not in r.stdout
+
+
+def test_store_check_of_no_store_is_bad_input(tmp_path):
+    for root in (tmp_path / "missing", tmp_path):
+        r = runner.invoke(app, ["store", "check", "--store", str(root)])
+        assert r.exit_code == 2 and "no run store" in r.output, r.output
+
+
+def test_a_failing_smoke_verdict_says_it_tests_the_pipeline_only(tmp_path):
+    r = runner.invoke(app, ["run", "grokking", "--preset", "smoke", *TINY_ARGS, "--store", str(tmp_path)])
+    assert r.exit_code == 1 and "the smoke preset runs seconds of training to check the pipeline" in r.output
+
+
+def test_an_empty_phenomlab_home_is_unset(monkeypatch):
+    from phenomlab.store.sqlite import default_root
+
+    monkeypatch.setenv("PHENOMLAB_HOME", "")
+    assert default_root() == pathlib.Path("phenomlab-runs")
+
+
+def test_sigterm_midway_stores_the_run_interrupted_and_it_resumes(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")
+    args = [exe, "run", "grokking", *SMALL, "--set", f"{STEPS}=800", "--set", f"{WD}=0"]
+    args += ["--set", f"{CONTROL_WD}=0", "--store", str(tmp_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PHENOMLAB_CHECKPOINT_SECONDS": "0.5"}
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/main.ckpt")):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)  # what `kill`, Slurm and `docker stop` send
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in stderr, stderr
+    (row,) = RunStore(tmp_path).list_runs()
+    assert row["status"] == "interrupted"
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert "resuming run" in out.stderr and RunStore(tmp_path).get(row["run_id"])["status"] == "finished"

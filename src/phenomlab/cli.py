@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -272,7 +274,9 @@ def run(
         str | None,
         typer.Option(help="several seeds, e.g. 0-2 or 0,3,7: a verdict per seed and the pass rate (in parallel)"),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="with --seeds: parallel processes (default: one a seed)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="with --seeds: parallel processes (default: one a seed, at most one a core)")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present)")] = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
@@ -287,10 +291,11 @@ def run(
 ) -> None:
     """Reproduce one phenomenon and print its verdict (exit 0 if it passed, 1 if not).
 
-    With --seeds, run several seeds (as a sweep without a grid, one process per seed unless --workers says
-    otherwise, each with cores // processes torch threads) and print each seed's verdict and the pass rate (exit 0
-    only if every seed passed). A seed's numbers equal those of --seed S run on as many threads; on another thread
-    count float rounding differs and training can amplify it (docs/BENCHMARKS.md, "Several seeds at once")."""
+    With --seeds, run several seeds (as a sweep without a grid, one process per seed up to one per core unless
+    --workers says otherwise, each with cores // processes torch threads) and print each seed's verdict and the pass
+    rate (exit 0 only if every seed passed). A seed's numbers equal those of --seed S run on as many threads; on
+    another thread count float rounding differs and training can amplify it (docs/BENCHMARKS.md, "Several seeds at
+    once")."""
     from .phenomena.lifecycle import run_phenomenon
 
     if seeds is not None:
@@ -304,8 +309,12 @@ def run(
     seed = 0 if seed is None else seed
     stream = None
     if log is not None:
+        from .phenomena import registry
         from .report.tracking import MetricStream
         from .store.sqlite import RunStore
+
+        # bad input must not leave a new store and log folder behind
+        registry.make_config(pid, preset, parse_sets(set_)).validate()
 
         stream = MetricStream(log, log_dir or Path(DEFAULT_LOG_DIR.get(log, "phenomlab-logs")), RunStore(store))
     try:
@@ -331,13 +340,20 @@ def run(
     if result.cached:
         console.print(f"run {result.run_id}: read from the store (finished earlier; --force recomputes)")
     _print_result(result)
-    _note_not_reproduced(pid, preset)
+    _note_not_reproduced(pid, preset, bool(result.passed))
     raise typer.Exit(0 if result.passed else 1)
 
 
-def _note_not_reproduced(pid: str, preset: str) -> None:
+def _note_not_reproduced(pid: str, preset: str, passed: bool) -> None:
     from .phenomena import registry
 
+    if preset == "smoke" and not passed:
+        console.print(
+            "note: the smoke preset runs seconds of training to check the pipeline; its verdict says nothing about "
+            f"the phenomenon (use --preset quick). Training ran, was stored and judged: the pipeline works for {pid}",
+            markup=False,
+            highlight=False,
+        )
     if preset == "quick" and not registry.entry(pid).reproduced:
         console.print(
             f"note: the catalogue marks {pid} not reproduced at quick scale: its quick verdict fails on some or all "
@@ -359,9 +375,10 @@ def _run_seeds(
 ) -> NoReturn:
     from .phenomena.lifecycle import load_result
     from .sweep.api import sweep as run_sweep
-    from .sweep.grid import parse_seeds
+    from .sweep.grid import MAX_TRIALS, TooManyTrials, parse_seeds
 
-    n_workers = workers if workers is not None else len(parse_seeds(seeds))  # bad seeds fail here, before any work
+    # bad seeds fail here, before any work; more processes than cores would only share them (and each loads torch)
+    n_workers = workers if workers is not None else min(len(parse_seeds(seeds)), os.cpu_count() or 1)
 
     def on_start(sid: str, trials: Any) -> None:
         err.print(f"{pid}: {len(trials)} seeds as sweep {sid} ({n_workers} process(es))", markup=False)
@@ -370,19 +387,24 @@ def _run_seeds(
         what = {True: "passed", False: "not reproduced", None: o.status}[o.passed]
         err.print(f"  seed {trial.seed}: {what}", markup=False, highlight=False)
 
-    res = run_sweep(
-        pid,
-        None,
-        seeds,
-        preset,
-        workers=n_workers,
-        device=device,
-        store=store,
-        base=overrides,
-        on_done=on_done,
-        on_start=on_start,
-        force=force,
-    )
+    try:
+        res = run_sweep(
+            pid,
+            None,
+            seeds,
+            preset,
+            workers=n_workers,
+            device=device,
+            store=store,
+            base=overrides,
+            on_done=on_done,
+            on_start=on_start,
+            force=force,
+        )
+    except TooManyTrials:
+        raise PhenomlabError(
+            f"`run --seeds` takes at most {MAX_TRIALS:,} seeds; `phenomlab sweep {pid} --seeds {seeds} --yes` runs more"
+        ) from None
     passed = 0
     for t in sorted(res.trials, key=lambda t: t.seed):
         row = res.store.get(t.run_id)
@@ -394,7 +416,7 @@ def _run_seeds(
         passed += bool(result.passed)
         _print_result(result, checks=not result.passed)
     console.print(f"{pid}: passed on {passed} of {len(res.trials)} seeds ({seeds})  sweep {res.sweep_id}")
-    _note_not_reproduced(pid, preset)
+    _note_not_reproduced(pid, preset, passed == len(res.trials))
     raise typer.Exit(0 if passed == len(res.trials) else 1)
 
 
@@ -411,7 +433,8 @@ def _print_result(result: Any, checks: bool = True) -> None:
     for c in v.checks if checks else ():
         console.print(f"  [{'green' if c.passed else 'red'}]{escape(str(c))}[/]", highlight=False)
     for f in result.figures:
-        console.print(f"figure: {f}", highlight=False, markup=False)
+        gone = "" if Path(f).exists() else " (missing: `phenomlab show RUN --replot` draws it again)"
+        console.print(f"figure: {f}{gone}", highlight=False, markup=False)
 
 
 @app.command(epilog=STORE_EPILOG)
@@ -552,7 +575,9 @@ def sweep(
     yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,
     force: Annotated[bool, typer.Option(help="recompute runs the store has finished (local executor)")] = False,
 ) -> None:
-    """Run a phenomenon over a grid x seeds; stored runs are skipped (unless --force), failures do not stop the rest."""
+    """Run a phenomenon over a grid x seeds; stored runs are skipped (unless --force), failures do not stop the rest.
+
+    Exit 0 when every trial ran, whatever its verdict (`phenomlab compare` gives the pass rates), 1 if one failed."""
     import contextlib
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -658,7 +683,7 @@ def compare(
             to_frame(groups).to_csv(csv, index=False)
         except OSError as exc:
             raise PhenomlabError(f"cannot write the CSV file {csv}: {exc.strerror or exc}") from None
-        console.print(f"wrote {csv}", markup=False)
+        err.print(f"wrote {csv}", markup=False)  # stderr: stdout may be the JSON or CSV being parsed
 
 
 @app.command(epilog=STORE_EPILOG)
@@ -731,8 +756,12 @@ def export(
 def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
     """Check the database (SQLite integrity check) against the run folders; exit 1 if there are problems."""
     from .store.repair import check
+    from .store.sqlite import DB_NAME, RECORD_NAME
 
     rep = check(store)
+    if not rep.root.is_dir() or not (rep.root / DB_NAME).exists() and not any(rep.root.glob(f"runs/*/{RECORD_NAME}")):
+        # nothing to check is bad input (exit 2, as in every other command), not a damaged store
+        raise PhenomlabError(f"no run store at {rep.root}; give the store with --store or $PHENOMLAB_HOME")
     db = "database ok" if rep.database_ok else "database NOT ok"
     console.print(f"store {rep.root}: {rep.runs} runs, {db}, {len(rep.problems)} problem(s)", markup=False)
     for p in rep.problems:
@@ -752,12 +781,24 @@ def store_rebuild(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
     if rep.moved_to is not None:
         console.print(f"moved the old database to {rep.moved_to}", markup=False)
     console.print(f"re-indexed {len(rep.indexed)} run(s) into {rep.root / 'store.sqlite'}", markup=False)
+    if rep.restored:
+        console.print(
+            f"restored {len(rep.restored)} run(s) whose run.json was missing or unreadable from the old index "
+            f"(their run.json rewritten): {', '.join(rep.restored)}",
+            markup=False,
+        )
     for s in rep.skipped:
         console.print(f"[red]skipped:[/] {escape(s)}", highlight=False)
     raise typer.Exit(1 if rep.skipped else 0)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    # `kill`, Slurm and `docker stop` send SIGTERM: stop as Ctrl-C does (the run stored as interrupted, resumable)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except BrokenPipeError:  # e.g. `phenomlab runs | head`

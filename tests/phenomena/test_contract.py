@@ -81,3 +81,15 @@ def test_smoke_run_is_stored_cached_and_replotted(pid, smoke):
 def test_quick_preset_reproduces(pid, seed, tmp_path):
     r = run_phenomenon(pid, seed=seed, out=tmp_path)
     assert r.passed, str(r.verdict)
+
+
+def test_whole_numbers_parse_exactly_and_empty_list_items_are_refused():
+    from phenomlab.phenomena.config import parse_value
+
+    assert parse_value("steps", "99999999999999999999999", int) == 99999999999999999999999
+    assert parse_value("steps", "1e3", int) == 1000 and parse_value("steps", " 2.0 ", int) == 2
+    with pytest.raises(ConfigError, match="expects"):
+        parse_value("steps", "1e30", int)  # a float this large no longer holds every integer
+    with pytest.raises(ConfigError, match="empty item"):
+        parse_value("noise_levels", "0,,0.3", tuple[float, ...])
+    assert parse_value("noise_levels", "()", tuple[float, ...]) == ()

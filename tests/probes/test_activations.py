@@ -136,3 +136,20 @@ def test_mapping_inputs_are_keyword_arguments():
         assert all(torch.allclose(chunked[k], full[k], atol=1e-6) for k in full)
     loader = [(batch, torch.zeros(9)), ({k: v[:3] for k, v in batch.items()}, torch.zeros(3))]
     assert features(m, loader, "fc")["fc"].shape == (12, 2)
+
+
+def test_dtype_mismatch_is_one_line_error_naming_both_dtypes():
+    from phenomlab.probes import empirical_ntk, top_hessian_eigenvalue
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))  # float32
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(PhenomlabError, match="inputs are torch.float64 but the model's parameters are torch.float32"):
+        features(net, x, "1")
+    with pytest.raises(PhenomlabError, match="torch.float64 but the model's parameters are torch.float32"):
+        empirical_ntk(net, x)
+    with pytest.raises(PhenomlabError, match="torch.float64 but the model's parameters are torch.float32"):
+        top_hessian_eigenvalue(net, nn.MSELoss(), (x, torch.zeros(5, 2, dtype=torch.float64)))
+    # a model that casts its inputs itself is not rejected
+    cast = nn.Sequential(nn.Identity(), nn.Linear(3, 2))
+    cast[0].forward = lambda t: t.float()  # type: ignore[method-assign]
+    assert features(cast, x, "1")["1"].dtype == torch.float32

@@ -134,3 +134,32 @@ def test_exported():
 
     assert probes.sparse_norm_bound is sparse_norm_bound
     assert set(bounds.__all__) <= set(dir(probes))
+
+
+def test_network_bounds_in_eval_mode_and_input_checks():
+    class Dropped(_Net):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.c2(torch.relu(self.c1(x))))
+            return self.fc(self.drop(x.mean(-1)))
+
+    torch.manual_seed(0)
+    net = Dropped().double()
+    x = torch.randn(40, 1, 9, dtype=torch.float64)
+    with torch.no_grad():
+        y = net.eval()(x).argmax(1)
+    want = network_bounds(net, x, y, margin_quantile=0.5)
+    net.train()  # an active Dropout would make the margins random
+    assert network_bounds(net, x, y, margin_quantile=0.5) == want
+    assert net.training
+    with pytest.raises(PhenomlabError, match="x and y have different lengths"):
+        network_bounds(net, x, y[:-1])
+    with pytest.raises(PhenomlabError, match="x contains NaN"):
+        network_bounds(net, x.clone().fill_(float("nan")), y)
+    with pytest.raises(PhenomlabError, match="integer class labels"):
+        multiclass_margins(torch.zeros(2, 3), torch.tensor([0.5, 1.0]))
+    with pytest.raises(PhenomlabError, match="holds class 3 but the logits have 3 classes"):
+        multiclass_margins(torch.zeros(2, 3), torch.tensor([0, 3]))

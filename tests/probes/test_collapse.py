@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from phenomlab.errors import PhenomlabError
 from phenomlab.probes.collapse import (
     NeuralCollapse,
     cdnv,
@@ -307,3 +308,30 @@ def test_neural_collapse_helper_matches_functions():
     assert other.nc3 is None and other.nc4 is not None
     with pytest.raises(ValueError, match="classifier"):
         neural_collapse(net, (x, y), "body", classifier="nope")
+
+
+def test_cdnv_close_means_far_from_origin_float32():
+    # two class means 0.5 apart at distance ~240 from the global mean: the Gram form |a|^2 + |b|^2 - 2 a.b of
+    # ||mu_a - mu_b||^2 cancels in float32; the same float32 data taken to float64 is the reference
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 8, generator=g) * 240.0
+    centres[1] = centres[0] + 0.5
+    y = torch.arange(400) % 10
+    z = (centres[y] + 0.1 * torch.randn(400, 8, generator=g)).float()
+    got = cdnv(z, y, reduce="none")
+    ref = cdnv(z.double(), y, reduce="none")
+    assert torch.allclose(got.double(), ref, rtol=1e-3, atol=0.0)
+
+
+def test_neural_collapse_mapping_inputs_and_layer_given_as_module():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x, y = torch.randn(30, 4), torch.arange(30) % 3
+    plain = neural_collapse(net, (x, y), layer="1")
+    # nn.Sequential.forward(input): a mapping is passed as keyword arguments; len(mapping) is not the row count
+    keyed = neural_collapse(net, ({"input": x}, y), layer="1")
+    assert keyed.nc1 == pytest.approx(plain.nc1) and keyed.cdnv == pytest.approx(plain.cdnv)
+    with pytest.raises(PhenomlabError, match="different lengths"):
+        neural_collapse(net, ({"input": x}, y[:-1]), layer="1")
+    with pytest.raises(PhenomlabError, match="pass its name '1'"):
+        neural_collapse(net, (x, y), layer=net[1])

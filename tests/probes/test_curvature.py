@@ -378,3 +378,18 @@ def test_hessian_trace_methods_against_the_dense_hessian(setup):
         hessian_trace(model, CE, (x, y), samples=2, method="hutch++")
     with pytest.raises(ValueError, match="shape"):
         trace_estimate(lambda v: v[:3], 10, samples=3, method="hutch++")
+
+
+def test_train_mode_operator_leaves_batchnorm_running_stats():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1)).double().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+    v = torch.randn(n_params(net), dtype=torch.float64)
+    for cache in (True, False):
+        mv = model_hvp(net, nn.MSELoss(), (x, y), cache=cache, eval_mode=False)
+        first = mv(v)
+        assert torch.equal(mv(v), first)  # the same batch statistics every product
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert net.training

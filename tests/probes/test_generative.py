@@ -243,3 +243,15 @@ def test_class_swap_moves_only_wcfid():
     assert math.isclose(good["FID"], swap["FID"], rel_tol=1e-12)
     assert math.isclose(good["BCFID"], swap["BCFID"], rel_tol=1e-9, abs_tol=1e-12)
     assert swap["WCFID"] > 50 * good["WCFID"]
+
+
+def test_conditional_fid_rejects_fake_classes_absent_from_real():
+    from phenomlab.errors import PhenomlabError
+
+    g = torch.Generator().manual_seed(0)
+    xr, yr = _two_class_data(g, 50, collapse=False)
+    xf, yf = _two_class_data(g, 50, collapse=False)
+    yf = yf.clone()
+    yf[:5] = 7  # a class the real set does not have: it would enter FID but no class term
+    with pytest.raises(PhenomlabError, match=r"absent from labels_real: \[7\]"):
+        conditional_fid(xr, yr, xf, yf)

@@ -111,3 +111,11 @@ def test_quantized_mutual_information_hand_computed():
     assert ixt == pytest.approx(h_ref) and ity == pytest.approx(mi_ref)
     with pytest.raises(ValueError, match="integer"):
         quantized_mutual_information(torch.rand(4, 2), [0, 1, 0, 1])
+
+
+def test_entropy_of_rows_rejects_nan():
+    from phenomlab.errors import PhenomlabError
+
+    # NaN != NaN: counted naively, each NaN row would be a symbol of its own (1.585 bits here)
+    with pytest.raises(PhenomlabError, match="NaN"):
+        entropy_of_rows(torch.tensor([[float("nan")], [float("nan")], [1.0]]))

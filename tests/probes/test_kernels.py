@@ -237,3 +237,11 @@ def test_model_probes_keep_the_parameters_of_a_module_at_two_paths():
     top_hessian_eigenvalue(model, nn.functional.cross_entropy, (x, y))
     empirical_ntk(model, x, method="jacobian")
     assert list(model.parameters()) == params and isinstance(shared.weight, nn.Parameter)
+
+
+def test_structured_route_takes_integer_token_inputs():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2)).double()
+    tokens = torch.randint(0, 10, (3, 2))
+    want = empirical_ntk(net, tokens, method="jacobian")
+    assert torch.allclose(empirical_ntk(net, tokens), want, rtol=1e-12, atol=1e-12)

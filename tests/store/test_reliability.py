@@ -3,9 +3,12 @@ prefix lookup, atomic writes. docs/RELIABILITY.md counts them."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -348,3 +351,100 @@ def test_ctrl_c_right_after_the_run_is_inserted_leaves_it_interrupted(tmp_path, 
     monkeypatch.setattr(RunStore, "_try_write_record", real)
     again = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
     assert not again.cached and RunStore(tmp_path).get(again.run_id)["status"] == "finished"
+
+
+def test_rebuild_restores_runs_whose_record_is_missing_or_unreadable_from_the_old_index(tmp_path):
+    s, ids = fake_store(tmp_path, n=3)
+    before = {rid: s.metrics(rid) for rid in ids}
+    (tmp_path / "runs" / ids[0] / "run.json").write_text('{"run_id": "trunc')  # cut short
+    (tmp_path / "runs" / ids[1] / "run.json").unlink()
+    rep = repair.check(tmp_path)
+    assert not rep.ok
+    assert any("unreadable run.json" in p and ids[0] in p for p in rep.problems)
+    assert any("no run.json" in p and ids[1] in p for p in rep.problems)
+    rebuilt = repair.rebuild(tmp_path)
+    assert rebuilt.indexed == [ids[2]] and sorted(rebuilt.restored) == sorted(ids[:2]) and not rebuilt.skipped
+    s = RunStore(tmp_path)
+    for rid in ids:
+        assert s.get(rid)["status"] == "finished"
+        assert _same_metrics(s.metrics(rid), before[rid])
+    assert all(json.loads((tmp_path / "runs" / rid / "run.json").read_text())["run_id"] == rid for rid in ids)
+    assert repair.check(tmp_path).ok
+
+
+def test_a_lost_index_is_not_silently_replaced_by_an_empty_one(tmp_path):
+    fake_store(tmp_path)
+    (tmp_path / "store.sqlite").unlink()
+    with pytest.raises(StoreError, match="store rebuild"):
+        RunStore(tmp_path)
+    sets = [f"--set={k}={v}" for k, v in TINY.items()]
+    res = runner.invoke(app, ["run", "grokking", "--store", str(tmp_path), *sets])
+    assert res.exit_code == 2 and "store rebuild" in res.output
+    assert not (tmp_path / "store.sqlite").exists()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError, SystemExit])
+def test_a_failed_forced_rerun_puts_the_finished_run_back(tmp_path, monkeypatch, error):
+    first = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    s = RunStore(tmp_path)
+    row, metrics, figures = s.get(first.run_id), s.metrics(first.run_id), s.artifacts(first.run_id)
+    record = (tmp_path / "runs" / first.run_id / "run.json").read_text()
+
+    def broken(cfg, ctx):
+        ctx.store.log_metrics(ctx.run_id, 0, {"main/test_acc": -1.0})  # half a new run, to be discarded
+        raise error("stopped")
+
+    monkeypatch.setattr(grokking, "run", broken)
+    with pytest.raises(error):
+        phenomlab.run("grokking", seed=0, store=tmp_path, force=True, **TINY)
+    after = s.get(first.run_id)
+    assert after["status"] == "finished" and after["verdict"] == row["verdict"] and after["result"] == row["result"]
+    assert s.metrics(first.run_id) == metrics and s.artifacts(first.run_id) == figures
+    assert all(os.path.exists(p) for p in figures.values())
+    assert json.loads((tmp_path / "runs" / first.run_id / "run.json").read_text()) == json.loads(record)
+    assert not (tmp_path / "runs" / first.run_id / ".previous").exists()
+    monkeypatch.undo()
+    again = phenomlab.run("grokking", seed=0, store=tmp_path, force=True, **TINY)
+    assert not again.cached and again.verdict.to_dict() == first.verdict.to_dict()
+    assert not (tmp_path / "runs" / first.run_id / ".previous").exists()
+
+
+def test_system_exit_inside_a_run_leaves_it_interrupted(tmp_path, monkeypatch):
+    # rich turns a closed stdout (`phenomlab run ... | head -1`) into SystemExit inside the progress bar
+    def closed_pipe(cfg, ctx):
+        raise SystemExit(1)
+
+    monkeypatch.setattr(grokking, "run", closed_pipe)
+    with pytest.raises(SystemExit):
+        phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    (row,) = RunStore(tmp_path).list_runs()
+    assert row["status"] == "interrupted" and "SystemExit" in row["error"]
+
+
+def _as_other_user(args):
+    """``phenomlab ARGS`` as a user who cannot write the store: nobody (via setpriv) when the tests run as root."""
+    cmd = [sys.executable, "-c", "from phenomlab.cli import main; main()", *args]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv cannot drop its write access")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_a_store_in_a_folder_the_reader_cannot_write_can_be_read():
+    base = Path(tempfile.mkdtemp(prefix="phenomlab-ro-"))  # pytest's tmp_path is not traversable by nobody
+    try:
+        base.chmod(0o755)
+        root = base / "store"
+        fake_store(root)
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        res = _as_other_user(["runs", "--store", str(root), "--format", "json"])
+        assert res.returncode == 0, res.stderr
+        assert {r["run_id"] for r in json.loads(res.stdout)} == {"a" * 16, "b" * 16}
+        res = _as_other_user(["store", "check", "--store", str(root)])
+        assert res.returncode == 0 and "database ok" in res.stdout, res.stdout + res.stderr
+    finally:
+        for p in [base, *base.rglob("*")]:
+            p.chmod(0o755)
+        shutil.rmtree(base)

@@ -169,8 +169,14 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         elem = args[0] if args else str
-        parts = [p for p in text.translate(_BRACKETS).split(",") if p.strip()]
-        return tuple(parse_value(name, p.strip(), elem) for p in parts)
+        inner = text.translate(_BRACKETS).strip()
+        inner = inner[:-1] if inner.endswith(",") else inner  # a trailing comma, as in Python's (1,)
+        if not inner.strip():
+            return ()
+        parts = [p.strip() for p in inner.split(",")]
+        if not all(parts):
+            raise ConfigError(f"{name}={text!r} has an empty item (two commas in a row, or a leading one)")
+        return tuple(parse_value(name, p, elem) for p in parts)
     try:
         if tp is bool:
             low = text.strip().lower()
@@ -180,8 +186,11 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
                 return False
             raise ValueError
         if tp is int:
-            f = float(text)
-            if not f.is_integer():
+            try:
+                return int(text.strip())  # exact at any size
+            except ValueError:
+                f = float(text)  # 1e3 and 2.0 are whole numbers too
+            if not f.is_integer() or abs(f) > 2**53:  # beyond 2**53 a float no longer holds every integer
                 raise ValueError
             return int(f)
         if tp is float:

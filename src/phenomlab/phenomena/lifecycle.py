@@ -30,7 +30,10 @@ from .._version import versions
 from ..errors import ConfigError, InsufficientMemory, PhenomlabError, TrainingDiverged
 from ..probes import threads
 from ..seeding import resolve_device, seed_everything
+from ..store.files import write_atomic
+from ..store.ids import canonical_json
 from ..store.ids import run_id as make_run_id
+from ..store.repair import index_record
 from ..store.sqlite import RunStore
 from . import registry
 from .config import PhenomenonConfig, canonical_config
@@ -129,7 +132,10 @@ def run_phenomenon(
         row = store.get(rid)
         if row is not None and row["status"] == "finished" and not force:
             return _cached(store, row, sweep_id)
+        previous = None
         if force and row is not None:
+            # a finished run is set aside, not deleted: a forced re-run that fails or is interrupted puts it back
+            previous = _set_aside(store, rid, run_dir) if row["status"] == "finished" else None
             store.reset_run(rid)
             _clear(run_dir)
             row = None
@@ -163,22 +169,28 @@ def run_phenomenon(
             _drop_resume_files(run_dir)
             result = Result(phenomenon=pid, config=cfg_dict, seed=seed, data=measured, run_id=rid, run_dir=str(run_dir))
             _judge(mod, result, store, time.perf_counter() - t0)
+            shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
             return result
         except TrainingDiverged as exc:
-            _fail(store, rid, str(exc))
+            _fail(store, rid, str(exc), previous=previous)
             raise
         except KeyboardInterrupt:
-            _fail(store, rid, "interrupted by the user", status="interrupted")
+            _fail(store, rid, "interrupted by the user", status="interrupted", previous=previous)
             raise
         except PhenomlabError as exc:
-            _fail(store, rid, str(exc))
+            _fail(store, rid, str(exc), previous=previous)
             raise
         except Exception as exc:
             if _out_of_memory(exc):
                 msg = f"the config needs more memory than this machine has: {_oom_line(exc)}"
-                _fail(store, rid, msg)
+                _fail(store, rid, msg, previous=previous)
                 raise InsufficientMemory(msg) from None
-            _fail(store, rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+            _fail(store, rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}", previous=previous)
+            raise
+        except BaseException as exc:
+            # SystemExit from a library (rich turns a closed stdout into one), GeneratorExit: still no run left
+            # "running" behind an error Python sees
+            _fail(store, rid, f"stopped by {type(exc).__name__}: {exc}", status="interrupted", previous=previous)
             raise
 
 
@@ -327,8 +339,51 @@ def _cached(store: RunStore, row: Mapping[str, Any], sweep_id: str | None) -> Re
     return load_result(store, row)
 
 
-def _fail(store: RunStore, rid: str, error: str, status: str = "failed") -> None:
+#: where a forced re-run keeps the finished run it replaces (its record and figures) until it finishes
+PREVIOUS = ".previous"
+
+
+def _set_aside(store: RunStore, rid: str, run_dir: Path) -> dict[str, Any]:
+    """The finished run's record, its figures moved into ``run_dir/PREVIOUS`` (kept there across a crash)."""
+    record = store.record(rid)
+    keep = run_dir / PREVIOUS
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir()
+    for path in store.artifacts(rid).values():
+        p = Path(path)
+        if p.is_file() and p.resolve().parent == run_dir.resolve():
+            p.rename(keep / p.name)
+    write_atomic(keep / "run.json", canonical_json(record))
+    return record
+
+
+def _restore(store: RunStore, rid: str, run_dir: Path, record: Mapping[str, Any]) -> None:
+    """Put back the finished run that a failed forced re-run replaced: its index rows, figures and run.json."""
+    keep = run_dir / PREVIOUS
+    for p in run_dir.iterdir():
+        if p.name not in (".lock", PREVIOUS):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in keep.iterdir():
+        if p.name != "run.json":
+            p.rename(run_dir / p.name)
+    store.delete(rid)
+    index_record(store, rid, record)
+    store.write_record(rid)
+    shutil.rmtree(keep, ignore_errors=True)
+
+
+def _fail(
+    store: RunStore, rid: str, error: str, status: str = "failed", previous: Mapping[str, Any] | None = None
+) -> None:
+    """Store the run as failed, or put back the finished run a forced re-run was replacing (``previous``):
+    a finished run is never downgraded by a later failure on its id."""
     # the store itself may be what failed (a full disk): the original error must still reach the caller
+    if previous is not None:
+        try:
+            _restore(store, rid, store.run_dir(rid), previous)
+            return
+        except Exception:  # then at least the failure is stored; the old record stays in PREVIOUS
+            pass
     with contextlib.suppress(Exception):
         store.fail_run(rid, error, status=status)  # also rewrites run.json when it can
 
@@ -341,7 +396,7 @@ def _drop_resume_files(run_dir: Path) -> None:
 def _clear(run_dir: Path) -> None:
     # keep the lock file: a process waiting on it must lock the same file as the one holding it
     for p in run_dir.iterdir():
-        if p.name == ".lock":
+        if p.name in (".lock", PREVIOUS):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

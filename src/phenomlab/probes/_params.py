@@ -69,6 +69,27 @@ class ParamSpace:
         return v.to(device=self.device, dtype=self.dtype)
 
 
+@contextmanager
+def dtype_hint(model: nn.Module, inputs: Any) -> Iterator[None]:
+    """Turn torch's dtype-mismatch error deep inside a layer into a one-line ``PhenomlabError`` naming both dtypes.
+
+    Only when the call failed and a floating input's dtype differs from the model's parameters: a model may cast
+    its inputs itself, so a mismatch is not rejected up front."""
+    try:
+        yield
+    except RuntimeError as exc:
+        p = next((t for t in model.parameters() if t.is_floating_point()), None)
+        items = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        given = [t for item in items for t in _tensors(item)]
+        bad = [t.dtype for t in given if t.is_floating_point() and p is not None and t.dtype != p.dtype]
+        if not bad:
+            raise
+        raise PhenomlabError(
+            f"the inputs are {bad[0]} but the model's parameters are {p.dtype}: cast one to the other "
+            f"(e.g. x.to({p.dtype}) or model.to({bad[0]})); torch said: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 def stateless_call(model: nn.Module, state: Mapping[str, Tensor], args: tuple[Any, ...], kwargs: Any = None) -> Any:
     """``torch.func.functional_call(model, state, args, kwargs)`` that leaves each module's own parameter and buffer
     objects in place: with one module reachable at two paths (``nn.Sequential(a, act, a)``), torch 2.13 restores the
@@ -76,7 +97,8 @@ def stateless_call(model: nn.Module, state: Mapping[str, Tensor], args: tuple[An
     ``nn.Parameter`` was (it would then drop out of ``model.parameters()`` and training)."""
     saved = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
     try:
-        return functional_call(model, dict(state), args, kwargs)
+        with dtype_hint(model, (*args, *(kwargs or {}).values())):
+            return functional_call(model, dict(state), args, kwargs)
     finally:
         for m, params, buffers in saved:
             m._parameters.update(params)
@@ -85,13 +107,11 @@ def stateless_call(model: nn.Module, state: Mapping[str, Tensor], args: tuple[An
 
 def call_model(model: nn.Module, inputs: Any, state: Mapping[str, Tensor] | None = None) -> Any:
     """``model(inputs)``, or ``model(**inputs)`` for a mapping; with ``state`` through ``functional_call``."""
-    if isinstance(inputs, Mapping):
-        if state is None:
-            return model(**inputs)
-        return stateless_call(model, state, (), dict(inputs))
-    if state is None:
-        return model(inputs)
-    return stateless_call(model, state, (inputs,))
+    mapping = isinstance(inputs, Mapping)
+    if state is not None:
+        return stateless_call(model, state, (), dict(inputs)) if mapping else stateless_call(model, state, (inputs,))
+    with dtype_hint(model, inputs):
+        return model(**inputs) if mapping else model(inputs)
 
 
 def _tensors(x: Any) -> list[Tensor]:
@@ -183,6 +203,19 @@ def as_batches(data: Any, device: torch.device) -> Batches:
     out = Batches((x, y, nb / total) for x, y, nb in batches)
     out.total = total
     return out
+
+
+@contextmanager
+def kept_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer's value after the block: a train-mode forward (BatchNorm) must not move running stats."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        # through .data: the copy must not bump the buffers' autograd version, since a cached graph (BatchNorm in
+        # train mode) records the running stats as inputs, though its backward never reads them
+        for b, v in saved:
+            b.data.copy_(v)
 
 
 @contextmanager

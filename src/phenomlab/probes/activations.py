@@ -47,10 +47,16 @@ def _iter_batches(inputs: Any, batch_size: int | None) -> Iterator[Any]:
 
 
 def _resolve_layers(model: nn.Module, layers: Sequence[str] | str) -> tuple[list[str], dict[str, nn.Module]]:
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
     if not names:
         raise PhenomlabError("layers is empty; pass at least one module name")
     modules = dict(model.named_modules())
+    for n in names:
+        if isinstance(n, nn.Module):
+            # names, not modules, key the returned dict; say which name the user meant
+            name = next((k for k, m in modules.items() if m is n), None)
+            hint = f"pass its name {name!r}" if name is not None else "it is not a submodule of the model"
+            raise PhenomlabError(f"layers are module names (strings), got a {type(n).__name__} module: {hint}")
     unknown = [n for n in names if n not in modules]
     if unknown:
         existing = ", ".join(repr(n) for n in module_names(model))

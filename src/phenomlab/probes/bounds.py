@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from ..errors import PhenomlabError
+from ._checks import as_float_tensor, as_label_tensor, check_same_length
+from ._params import eval_mode
 
 __all__ = [
     "conv1d_output_length",
@@ -153,9 +155,13 @@ def toeplitz_norm_bound(
 
 
 def multiclass_margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``f(x)_y - max_{c != y} f(x)_c`` per example (negative where misclassified)."""
+    """``f(x)_y - max_{c != y} f(x)_c`` per example (negative where misclassified): the multiclass margin of
+    Bartlett, Foster, Telgarsky 2017 (arXiv 1706.08498)."""
+    y = as_label_tensor(y, "y", device=logits.device)
     if logits.ndim != 2 or y.shape != logits.shape[:1]:
         raise PhenomlabError(f"logits must be [N, classes] with y [N], got {tuple(logits.shape)}, {tuple(y.shape)}")
+    if y.numel() and int(y.max()) >= logits.shape[1]:
+        raise PhenomlabError(f"y holds class {int(y.max())} but the logits have {logits.shape[1]} classes")
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
     return true - other
@@ -217,10 +223,13 @@ def network_bounds(
     ``rho / gamma`` is invariant to rescaling the layers; ``ramp_loss`` is the training ramp loss at ``gamma``.
     Each conv layer's Toeplitz norm is the Frobenius norm of its explicit :func:`conv1d_toeplitz` matrix.
     """
+    x = as_float_tensor(x, "x")
+    y = as_label_tensor(y, "y", device=x.device)
     if x.ndim == 2:
         x = x[:, None, :]
     if x.ndim != 3:
         raise PhenomlabError(f"x must be [N, L] or [N, C, L], got shape {tuple(x.shape)}")
+    check_same_length(x, y, ("x", "y"))
     if not 0 < margin_quantile < 1:
         raise PhenomlabError(f"margin_quantile must be in (0, 1), got {margin_quantile}")
     convs, linears = _layers(model)
@@ -248,7 +257,9 @@ def network_bounds(
             filter_norms.append(float(w.norm()))
             toeplitz_norms.append(float(w.norm()))
             degrees.append(1)
-    logits = model(x.to(next(model.parameters()).dtype)).double()
+    # eval mode: an active Dropout would make the margins, hence gamma and both bounds, random
+    with eval_mode(model), torch.no_grad():
+        logits = model(x.to(next(model.parameters()).dtype)).double()
     margins = multiclass_margins(logits, y)
     gamma = float(torch.quantile(margins, margin_quantile))
     if not gamma > 0:

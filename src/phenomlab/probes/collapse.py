@@ -286,10 +286,9 @@ def _cdnv_from(s: _Stats, r: Tensor, reduce: str) -> float | Tensor:
     # vector_norm streams over r without materialising r**2.
     sq_res = torch.linalg.vector_norm(r, dim=1).square()
     var = torch.zeros(c, dtype=s.x.dtype, device=s.x.device).index_add_(0, s.y, sq_res) / s.counts
-    m = s.means - s.mu_g
-    sq = m.square().sum(1)
-    # Pairwise ||mu_i - mu_j||^2 from the Gram of the (centred) means.
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * (m @ m.T)).clamp_min(0.0)
+    # Pairwise ||mu_i - mu_j||^2 from the differences themselves: the Gram form |a|^2 + |b|^2 - 2 a.b cancels
+    # catastrophically in float32 when two means are close relative to their norms (it returned inf).
+    d2 = torch.cdist(s.means, s.means, compute_mode="donot_use_mm_for_euclid_dist").square()
     eye = torch.eye(c, dtype=torch.bool, device=s.x.device)
     d2 = d2.masked_fill(eye, 1.0)
     mat = (var[:, None] + var[None, :]) / (2.0 * d2)
@@ -305,7 +304,8 @@ def cdnv(features: Any, labels: Any, reduce: str = "mean") -> float | Tensor:
 
     ``V(i, j) = (Var_i + Var_j) / (2 ||mu_i - mu_j||^2)`` with ``Var_c = 1/n_c sum_{y=c} ||x - mu_c||^2``.
     ``reduce="mean"`` averages over ordered pairs i != j (a float); ``reduce="none"`` returns the
-    ``[C, C]`` matrix (zero diagonal, where it is undefined). Coinciding means give ``inf``.
+    ``[C, C]`` matrix (zero diagonal, where it is undefined). Coinciding means give ``inf`` (``nan`` when both
+    classes also have zero variance, 0 / 0).
     """
     if reduce not in ("mean", "none"):
         raise PhenomlabError(f"reduce must be 'mean' or 'none', got {reduce!r}")
@@ -417,6 +417,9 @@ def collapse_metrics(
 ) -> dict[str, Any]:
     """NC1, NC2, CDNV, NCC accuracy and (when given ``weight`` / ``logits``) NC3 / NC4 in one pass.
 
+    Definitions in :func:`nc1` ... :func:`nc4` and :func:`cdnv` (Papyan, Han, Donoho 2020, arXiv 2008.08186;
+    Galanti, Gyorgy, Hutter 2022, arXiv 2112.15121).
+
     Shares the class sums, the residuals ``X - mu_y`` and a single ``N x C`` product ``R M^T``
     between all metrics; each value equals the corresponding standalone function's.
     """
@@ -472,17 +475,25 @@ def neural_collapse(
 ) -> NeuralCollapse:
     """Measure NC1-NC4, CDNV and NCC accuracy of ``model``'s ``layer`` on ``data = (inputs, labels)``.
 
-    NC4 compares with the model's output when it is ``[N, K]`` logits with ``K > max(label)``.
-    NC3 uses ``classifier``: a module name (its ``.weight``), a ``[K, D]`` weight tensor, or ``None`` to
-    use the last ``nn.Linear`` with ``in_features = D`` (and ``out_features = K`` when logits exist);
-    NC3 is ``None`` if no classifier is found.
+    Neural collapse (Papyan, Han, Donoho 2020, arXiv 2008.08186): ``NC1 = tr(Sw Sb^+) / C`` (:func:`nc1`), NC2 the
+    centred class means' distance from a simplex equiangular tight frame (:func:`nc2`), ``NC3 = ||W/||W||_F -
+    M/||M||_F||_F`` (:func:`nc3`), NC4 the agreement of the network's argmax with the nearest-class-centre rule
+    (:func:`nc4`); CDNV as in :func:`cdnv` (Galanti, Gyorgy, Hutter 2022, arXiv 2112.15121). ``layer`` is a
+    module name (``model.named_modules()``); ``inputs`` a tensor, a mapping of tensors or an iterable of batches,
+    as in :func:`~phenomlab.probes.features`. NC4 compares with the model's output when it is ``[N, K]`` logits
+    with ``K > max(label)``. NC3 uses ``classifier``: a module name (its ``.weight``), a ``[K, D]`` weight tensor,
+    or ``None`` to use the last ``nn.Linear`` with ``in_features = D`` (and ``out_features = K`` when logits
+    exist); NC3 is ``None`` if no classifier is found.
     """
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise PhenomlabError("data must be a tuple (inputs, labels)")
     inputs, labels = data
-    check_same_length(inputs, labels, ("inputs", "labels"))
+    if isinstance(inputs, Tensor):
+        check_same_length(inputs, labels, ("inputs", "labels"))
     feats, out = collect(model, inputs, [layer], batch_size=batch_size, return_output=True)
     x = feats[layer]
+    # a mapping (Hugging Face style) or an iterable of batches has no len() of rows: compare after the pass
+    check_same_length(x, labels, ("inputs", "labels"))
     logits = None
     lab = torch.as_tensor(labels)
     if out is not None and out.ndim == 2 and out.shape[0] == x.shape[0] and out.shape[1] > int(lab.max()):

@@ -1,6 +1,6 @@
 """Coordinate check: the typical size of each layer's activations against width during the first steps.
 
-The muP diagnostic of Yang et al. 2021 (Tensor Programs V, arXiv 2203.03466, Fig. 5): under a parametrisation
+The muP diagnostic of Yang et al. 2022 (Tensor Programs V, arXiv 2203.03466, Fig. 5): under a parametrisation
 that admits a width limit, the mean absolute coordinate ``mean_i |h_i|`` of every layer's output stays O(1) as
 width grows, at init and after a few optimiser steps; under standard parametrisation with a width-independent
 learning rate the output-layer (and later hidden) coordinates grow with width after training starts. Rows are
@@ -36,7 +36,8 @@ def coord_check(
     steps: int = 3,
     loss: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
 ) -> list[dict[str, Any]]:
-    """Train each ``{width: model}`` for ``steps`` full-batch steps on ``data``; rows of the coordinate sizes.
+    """Coordinate check (Yang et al. 2022, Tensor Programs V, arXiv 2203.03466): train each ``{width: model}``
+    for ``steps`` full-batch steps on ``data`` and return rows of the coordinate sizes.
 
     Each row is ``{"width", "step", "layer", "l1"}``; step 0 is at init, step t after t optimiser steps.
     ``optimizer(model)`` builds each model's optimiser (e.g. ``models.parametrisation.make_optimizer`` with the

@@ -40,7 +40,15 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
 
 from phenomlab.errors import PhenomlabError
-from phenomlab.probes._params import ParamSpace, as_batches, call_model, eval_mode, rng_vector, scalar_loss
+from phenomlab.probes._params import (
+    ParamSpace,
+    as_batches,
+    call_model,
+    eval_mode,
+    kept_buffers,
+    rng_vector,
+    scalar_loss,
+)
 from phenomlab.probes._threads import model_pass_threads, one_thread
 
 __all__ = [
@@ -124,7 +132,7 @@ def _operator(
 
     graphs: list[tuple[tuple[Any, ...], float]] = []
     if cache:
-        with eval_mode(model, eval_on), work():
+        with eval_mode(model, eval_on), kept_buffers(model), work():
             graphs = [(build(space, x, y), w) for x, y, w in batches]
 
     def matvec(v: Tensor) -> Tensor:
@@ -135,7 +143,7 @@ def _operator(
                 for parts, w in graphs:
                     out.add_(apply(space, parts, v, True), alpha=w)
             return out
-        with eval_mode(model, eval_on), work():
+        with eval_mode(model, eval_on), kept_buffers(model), work():
             for x, y, w in batches:
                 out.add_(apply(space, build(space, x, y), v, False), alpha=w)
         return out
@@ -159,6 +167,12 @@ def model_hvp(model: nn.Module, loss_fn: LossFn, data: Any, *, cache: bool = Tru
     every batch's graph in memory, so pass ``cache=False`` for data that does not fit, at about 1.6x
     the cost per product. The closure accepts and returns vectors of shape ``[n_params(model)]`` on
     the model's device and dtype; it has attributes ``n``, ``dtype`` and ``device``.
+
+    ``eval_mode=True`` runs the model in eval mode (Dropout off, BatchNorm on its running statistics);
+    ``eval_mode=False`` keeps the model's own train/eval flags: BatchNorm then uses batch statistics (its
+    running statistics are restored after every pass, so the probe leaves the model as it was) and an active
+    Dropout draws its masks when a graph is built: one random operator with ``cache=True``, a different one at
+    every product with ``cache=False`` (which Lanczos cannot use).
     """
 
     def build(space: ParamSpace, x: Any, y: Any) -> tuple[Any, ...]:
@@ -201,6 +215,8 @@ def ggn_vp(model: nn.Module, loss_fn: LossFn, data: Any, *, cache: bool = True, 
     cross-entropy). Each product is three cached backward passes per batch: ``J v`` by the double-vjp
     trick (differentiate the linear map ``u -> J^T u`` w.r.t. ``u``), ``H_out (J v)`` by a double
     backward through the loss alone, then ``J^T (.)``.
+
+    ``eval_mode`` as in :func:`model_hvp`.
     """
 
     def build(space: ParamSpace, x: Any, y: Any) -> tuple[Any, ...]:

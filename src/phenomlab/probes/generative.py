@@ -190,7 +190,8 @@ def _class_stats(x: Tensor, y: Tensor, classes: Tensor, name: str) -> tuple[Tens
 def conditional_fid(feats_real: Tensor, labels_real: Tensor, feats_fake: Tensor, labels_fake: Tensor) -> dict[str, Any]:
     """Between- and within-class FID (Benny et al. 2021, arXiv 2004.12361), plus the plain FID.
 
-    Classes are those of ``labels_real``; every one must appear at least twice in each set.
+    Classes are those of ``labels_real``; every one must appear at least twice in each set, and ``labels_fake``
+    may hold no other class.
     ``BCFID = d^2(N(mu_B^r, S_B^r), N(mu_B^g, S_B^g))`` where ``mu_B = sum_c p(c) mu_c`` and
     ``S_B = sum_c p(c) (mu_c - mu_B)(mu_c - mu_B)^T`` are the weighted mean and covariance of the class
     means; ``WCFID = sum_c p(c) d^2(N(mu_c^r, S_c^r), N(mu_c^g, S_c^g))``, ``p(c)`` the real class
@@ -209,6 +210,10 @@ def conditional_fid(feats_real: Tensor, labels_real: Tensor, feats_fake: Tensor,
     missing = sorted(set(classes.tolist()) - set(torch.unique(yf).tolist()))
     if missing:
         raise PhenomlabError(f"labels_fake lacks real classes {missing}")
+    extra = sorted(set(torch.unique(yf).tolist()) - set(classes.tolist()))
+    if extra:
+        # such samples would enter the plain FID but no class term: the three numbers would describe different sets
+        raise PhenomlabError(f"labels_fake have classes absent from labels_real: {extra}")
     if classes.numel() < 2:
         raise PhenomlabError("labels_real have a single class; BCFID needs at least 2 classes")
     pc = counts.to(torch.float64) / counts.sum()

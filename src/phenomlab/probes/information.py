@@ -65,6 +65,9 @@ def entropy_of_rows(t: Any) -> float:
     x = torch.as_tensor(t) if not isinstance(t, Tensor) else t
     if x.numel() == 0:
         raise PhenomlabError("cannot take the entropy of an empty tensor")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        # NaN != NaN: each NaN row would count as a symbol of its own
+        raise PhenomlabError("t contains NaN/inf")
     inv, k = _row_symbols(x.detach())
     return _entropy_from_inverse(inv, k)
 

@@ -23,7 +23,7 @@ from torch.func import jacrev, jvp, vjp, vmap
 
 from phenomlab.errors import PhenomlabError
 from phenomlab.probes._checks import as_float_tensor, check_same_length
-from phenomlab.probes._params import ParamSpace, eval_mode, stateless_call
+from phenomlab.probes._params import ParamSpace, call_model, eval_mode, stateless_call
 from phenomlab.probes._threads import caller_threads, one_thread
 
 __all__ = ["empirical_ntk", "kernel_change", "kernel_alignment", "kernel_distance"]
@@ -110,7 +110,7 @@ def empirical_ntk(
     # Per-sample passes are overhead-bound: one thread, big Jacobian blocks and GEMMs get the caller's.
     with one_thread(a), eval_mode(model):
         with torch.no_grad():
-            out = model(a[:1])
+            out = call_model(model, a[:1])
         if not isinstance(out, Tensor):
             raise PhenomlabError(f"empirical_ntk needs a model that returns one tensor, got {type(out).__name__}")
         n_out = out.numel()
@@ -226,7 +226,8 @@ def _linear_factors(
                 h.remove()
         return out.reshape(-1), tuple(acts)
 
-    zeros = tuple(torch.zeros(1, m.out_features, dtype=x.dtype, device=x.device) for _, m in layers)
+    # the offsets live in the layers' output dtype: the input may be integer (token ids into an embedding)
+    zeros = tuple(torch.zeros(1, m.out_features, dtype=m.weight.dtype, device=m.weight.device) for _, m in layers)
     jac, acts = vmap(jacrev(f, has_aux=True), in_dims=(None, 0))(zeros, x)
     return list(acts), [d.reshape(d.shape[0], d.shape[1], -1) for d in jac]
 
@@ -351,7 +352,11 @@ def _pair(K0: Any, K1: Any, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
 
 
 def kernel_change(K0: Tensor, K1: Tensor) -> float:
-    """Relative kernel change ``||K1 - K0||_F / ||K0||_F`` (e.g. NTK at init vs after training)."""
+    """Relative kernel change ``||K1 - K0||_F / ||K0||_F`` (e.g. NTK at init vs after training).
+
+    It vanishes with width in the NTK limit (Jacot, Gabriel, Hongler 2018, arXiv 1806.07572) and is the
+    kernel-distance measure of Fort et al. 2020 (arXiv 2010.15110) on two kernels of one network.
+    """
     a, b = _pair(K0, K1, ("K0", "K1"))
     n0 = torch.linalg.vector_norm(a)
     if float(n0) == 0.0:

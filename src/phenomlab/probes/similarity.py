@@ -364,7 +364,7 @@ def cka_matrix(
     batch_size: int | None = None,
     sigma_frac: float = 0.5,
 ) -> Tensor:
-    """CKA between every layer of ``feats_a`` (rows) and every layer of ``feats_b`` (columns).
+    """CKA (Kornblith et al. 2019, arXiv 1905.00414) between every layer of ``feats_a`` (rows) and ``feats_b``.
 
     ``feats_*`` map layer names to ``[N, ...]`` features of the same N examples (e.g. the output of
     :func:`phenomlab.probes.features`). ``kernel`` is ``"linear"`` or ``"rbf"``; with
@@ -453,10 +453,10 @@ def _nets(feats: Sequence[Mapping[str, Any]]) -> list[list[Tensor]]:
 def cka_matrices(
     feats: Sequence[Mapping[str, Any]], pairs: Iterable[tuple[int, int]] | None = None
 ) -> dict[tuple[int, int], Tensor]:
-    """Linear CKA matrices (:func:`cka_matrix`, biased) between the layers of several nets, e.g. one architecture
-    trained from different seeds: ``{(a, b): cka_matrix(feats[a], feats[b])}`` for every ordered pair of nets
-    (or the given ``pairs``), equal to it bit for bit. Each net's centred layers and self-norms are computed once
-    instead of once per pair (cost: docs/PROBES.md)."""
+    """Linear CKA matrices (:func:`cka_matrix`, biased; Kornblith et al. 2019, arXiv 1905.00414) between the layers of
+    several nets, e.g. one architecture trained from different seeds: ``{(a, b): cka_matrix(feats[a], feats[b])}``
+    for every ordered pair of nets (or the given ``pairs``), equal to it bit for bit. Each net's centred layers and
+    self-norms are computed once instead of once per pair (cost: docs/PROBES.md)."""
     nets = _nets(feats)
     todo = _net_pairs(len(nets), pairs)
     stats = {k: _linear_cka_stats(nets[k]) for k in sorted({k for p in todo for k in p})}
@@ -480,6 +480,8 @@ def _orthobasis(x: Tensor, tol: float | None) -> tuple[Tensor, Tensor, Tensor]:
 @single_threaded
 def cca(x: Any, y: Any, tol: float | None = None) -> Tensor:
     """Canonical correlations between the columns of ``X`` and ``Y`` (descending, in [0, 1]).
+
+    Hotelling 1936; applied to network representations by Raghu et al. 2017 (SVCCA, arXiv 1706.05806).
 
     The cosines of the principal angles between the centred column spaces: with ``U_x, U_y``
     orthonormal bases (SVD, directions with ``s_i <= tol * s_max`` dropped, default ``max(N, D) * eps``),

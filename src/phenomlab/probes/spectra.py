@@ -94,7 +94,10 @@ def numerical_rank(w_or_s: Any, tol: float = 1e-3) -> int:
 
 
 def stable_rank(w_or_s: Any) -> float:
-    """Stable rank ``||W||_F^2 / ||W||_2^2 = sum_i sigma_i^2 / sigma_max^2`` (0 for the zero matrix)."""
+    """Stable rank ``||W||_F^2 / ||W||_2^2 = sum_i sigma_i^2 / sigma_max^2`` (0 for the zero matrix).
+
+    Rudelson & Vershynin 2007 ("Sampling from large matrices", J. ACM 54(4)).
+    """
     s = _as_singular_values(w_or_s)
     if s.max() == 0:
         return 0.0
@@ -342,7 +345,7 @@ def _gram_eigenvalues(m: Tensor) -> Tensor:
 def layer_spectra(
     model: nn.Module, tol: float = 1e-3, fit_alpha: bool = True, method: str = "gram"
 ) -> list[dict[str, Any]]:
-    """Spectral summary of every Linear / Conv weight of ``model`` (one decomposition per layer).
+    """Spectral summary of every Linear / Conv weight of ``model`` (Martin & Mahoney 2021, arXiv 1810.01075).
 
     ``method="gram"`` (default) takes the ESD and the singular values from the float64 eigenvalues of
     the smaller Gram matrix (faster; accurate to ~1e-8 relative above 1e-4 sigma_max, which covers

@@ -185,7 +185,7 @@ def scalar_moment_rate(lr: float | Tensor, h_samples: Tensor, p: float = 2.0) ->
 
 
 def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None, seed: int = 0) -> float:
-    """Per-step growth rate ``1/T log E ||prod_t J_t v0||^p`` of the p-th moment, over sampled trajectories.
+    """Per-step growth rate ``1/T log E ||prod_t J_t v0||^p`` of the p-th moment (Ziyin et al. 2023, arXiv 2303.13093).
 
     ``factors``:
       - ``[S, T]``: ``S`` independent trajectories of scalar factors: ``1/T log mean_s prod_t |a_st|^p``;

@@ -56,10 +56,13 @@ def _summary_writer(folder: Path) -> Any:
 
 
 def export_tensorboard(store: Any, rows: Iterable[Mapping[str, Any]], log_dir: str | Path) -> list[Path]:
-    """Write each run in ``rows`` (store records) to ``log_dir/<run_id>``; return those folders."""
+    """Write each run in ``rows`` (store records) to ``log_dir/<run_id>``, replacing an earlier export of it
+    (TensorBoard would show every point of two event files twice); return those folders."""
     out = []
     for row in rows:
         folder = Path(log_dir) / row["run_id"]
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
         with _summary_writer(folder) as writer:
             for name, (steps, values) in store.metrics(row["run_id"]).items():
                 for step, value in zip(steps, values, strict=True):
@@ -263,9 +266,10 @@ class MetricStream:
         if self._mlflow is not None:
             _mlflow_finish(self._mlflow[0], target, self.store, row)
             return str(target)
-        _tensorboard_summary(target, self.store, row)
+        # the live events were for watching; the folder keeps one copy of the whole stored run (a resumed run
+        # streamed only its last stretch, a re-run would add a second file)
         target.close()
-        return str(self.log_dir / rid)
+        return str(export_tensorboard(self.store, [row], self.log_dir)[0])
 
     def close(self) -> None:
         """Close what is still open (a run that failed or was interrupted)."""

@@ -43,6 +43,7 @@ class RebuildReport:
     root: Path
     moved_to: Path | None
     indexed: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -80,11 +81,13 @@ def check(root: str | Path | None = None) -> CheckReport:
         rep.database_ok = False
         return rep
     rep.runs = len(rows)
-    no_record = []
+    no_record, bad_record = [], []
     for rid, row in rows.items():
         folder = root / "runs" / rid
         if not (folder / RECORD_NAME).exists():
             no_record.append(rid)
+        elif (err := _record_error(folder / RECORD_NAME, rid)) is not None:
+            bad_record.append(f"{rid} ({err})")
         for name, path in store.artifacts(rid).items():
             if not inside(path, folder):
                 rep.problems.append(f"run {rid}: figure {name!r} points outside its folder ({path})")
@@ -94,13 +97,19 @@ def check(root: str | Path | None = None) -> CheckReport:
             rep.notes.append(
                 f"run {rid} is marked running but no process holds it (killed?); running it again resumes it"
             )
-    if no_record:
-        rep.notes.append(
-            f"{len(no_record)} run(s) have no {RECORD_NAME} (stored by an older version or never started): "
-            f"a rebuild could not restore them ({', '.join(no_record[:5])}{' ...' if len(no_record) > 5 else ''})"
-        )
+    # the index is then such a run's only copy: a problem, which the rebuild mends from the index
+    for kind, ids in ((f"no {RECORD_NAME}", no_record), (f"an unreadable {RECORD_NAME}", bad_record)):
+        if ids:
+            rep.problems.append(
+                f"{len(ids)} indexed run(s) have {kind}, so the index is their only copy: {', '.join(ids[:5])}"
+                f"{' ...' if len(ids) > 5 else ''} (`phenomlab store rebuild` rewrites it from the index)"
+            )
     for rid in sorted(set(records) - set(rows)):
-        rep.problems.append(f"run {rid} has a folder with {RECORD_NAME} but is not in the index (rebuild restores it)")
+        err = _record_error(records[rid], rid)
+        rep.problems.append(
+            f"run {rid} has a folder with {RECORD_NAME} but is not in the index "
+            + ("(rebuild restores it)" if err is None else f"and its record cannot be read ({err}): it is lost")
+        )
     tmps = sorted(p for p in (root / "runs").glob("*/*.tmp"))
     if tmps:
         rep.notes.append(f"{len(tmps)} leftover temporary file(s), e.g. {tmps[0]} (from a killed process; harmless)")
@@ -119,6 +128,15 @@ def rebuild(root: str | Path | None = None) -> RebuildReport:
     if not (root / "runs").is_dir():
         raise StoreError(f"no run store at {root} (no runs/ folder to rebuild from)")
     db = root / DB_NAME
+    records: dict[str, Any] = {}
+    unreadable: dict[str, str] = {}
+    for rid, path in sorted(_record_paths(root).items()):
+        try:
+            records[rid] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            unreadable[rid] = f"{path}: {type(exc).__name__}: {exc}"
+    # runs the old index holds but no readable record does: copied from the old index, not dropped
+    rescued = _rescue(root, set(records)) if db.exists() else {}
     moved = None
     if db.exists():
         healthy = check(root).database_ok
@@ -131,17 +149,49 @@ def rebuild(root: str | Path | None = None) -> RebuildReport:
                     p.rename(moved.with_name(moved.name + suffix))
         except OSError as exc:
             raise StoreError(f"cannot move {db} aside: {exc.strerror or exc}") from None
-    store = RunStore(root)
+    store = RunStore(root, new_index=True)
     rep = RebuildReport(root, moved)
-    for rid, path in sorted(_record_paths(root).items()):
+    for rid, rec in records.items():
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            _index(store, rid, rec)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            rep.skipped.append(f"{path}: {type(exc).__name__}: {exc}")
+            index_record(store, rid, rec)
+        except (ValueError, KeyError, TypeError) as exc:
+            if rid not in rescued:
+                rep.skipped.append(f"{root / 'runs' / rid / RECORD_NAME}: {type(exc).__name__}: {exc}")
+                continue
+            unreadable[rid] = str(exc)
+        else:
+            rep.indexed.append(rid)
+    for rid, rec in rescued.items():
+        if rid in rep.indexed:
             continue
-        rep.indexed.append(rid)
+        index_record(store, rid, rec)
+        store.write_record(rid)  # the folder holds a readable copy again
+        rep.restored.append(rid)
+        unreadable.pop(rid, None)
+    rep.skipped += [f"{msg} (and not in the old index: lost)" for msg in unreadable.values()]
     return rep
+
+
+def _record_error(path: Path, rid: str) -> str | None:
+    """Why ``path`` (a ``run.json``) cannot restore run ``rid``, or None if it can."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not isinstance(rec, dict) or rec.get("run_id") != rid or rec.get("status") not in STATUSES:
+        return "not a record of this run"
+    return None
+
+
+def _rescue(root: Path, readable: set[str]) -> dict[str, dict[str, Any]]:
+    """Records, read from the current index, of its runs whose ``run.json`` is missing or unreadable ({} when the
+    index itself cannot be read)."""
+    try:
+        old = RunStore(root, readonly=True)
+        ids = {r["run_id"] for r in old.list_runs()} - readable
+        return {rid: old.record(rid) for rid in sorted(ids)}
+    except StoreError:
+        return {}
 
 
 def _record_paths(root: Path) -> dict[str, Path]:
@@ -171,7 +221,7 @@ def _json(v: Any) -> str | None:
     return None if v is None else canonical_json(v)
 
 
-def _index(store: RunStore, rid: str, rec: Mapping[str, Any]) -> None:
+def index_record(store: RunStore, rid: str, rec: Mapping[str, Any]) -> None:
     """Insert one run record (see :meth:`RunStore.record`) into the database in one transaction."""
     if rec.get("run_id") != rid:
         raise ValueError(f"record names run {rec.get('run_id')!r}, its folder is {rid!r}")

@@ -86,8 +86,8 @@ LOCK_NAME = ".lock"
 
 
 def default_root() -> Path:
-    """``$PHENOMLAB_HOME`` if set, else ``./phenomlab-runs``."""
-    return Path(os.environ.get("PHENOMLAB_HOME", "phenomlab-runs"))
+    """``$PHENOMLAB_HOME`` if set (and not empty: that would be the working directory), else ``./phenomlab-runs``."""
+    return Path(os.environ.get("PHENOMLAB_HOME") or "phenomlab-runs")
 
 
 def store_argument(
@@ -107,10 +107,12 @@ class RunStore:
     """SQLite index + metrics under ``root/store.sqlite``; per-run files under ``root/runs/<run_id>/``.
 
     ``readonly=True`` (the read commands: show, runs, compare, report) requires an existing store, creates
-    nothing and opens the database read-only.
+    nothing and opens the database read-only. A writable store refuses to create a new, empty index next to
+    run folders that hold records (the index was lost: every run would be recomputed); ``new_index=True`` is
+    :func:`~phenomlab.store.repair.rebuild`'s way past that check.
     """
 
-    def __init__(self, root: str | Path | None = None, *, readonly: bool = False) -> None:
+    def __init__(self, root: str | Path | None = None, *, readonly: bool = False, new_index: bool = False) -> None:
         self.root = Path(root) if root is not None else default_root()
         self.path = self.root / DB_NAME
         self.readonly = readonly
@@ -125,10 +127,19 @@ class RunStore:
             try:
                 self._check_tables(create=False)
             except StoreError as exc:
-                if "unable to open" not in str(exc) or os.access(self.root, os.W_OK):
+                if not any(m in str(exc) for m in ("unable to open", "readonly database")) or os.access(
+                    self.root, os.W_OK
+                ):
                     raise
-                # a WAL database on read-only media without its -shm file opens only as immutable
-                # (safe there: nothing can change the file while it cannot be written)
+                # a WAL database in a folder this user cannot write (read-only media, a chmod 555 folder, another
+                # user's store) without its -shm file opens only as immutable; safe while no write is pending in
+                # the -wal file, else the owner is writing and an immutable read could see a torn state
+                wal = self.path.with_name(DB_NAME + "-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise StoreError(
+                        f"{self.root} is read-only to you and another process is writing it ({wal.name} is not "
+                        "empty): read it when that finishes, or read a copy"
+                    ) from None
                 self._ro_flags = "mode=ro&immutable=1"
                 self._check_tables(create=False)
             return
@@ -141,6 +152,11 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"output directory {self.root} is not writable: {exc.strerror or exc}") from None
         if not self.path.exists():
+            if not new_index and next((self.root / "runs").glob(f"*/{RECORD_NAME}"), None) is not None:
+                raise StoreError(
+                    f"{self.root} has run folders but no {DB_NAME} (deleted?): `phenomlab store rebuild --store "
+                    f"{self.root}` re-indexes them; a new empty index would recompute every run"
+                )
             self._create()
         check_sqlite_file(self.path)
         self._check_tables(create=True)

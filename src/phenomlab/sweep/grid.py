@@ -59,9 +59,13 @@ def parse_grid(items: Iterable[str] | Mapping[str, Sequence[Any]] | None) -> dic
                 raise PhenomlabError(f"--grid expects key=v1,v2,..., got {item!r}")
             key, values = item.split("=", 1)
             key = key.strip().replace("-", "_")
-            vals = [v.strip().replace(";", ",") for v in values.split(",") if v.strip()]
-            if not key or not vals:
+            values = values.strip()
+            values = values[:-1] if values.endswith(",") else values  # a trailing comma, as in Python
+            vals = [v.strip().replace(";", ",") for v in values.split(",")]
+            if not key or not any(vals):
                 raise PhenomlabError(f"--grid expects key=v1,v2,..., got {item!r}")
+            if not all(vals):
+                raise PhenomlabError(f"--grid {item!r} has an empty value (two commas in a row, or a leading one)")
             if key in out:
                 raise PhenomlabError(f"--grid names {key!r} twice")
             out[key] = vals
@@ -158,6 +162,10 @@ def expand(
     """
     from ..phenomena.registry import make_config
 
+    both = sorted(set(base or {}) & set(grid))
+    if both:
+        # the grid's values would silently win over the fixed override: say which one is meant
+        raise PhenomlabError(f"{', '.join(both)} given both as a fixed override (--set) and in the grid (--grid)")
     keys = list(grid)
     trials = []
     for combo in itertools.product(*(grid[k] for k in keys)):
