@@ -451,3 +451,22 @@ def test_a_store_in_a_folder_the_reader_cannot_write_can_be_read():
         for p in [base, *base.rglob("*")]:
             p.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_resumed_run_counts_the_time_of_its_earlier_attempts(tmp_path, monkeypatch):
+    import time
+
+    def slow_then_interrupted(cfg, ctx):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grokking, "run", slow_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    s = RunStore(tmp_path)
+    (row,) = s.list_runs()
+    assert row["status"] == "interrupted" and row["duration"] >= 0.3
+    s.fail_run(row["run_id"], "interrupted by the user", status="interrupted", duration=1000.0)  # a long attempt
+    monkeypatch.undo()
+    done = phenomlab.run("grokking", seed=0, store=tmp_path, **TINY)
+    assert done.duration >= 1000.0 and s.get(done.run_id)["duration"] == done.duration

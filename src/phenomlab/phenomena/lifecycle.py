@@ -141,13 +141,15 @@ def run_phenomenon(
             row = None
         measured = row.get("result") if row is not None else None
         resumed = row is not None and any(run_dir.glob("*.ckpt"))
+        # seconds of earlier attempts that ended in Python (a kill -9 leaves none): a run's duration is its total
+        prior = float(row.get("duration") or 0.0) if row is not None else 0.0
         if measured is not None:
             say(f"judging run {rid} from its stored measurements")
         elif resumed:
             say(f"resuming run {rid} from its checkpoints")
         else:
             say(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - prior
         try:
             # inside the try: a Ctrl-C between the row's insert and the training (start_run still writes the
             # record) must leave the run interrupted, not "running" forever
@@ -172,25 +174,26 @@ def run_phenomenon(
             shutil.rmtree(run_dir / PREVIOUS, ignore_errors=True)
             return result
         except TrainingDiverged as exc:
-            _fail(store, rid, str(exc), previous=previous)
+            _fail(store, rid, str(exc), previous=previous, t0=t0)
             raise
         except KeyboardInterrupt:
-            _fail(store, rid, "interrupted by the user", status="interrupted", previous=previous)
+            _fail(store, rid, "interrupted by the user", status="interrupted", previous=previous, t0=t0)
             raise
         except PhenomlabError as exc:
-            _fail(store, rid, str(exc), previous=previous)
+            _fail(store, rid, str(exc), previous=previous, t0=t0)
             raise
         except Exception as exc:
             if _out_of_memory(exc):
                 msg = f"the config needs more memory than this machine has: {_oom_line(exc)}"
-                _fail(store, rid, msg, previous=previous)
+                _fail(store, rid, msg, previous=previous, t0=t0)
                 raise InsufficientMemory(msg) from None
-            _fail(store, rid, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}", previous=previous)
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+            _fail(store, rid, error, previous=previous, t0=t0)
             raise
         except BaseException as exc:
             # SystemExit from a library (rich turns a closed stdout into one), GeneratorExit: still no run left
             # "running" behind an error Python sees
-            _fail(store, rid, f"stopped by {type(exc).__name__}: {exc}", status="interrupted", previous=previous)
+            _fail(store, rid, f"stopped by {type(exc).__name__}: {exc}", "interrupted", previous=previous, t0=t0)
             raise
 
 
@@ -373,10 +376,16 @@ def _restore(store: RunStore, rid: str, run_dir: Path, record: Mapping[str, Any]
 
 
 def _fail(
-    store: RunStore, rid: str, error: str, status: str = "failed", previous: Mapping[str, Any] | None = None
+    store: RunStore,
+    rid: str,
+    error: str,
+    status: str = "failed",
+    previous: Mapping[str, Any] | None = None,
+    t0: float | None = None,
 ) -> None:
     """Store the run as failed, or put back the finished run a forced re-run was replacing (``previous``):
-    a finished run is never downgraded by a later failure on its id."""
+    a finished run is never downgraded by a later failure on its id. ``t0``: the run's start on the
+    ``perf_counter`` clock, earlier attempts included (its duration so far is stored)."""
     # the store itself may be what failed (a full disk): the original error must still reach the caller
     if previous is not None:
         try:
@@ -385,7 +394,8 @@ def _fail(
         except Exception:  # then at least the failure is stored; the old record stays in PREVIOUS
             pass
     with contextlib.suppress(Exception):
-        store.fail_run(rid, error, status=status)  # also rewrites run.json when it can
+        duration = None if t0 is None else time.perf_counter() - t0
+        store.fail_run(rid, error, status=status, duration=duration)  # also rewrites run.json when it can
 
 
 def _drop_resume_files(run_dir: Path) -> None:

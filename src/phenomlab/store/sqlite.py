@@ -364,14 +364,17 @@ class RunStore:
             )
         self.write_record(run_id)
 
-    def fail_run(self, run_id: str, error: str, status: str = "failed") -> None:
+    def fail_run(self, run_id: str, error: str, status: str = "failed", duration: float | None = None) -> None:
+        """Mark the run failed or interrupted with its error; ``duration``: seconds spent on it so far (all
+        attempts), which a resume adds to."""
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}")
         # a finished run is never downgraded (e.g. by a second process that crashed on the same config)
         with self.transaction() as con:
             con.execute(
-                "UPDATE runs SET status=?, error=?, finished=? WHERE run_id=? AND status != 'finished'",
-                (status, error, time.time(), run_id),
+                "UPDATE runs SET status=?, error=?, finished=?, duration=COALESCE(?, duration)"
+                " WHERE run_id=? AND status != 'finished'",
+                (status, error, time.time(), duration, run_id),
             )
         self._try_write_record(run_id)
 
