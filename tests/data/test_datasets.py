@@ -134,3 +134,27 @@ def test_user_data_npz(tmp_path):
         data.from_tensors(np.zeros((3, 2)), np.zeros(2), np.zeros((1, 2)), np.zeros(1))
     with pytest.raises(PhenomlabError, match="NaN"):
         data.from_tensors(np.full((2, 2), np.nan), np.zeros(2), np.zeros((1, 2)), np.zeros(1))
+
+
+def test_digits_refuses_a_fraction_that_empties_a_split():
+    from phenomlab.data import digits
+    from phenomlab.errors import PhenomlabError
+
+    for fraction in (1e-4, 0.9999):
+        with pytest.raises(PhenomlabError, match="empty split"):
+            digits(test_fraction=fraction)
+
+
+def test_label_noise_metadata_follows_subsets_splits_and_repeated_noise():
+    from phenomlab.data import class_split, digits, with_label_noise
+
+    base = digits(seed=0)
+    noisy = with_label_noise(base, 0.3, seed=1)
+    twice = with_label_noise(noisy, 0.3, seed=2)
+    assert torch.equal(twice.meta["y_train_clean"], base.y_train)  # not the once-noisy labels
+    assert torch.equal(twice.meta["noisy_mask"], twice.y_train != base.y_train)
+    sub = noisy.subset_train(100, seed=3)
+    assert len(sub.meta["noisy_mask"]) == len(sub.meta["y_train_clean"]) == 100
+    assert torch.equal(sub.meta["noisy_mask"], sub.y_train != sub.meta["y_train_clean"])
+    src, new = class_split(noisy, [0, 1, 2])
+    assert len(src.meta["noisy_mask"]) == src.n_train and "y_train_clean" not in src.meta

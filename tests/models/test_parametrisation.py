@@ -211,3 +211,23 @@ def _effective(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [
         (n, getattr(m, p)) for n, m in model.named_modules() for p in ("weight", "bias") if isinstance(m, nn.Linear)
     ]
+
+
+def test_folded_rules_refuse_another_optimizer_family() -> None:
+    model = _mlp(64)
+    parametrise(model, "mup", base=_mlp(16), fold_for="adam")
+    assert model.parametrisation.folded_for == "adam"
+    # the readout's SGD rate would be 16x off: folded for Adam its multiplier went into lr * c, SGD needs c^2
+    with pytest.raises(PhenomlabError, match="folded for 'adam'"):
+        param_groups(model, "sgd", 1e-2)
+    with pytest.raises(PhenomlabError, match="folded for 'adam'"):
+        param_groups(model, "adamw", 1e-2, weight_decay=1e-3)  # the decays fold differently
+    assert param_groups(model, "adamw", 1e-2)  # without weight decay Adam and AdamW fold alike
+
+
+def test_ntk_scales_every_separate_attention_projection() -> None:
+    # kdim != embed_dim: PyTorch keeps separate q/k/v projection weights; all three are linear maps
+    att = nn.MultiheadAttention(8, 2, kdim=6, vdim=5)
+    rules = parametrisation_rules(att, "ntk")
+    for name, fan_in in (("q_proj_weight", 8), ("k_proj_weight", 6), ("v_proj_weight", 5)):
+        assert rules[name].multiplier == pytest.approx(1 / math.sqrt(fan_in)), name

@@ -122,6 +122,10 @@ def test_schedules():
         dict(schedule="step"),
         dict(eval_every=0),
         dict(steps=-1),
+        dict(betas=(1.5, 0.9)),
+        dict(eval_batch_size=0),
+        dict(steps=2.5),
+        dict(batch_size=True),
     ],
 )
 def test_invalid_config(bad):
@@ -264,3 +268,43 @@ def test_batch_seed_overrides_seed_for_the_batch_order():
     assert torch.equal(weights(seed=1, batch_seed=9), weights(seed=2, batch_seed=9))
     assert torch.equal(weights(seed=9), weights(seed=2, batch_seed=9))
     assert not torch.equal(weights(seed=1), weights(seed=2))
+
+
+def test_a_custom_loss_is_the_one_logged():
+    x, y = tiny_task()
+    torch.manual_seed(0)
+    m = MLP(5, 3, width=8, depth=1)
+
+    def scaled(out, target):
+        return 100.0 * torch.nn.functional.cross_entropy(out, target)
+
+    h = train(m, (x, y), TrainConfig(steps=0, eval_every=1), loss=scaled)
+    ce = torch.nn.functional.cross_entropy(m(x), y).item()
+    assert h.column("train_loss")[0] == pytest.approx(100.0 * ce, rel=1e-6)
+
+
+def test_an_eval_set_named_train_mismatched_lengths_and_empty_sets_are_refused():
+    from phenomlab.train import evaluate
+
+    x, y = tiny_task()
+    m = MLP(5, 3, width=8, depth=1)
+    cfg = TrainConfig(steps=1, eval_every=1)
+    with pytest.raises(ConfigError, match="may not be named 'train'"):
+        train(m, (x, y), cfg, eval_sets={"train": (x[:4], y[:4])})
+    with pytest.raises(ConfigError, match="32 inputs but 31 targets"):
+        train(m, (x, y[:-1]), cfg)
+    with pytest.raises(ConfigError, match="eval set 'test' is empty"):
+        train(m, (x, y), cfg, eval_sets={"test": (x[:0], y[:0])})
+    with pytest.raises(ConfigError, match="empty set"):
+        evaluate(m, (x[:0], y[:0]))
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        evaluate(m, (x, y), loss="hinge")
+
+
+def test_train_puts_back_the_modes_it_found():
+    x, y = tiny_task()
+    m = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    m.eval()
+    m[1].train()  # e.g. a caller keeping one BatchNorm in train mode on purpose
+    train(m, (x, y), TrainConfig(steps=2, eval_every=1, optimizer="sgd", lr=0.1))
+    assert [mod.training for mod in m.modules()] == [False, False, True, False]

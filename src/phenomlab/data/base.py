@@ -73,7 +73,21 @@ class Dataset:
             raise PhenomlabError(f"subset size must be in (0, {self.n_train}], got {n}")
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(self.n_train, generator=g)[:n].to(self.y_train.device)
-        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx], meta={**self.meta, "n_train": n})
+        meta = {**self.meta, "n_train": n, **train_rows(self.meta, self.n_train, idx)}
+        return replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx], meta=meta)
+
+
+#: metadata holding one entry per training point (label-noise wrappers), kept in step with the rows
+ROW_META = ("y_train_clean", "noisy_mask")
+
+
+def train_rows(meta: dict[str, Any], n_train: int, idx: torch.Tensor) -> dict[str, Any]:
+    """The per-training-point entries of ``meta`` (:data:`ROW_META`) at rows ``idx``."""
+    return {
+        k: meta[k][idx.to(meta[k].device)]
+        for k in ROW_META
+        if isinstance(meta.get(k), torch.Tensor) and len(meta[k]) == n_train
+    }
 
 
 def from_tensors(

@@ -70,6 +70,8 @@ def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> 
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
     n_test = int(round(test_fraction * len(y)))
+    if not 0 < n_test < len(y):
+        raise PhenomlabError(f"test_fraction {test_fraction} leaves an empty split of the {len(y)} digits")
     te, tr = perm[:n_test], perm[n_test:]
     if not flatten:
         x = x.view(-1, 1, 8, 8)

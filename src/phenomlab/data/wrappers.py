@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import PhenomlabError
-from .base import Dataset
+from .base import ROW_META, Dataset
 
 
 def with_label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
@@ -27,11 +27,15 @@ def with_label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
     # shift by 1..C-1 so a corrupted label is never the true one
     shift = torch.randint(1, ds.n_classes, (n_noisy,), generator=g)
     y[idx] = (y[idx] + shift.to(y.device)) % ds.n_classes
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[idx] = True
-    return replace(
-        ds, y_train=y, meta={**ds.meta, "label_noise": fraction, "y_train_clean": ds.y_train, "noisy_mask": mask}
-    )
+    # noise on noise: the clean labels stay the original ones, and the mask says which labels differ from them
+    clean = _clean_labels(ds)
+    mask = (y != clean).cpu()
+    return replace(ds, y_train=y, meta={**ds.meta, "label_noise": fraction, "y_train_clean": clean, "noisy_mask": mask})
+
+
+def _clean_labels(ds: Dataset) -> torch.Tensor:
+    clean = ds.meta.get("y_train_clean")
+    return clean if isinstance(clean, torch.Tensor) and len(clean) == ds.n_train else ds.y_train
 
 
 def with_random_labels(ds: Dataset, seed: int = 0, fraction: float = 1.0) -> Dataset:
@@ -46,7 +50,7 @@ def with_random_labels(ds: Dataset, seed: int = 0, fraction: float = 1.0) -> Dat
     idx = torch.randperm(n, generator=g)[: int(round(fraction * n))]
     y = ds.y_train.clone()
     y[idx] = torch.randint(0, ds.n_classes, (len(idx),), generator=g).to(y.device)
-    return replace(ds, y_train=y, meta={**ds.meta, "random_labels": fraction, "y_train_clean": ds.y_train})
+    return replace(ds, y_train=y, meta={**ds.meta, "random_labels": fraction, "y_train_clean": _clean_labels(ds)})
 
 
 def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -73,6 +77,10 @@ def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0)
         remap[torch.tensor(classes)] = torch.arange(len(classes))
         mtr = remap[ds.y_train.cpu()] >= 0
         mte = remap[ds.y_test.cpu()] >= 0
+        # per-point label-noise metadata: the mask follows the rows; clean labels outside the part have no new id
+        meta = {k: v for k, v in ds.meta.items() if k not in ROW_META}
+        if isinstance(ds.meta.get("noisy_mask"), torch.Tensor) and len(ds.meta["noisy_mask"]) == ds.n_train:
+            meta["noisy_mask"] = ds.meta["noisy_mask"][mtr]
         return Dataset(
             ds.x_train[mtr],
             remap[ds.y_train.cpu()[mtr]],
@@ -80,7 +88,7 @@ def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0)
             remap[ds.y_test.cpu()[mte]],
             n_classes=len(classes),
             name=f"{ds.name}[{tag}]",
-            meta={**ds.meta, "classes": classes, "part": tag},
+            meta={**meta, "classes": classes, "part": tag},
         )
 
     return part(src, "source"), part(new, "new")

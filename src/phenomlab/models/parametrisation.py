@@ -13,8 +13,9 @@ its own init and three numbers per parameter realise (a, b, c):
 Schemes:
 
 - ``"sp"``: PyTorch's default init and one learning rate (every number is 1).
-- ``"ntk"`` (Jacot, Gabriel, Hongler 2018, arXiv 1806.07572): every linear map's weight is stored at unit scale
-  and multiplied by ``1/sqrt(fan_in)`` in the forward (``init_scale = sqrt(fan_in)``,
+- ``"ntk"`` (Jacot, Gabriel, Hongler 2018, arXiv 1806.07572): every linear map's weight is stored at O(1) scale
+  (the module's init times ``sqrt(fan_in)``: std ``1/sqrt(3)`` for ``nn.Linear``'s uniform init) and multiplied by
+  ``1/sqrt(fan_in)`` in the forward (``init_scale = sqrt(fan_in)``,
   ``multiplier = 1/sqrt(fan_in)``); the function at init equals SP's, one learning rate for all.
   Biases, embeddings and other parameters keep SP.
 - ``"mup"`` (Yang, Hu, Babuschkin, Sidor, Liu, Farhi, Ryder, Pachocki, Chen, Gao 2021, Tensor Programs V,
@@ -92,10 +93,12 @@ class ParamRule:
 
 @dataclass(frozen=True)
 class Parametrisation:
-    """What :func:`parametrise` applied: the scheme and a rule per parameter name (names as before parametrising)."""
+    """What :func:`parametrise` applied: the scheme and a rule per parameter name (names as before parametrising);
+    ``folded_for``: the optimiser its multipliers were folded for (``fold_for``), whose family it only serves."""
 
     scheme: str
     rules: dict[str, ParamRule] = field(default_factory=dict)
+    folded_for: str | None = None
 
 
 def _family(optimizer: str) -> str:
@@ -140,7 +143,8 @@ def _owners(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
 
 def _is_linear_weight(module: nn.Module, p_name: str) -> bool:
     return (isinstance(module, nn.Linear) and p_name == "weight") or (
-        isinstance(module, nn.MultiheadAttention) and p_name in ("in_proj_weight", "q_proj_weight")
+        isinstance(module, nn.MultiheadAttention)
+        and p_name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
     )
 
 
@@ -271,7 +275,7 @@ def parametrise(
             parametrize.register_parametrization(mod, p_name, _Scale(scale * rule.multiplier))
         elif rule.multiplier != 1.0:
             parametrize.register_parametrization(mod, p_name, _Scale(rule.multiplier))
-    applied = Parametrisation(scheme, rules)
+    applied = Parametrisation(scheme, rules, folded_for=fold_for)
     model.parametrisation = applied
     return applied
 
@@ -284,6 +288,13 @@ def param_groups(model: nn.Module, optimizer: str, lr: float, weight_decay: floa
     applied: Parametrisation | None = getattr(model, "parametrisation", None)
     if applied is None:
         return [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
+    folded = applied.folded_for
+    # folded rules are exact for one family only (SGD's lr goes with c^2, Adam's with c), and Adam's and AdamW's
+    # weight decays fold differently: another optimiser would train a different model without a word
+    if folded is not None and (_family(folded) != _family(optimizer) or (folded != optimizer and weight_decay != 0.0)):
+        raise PhenomlabError(
+            f"the multipliers were folded for {folded!r}; train with it, or parametrise(..., fold_for={optimizer!r})"
+        )
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in params:

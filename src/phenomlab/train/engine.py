@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import secrets
 import time
@@ -70,6 +71,10 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        for key in ("steps", "batch_size", "warmup_steps", "eval_every", "eval_batch_size"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not (isinstance(v, numbers.Integral) or _whole(v))):
+                raise ConfigError(f"{key} must be a whole number, got {v!r}")
         for ok, problem in (
             (self.steps >= 0, f"steps must be >= 0, got {self.steps}"),
             (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
@@ -83,9 +88,32 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}"),
             (0 <= self.sam_rho < math.inf, f"sam_rho must be a finite number >= 0, got {self.sam_rho}"),
+            (
+                len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                f"betas must be two numbers in [0, 1), got {self.betas}",
+            ),
+            (self.eval_batch_size > 0, f"eval_batch_size must be positive, got {self.eval_batch_size}"),
         ):
             if not ok:
                 raise ConfigError(problem)
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, float) and v.is_integer()
+
+
+def named_sets(train_data: Batch, eval_sets: Mapping[str, Batch] | None) -> dict[str, Batch]:
+    """``{"train": train_data, **eval_sets}``, each an ``(x, y)`` pair of equal lengths; an eval set may not be
+    named ``train`` (it would replace the training set's ``train_loss``/``train_acc``) or be empty."""
+    if eval_sets and "train" in eval_sets:
+        raise ConfigError("an eval set may not be named 'train': train_loss and train_acc are the training set's")
+    sets = {"train": train_data, **(eval_sets or {})}
+    for name, (x, y) in sets.items():
+        if isinstance(x, torch.Tensor) and len(x) != len(y):
+            raise ConfigError(f"the {name} set has {len(x)} inputs but {len(y)} targets")
+        if name != "train" and len(y) == 0:
+            raise ConfigError(f"eval set {name!r} is empty")
+    return sets
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -295,6 +323,8 @@ class Engine:
         t0 = time.perf_counter() - history.wall_time
         last_save = time.perf_counter()
         stopped = False
+        # each submodule's flag is put back afterwards (a model passed in eval mode, or a frozen BatchNorm in it)
+        modes = {m: m.training for m in self.module.modules()}
         self.module.train()
         step = self.start
         try:
@@ -322,6 +352,8 @@ class Engine:
                         last_save = time.perf_counter()
         finally:
             bar.close()
+            for m, flag in modes.items():
+                m.training = flag
         history.finished = True
         history.stopped_early = stopped
         history.wall_time = time.perf_counter() - t0

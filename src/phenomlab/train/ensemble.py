@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError, TrainingDiverged
 from ..models.ensemble import BUCKET_OVERHEAD, MLPEnsemble, per_member_loss, plan_buckets
-from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, evaluate_sets
+from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, evaluate_sets, named_sets
 from .loop import make_optimizer
 
 
@@ -185,7 +185,7 @@ def train_ensemble(
         raise ConfigError(f"lr_scale must hold {len(ens)} finite numbers >= 0, got {scale.tolist()}")
     # stacked tensors are few and large: the fused Adam kernel saves ~20% of a double-descent sweep's step
     opt = optimizer or make_optimizer(ens.parameters(), cfg, fused=True)
-    sets = {"train": (x, y), **(eval_sets or {})}
+    sets = named_sets((x, y), eval_sets)
     engine = Engine(cfg, ens, opt, EnsembleHistory(), seed=seed, checkpoint=checkpoint, progress=progress)
     history = engine.history
     frozen = torch.zeros(len(ens), dtype=torch.bool, device=device)

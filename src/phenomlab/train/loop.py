@@ -23,7 +23,18 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.parametrisation import param_groups
-from .engine import Batch, Engine, Logger, Records, TrainConfig, callback_hook, check_finite, evaluate_sets
+from .engine import (
+    LOSSES,
+    Batch,
+    Engine,
+    Logger,
+    Records,
+    TrainConfig,
+    callback_hook,
+    check_finite,
+    evaluate_sets,
+    named_sets,
+)
 from .sam import SAM, sam_gradient
 
 
@@ -84,7 +95,10 @@ def make_optimizer(
 
 
 def loss_fn(name: str, n_outputs: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy on logits, or MSE against one-hot targets for class labels (float targets as is)."""
+    """Cross-entropy on logits, or MSE against one-hot targets for class labels (float targets as is), summed over
+    outputs (``mean_n sum_k (f_k - y_k)^2``). ``n_outputs`` is accepted for compatibility and unused."""
+    if name not in LOSSES:
+        raise ConfigError(f"loss must be one of {LOSSES}, got {name!r}")
     if name == "cross_entropy":
         return F.cross_entropy
 
@@ -97,12 +111,20 @@ def loss_fn(name: str, n_outputs: int | None = None) -> Callable[[torch.Tensor, 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Batch, loss: str = "cross_entropy", batch_size: int = 8192) -> dict[str, float]:
-    """Mean loss and (for class labels) accuracy of ``model`` on ``data``."""
+def evaluate(
+    model: nn.Module,
+    data: Batch,
+    loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+    batch_size: int = 8192,
+) -> dict[str, float]:
+    """Mean loss and (for class labels) accuracy of ``model`` on ``data``; ``loss`` is a name of
+    :func:`loss_fn` or a callable ``loss(out, y)`` returning the batch mean."""
+    x, y = data
+    if len(y) == 0:
+        raise ConfigError("cannot evaluate on an empty set")
+    lf = loss if callable(loss) else loss_fn(loss)
     was_training = model.training
     model.eval()
-    x, y = data
-    lf = loss_fn(loss)
     total_loss, correct, n = 0.0, 0, len(y)
     for i in range(0, n, batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -111,9 +133,9 @@ def evaluate(model: nn.Module, data: Batch, loss: str = "cross_entropy", batch_s
         if yb.dtype == torch.long and out.ndim == 2:
             correct += int((out.argmax(1) == yb).sum())
     model.train(was_training)
-    res = {"loss": total_loss / max(n, 1)}
+    res = {"loss": total_loss / n}
     if y.dtype == torch.long:
-        res["acc"] = correct / max(n, 1)
+        res["acc"] = correct / n
     return res
 
 
@@ -160,7 +182,13 @@ def train(
 
     The minibatch order is a pure function of ``seed`` (or of ``batch_seed`` when given: a wrapper
     such as ``RunContext.train`` derives ``seed`` from the run's name, and ``batch_seed`` lets two
-    named runs, e.g. a run and its ablation, see exactly the same batches).
+    named runs, e.g. a run and its ablation, see exactly the same batches). ``seed`` fixes nothing else:
+    Dropout and other in-model randomness draw from torch's global generator (``torch.manual_seed``).
+
+    ``loss(out, y)`` (a batch mean) replaces ``cfg.loss`` as the quantity minimised and the one logged as
+    ``train_loss`` / ``{name}_loss``. ``optimizer`` replaces the one ``cfg`` would build (its ``optimizer``,
+    ``lr``, ``betas``, ``momentum`` and ``weight_decay`` are then unused; the schedule still scales each
+    group's initial ``lr``). The model's train/eval flags are put back when training ends.
 
     ``objective(model, xb, yb, step)`` replaces ``loss(model(xb), yb)`` as the quantity minimised at
     ``step`` (0-based, the step about to be taken) on the minibatch ``(xb, yb)`` the loop drew; ``yb``
@@ -199,7 +227,7 @@ def train(
     lf = loss or loss_fn(cfg.loss)
     # a parametrised model (models.parametrisation) carries per-parameter learning rates and weight decays
     opt = optimizer or make_optimizer(param_groups(model, cfg.optimizer, cfg.lr, cfg.weight_decay), cfg)
-    sets = {"train": (x, y), **(eval_sets or {})}
+    sets = named_sets((x, y), eval_sets)
     order_seed = seed if batch_seed is None else batch_seed
     engine = Engine(cfg, model, opt, History(), seed=order_seed, checkpoint=checkpoint, progress=progress)
     obj_sums: dict[str, float] = {}  # the objective and its parts summed since the previous evaluation
@@ -235,7 +263,8 @@ def train(
             obj_sums.clear()
             obj_count = 0
             return means
-        metrics = evaluate_sets(sets, lambda d: evaluate(model, d, cfg.loss, cfg.eval_batch_size))
+        # the loss being minimised is the one logged (and checked for divergence)
+        metrics = evaluate_sets(sets, lambda d: evaluate(model, d, loss or cfg.loss, cfg.eval_batch_size))
         check_finite(t, "train loss", metrics["train_loss"])
         return metrics
 
