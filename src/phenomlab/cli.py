@@ -759,7 +759,8 @@ def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
     from .store.sqlite import DB_NAME, RECORD_NAME
 
     rep = check(store)
-    if not rep.root.is_dir() or not (rep.root / DB_NAME).exists() and not any(rep.root.glob(f"runs/*/{RECORD_NAME}")):
+    no_index = not (rep.root / DB_NAME).exists()
+    if not rep.root.is_dir() or (no_index and not any(rep.root.glob(f"runs/*/{RECORD_NAME}"))):
         # nothing to check is bad input (exit 2, as in every other command), not a damaged store
         raise PhenomlabError(f"no run store at {rep.root}; give the store with --store or $PHENOMLAB_HOME")
     db = "database ok" if rep.database_ok else "database NOT ok"

@@ -131,10 +131,11 @@ def rebuild(root: str | Path | None = None) -> RebuildReport:
     records: dict[str, Any] = {}
     unreadable: dict[str, str] = {}
     for rid, path in sorted(_record_paths(root).items()):
-        try:
-            records[rid] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            unreadable[rid] = f"{path}: {type(exc).__name__}: {exc}"
+        rec, err = _load_record(path, rid)
+        if err is None:
+            records[rid] = rec
+        else:
+            unreadable[rid] = f"{path}: {err}"
     # runs the old index holds but no readable record does: copied from the old index, not dropped
     rescued = _rescue(root, set(records)) if db.exists() else {}
     moved = None
@@ -155,32 +156,31 @@ def rebuild(root: str | Path | None = None) -> RebuildReport:
         try:
             index_record(store, rid, rec)
         except (ValueError, KeyError, TypeError) as exc:
-            if rid not in rescued:
-                rep.skipped.append(f"{root / 'runs' / rid / RECORD_NAME}: {type(exc).__name__}: {exc}")
-                continue
-            unreadable[rid] = str(exc)
-        else:
-            rep.indexed.append(rid)
-    for rid, rec in rescued.items():
-        if rid in rep.indexed:
+            rep.skipped.append(f"{root / 'runs' / rid / RECORD_NAME}: {type(exc).__name__}: {exc}")
             continue
+        rep.indexed.append(rid)
+    for rid, rec in rescued.items():
         index_record(store, rid, rec)
         store.write_record(rid)  # the folder holds a readable copy again
         rep.restored.append(rid)
         unreadable.pop(rid, None)
-    rep.skipped += [f"{msg} (and not in the old index: lost)" for msg in unreadable.values()]
+    rep.skipped += [f"{msg} (in no readable index: lost)" for msg in unreadable.values()]
     return rep
 
 
-def _record_error(path: Path, rid: str) -> str | None:
-    """Why ``path`` (a ``run.json``) cannot restore run ``rid``, or None if it can."""
+def _load_record(path: Path, rid: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` when ``path`` (a ``run.json``) can restore run ``rid``, else ``(None, why not)``."""
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return None, f"{type(exc).__name__}: {exc}"
     if not isinstance(rec, dict) or rec.get("run_id") != rid or rec.get("status") not in STATUSES:
-        return "not a record of this run"
-    return None
+        return None, "not a record of this run"
+    return rec, None
+
+
+def _record_error(path: Path, rid: str) -> str | None:
+    return _load_record(path, rid)[1]
 
 
 def _rescue(root: Path, readable: set[str]) -> dict[str, dict[str, Any]]:
