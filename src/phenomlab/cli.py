@@ -756,11 +756,11 @@ def export(
 def store_check(store: StoreOpt = None, legacy_out: LegacyOut = None) -> None:
     """Check the database (SQLite integrity check) against the run folders; exit 1 if there are problems."""
     from .store.repair import check
-    from .store.sqlite import DB_NAME, RECORD_NAME
+    from .store.sqlite import DB_NAME, has_run_records
 
     rep = check(store)
     no_index = not (rep.root / DB_NAME).exists()
-    if not rep.root.is_dir() or (no_index and not any(rep.root.glob(f"runs/*/{RECORD_NAME}"))):
+    if not rep.root.is_dir() or (no_index and not has_run_records(rep.root)):
         # nothing to check is bad input (exit 2, as in every other command), not a damaged store
         raise PhenomlabError(f"no run store at {rep.root}; give the store with --store or $PHENOMLAB_HOME")
     db = "database ok" if rep.database_ok else "database NOT ok"

@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import PhenomlabError
-from .base import ROW_META, Dataset
+from .base import ROW_META, Dataset, train_rows
 
 
 def with_label_noise(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
@@ -79,8 +79,9 @@ def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0)
         mte = remap[ds.y_test.cpu()] >= 0
         # per-point label-noise metadata: the mask follows the rows; clean labels outside the part have no new id
         meta = {k: v for k, v in ds.meta.items() if k not in ROW_META}
-        if isinstance(ds.meta.get("noisy_mask"), torch.Tensor) and len(ds.meta["noisy_mask"]) == ds.n_train:
-            meta["noisy_mask"] = ds.meta["noisy_mask"][mtr]
+        rows = train_rows(ds.meta, ds.n_train, mtr.nonzero().squeeze(1))
+        if "noisy_mask" in rows:
+            meta["noisy_mask"] = rows["noisy_mask"]
         return Dataset(
             ds.x_train[mtr],
             remap[ds.y_train.cpu()[mtr]],

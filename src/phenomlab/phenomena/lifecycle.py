@@ -363,9 +363,7 @@ def _set_aside(store: RunStore, rid: str, run_dir: Path) -> dict[str, Any]:
 def _restore(store: RunStore, rid: str, run_dir: Path, record: Mapping[str, Any]) -> None:
     """Put back the finished run that a failed forced re-run replaced: its index rows, figures and run.json."""
     keep = run_dir / PREVIOUS
-    for p in run_dir.iterdir():
-        if p.name not in (".lock", PREVIOUS):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    _clear(run_dir)  # the failed re-run's files
     for p in keep.iterdir():
         if p.name != "run.json":
             p.rename(run_dir / p.name)

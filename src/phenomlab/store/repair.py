@@ -86,7 +86,7 @@ def check(root: str | Path | None = None) -> CheckReport:
         folder = root / "runs" / rid
         if not (folder / RECORD_NAME).exists():
             no_record.append(rid)
-        elif (err := _record_error(folder / RECORD_NAME, rid)) is not None:
+        elif (err := _load_record(folder / RECORD_NAME, rid)[1]) is not None:
             bad_record.append(f"{rid} ({err})")
         for name, path in store.artifacts(rid).items():
             if not inside(path, folder):
@@ -105,7 +105,7 @@ def check(root: str | Path | None = None) -> CheckReport:
                 f"{' ...' if len(ids) > 5 else ''} (`phenomlab store rebuild` rewrites it from the index)"
             )
     for rid in sorted(set(records) - set(rows)):
-        err = _record_error(records[rid], rid)
+        err = _load_record(records[rid], rid)[1]
         rep.problems.append(
             f"run {rid} has a folder with {RECORD_NAME} but is not in the index "
             + ("(rebuild restores it)" if err is None else f"and its record cannot be read ({err}): it is lost")
@@ -177,10 +177,6 @@ def _load_record(path: Path, rid: str) -> tuple[dict[str, Any] | None, str | Non
     if not isinstance(rec, dict) or rec.get("run_id") != rid or rec.get("status") not in STATUSES:
         return None, "not a record of this run"
     return rec, None
-
-
-def _record_error(path: Path, rid: str) -> str | None:
-    return _load_record(path, rid)[1]
 
 
 def _rescue(root: Path, readable: set[str]) -> dict[str, dict[str, Any]]:

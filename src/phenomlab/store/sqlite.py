@@ -103,6 +103,11 @@ def store_argument(
     return out
 
 
+def has_run_records(root: Path) -> bool:
+    """Whether any run folder under ``root`` holds a ``run.json`` (a store's content, with or without its index)."""
+    return next((root / "runs").glob(f"*/{RECORD_NAME}"), None) is not None
+
+
 class RunStore:
     """SQLite index + metrics under ``root/store.sqlite``; per-run files under ``root/runs/<run_id>/``.
 
@@ -152,7 +157,7 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"output directory {self.root} is not writable: {exc.strerror or exc}") from None
         if not self.path.exists():
-            if not new_index and next((self.root / "runs").glob(f"*/{RECORD_NAME}"), None) is not None:
+            if not new_index and has_run_records(self.root):
                 raise StoreError(
                     f"{self.root} has run folders but no {DB_NAME} (deleted?): `phenomlab store rebuild --store "
                     f"{self.root}` re-indexes them; a new empty index would recompute every run"
