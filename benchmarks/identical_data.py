@@ -8,6 +8,7 @@ largest absolute difference among the numbers and the first differing key path).
 
     python benchmarks/identical_data.py --save BEFORE_DIR         # on the old commit
     python benchmarks/identical_data.py --compare BEFORE_DIR      # on the new one
+    python benchmarks/identical_data.py --preset smoke --save DIR  # every id in a few minutes
 
 Exit status 0 when every compared id is identical, 1 otherwise.
 """
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--compare", help="compare each id's data with DIR/<id>.json")
     ap.add_argument("--ids", default="", help="comma-separated ids (default: every implemented id)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", default="quick", help="e.g. smoke: every code path of a row in seconds")
     args = ap.parse_args(argv)
     ids = [i for i in args.ids.split(",") if i] or registry.implemented()
     folder = Path(args.save or args.compare)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for pid in ids:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            data = _canonical(phenomlab.run(pid, seed=args.seed, store=tmp).data)
+            data = _canonical(phenomlab.run(pid, preset=args.preset, seed=args.seed, store=tmp).data)
         wall = time.perf_counter() - t0
         if args.save:
             (folder / f"{pid}.json").write_text(json.dumps(data, sort_keys=True))

@@ -277,7 +277,9 @@ def run(
     workers: Annotated[
         int | None, typer.Option(help="with --seeds: parallel processes (default: one a seed, at most one a core)")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: CUDA if present)")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu (default: the catalogue's numbers are the CPU's), cuda, cuda:1, auto")
+    ] = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
     force: Annotated[bool, typer.Option(help="recompute even if the run is stored")] = False,
@@ -569,7 +571,7 @@ def sweep(
     executor: Annotated[str, typer.Option(help="local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto' joins a running one)")] = None,
     workers: Annotated[int, typer.Option(help="parallel local processes / CPUs of a local Ray")] = 1,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ...")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda, cuda:1, auto (CUDA when present)")] = None,
     store: StoreOpt = None,
     legacy_out: LegacyOut = None,
     yes: Annotated[bool, typer.Option("--yes", help="run a sweep of more than 1,000 trials")] = False,

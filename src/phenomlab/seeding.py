@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -32,8 +35,16 @@ def derive_seed(seed: int, *salt: int | str) -> int:
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """CUDA when present, else CPU; an explicit ``device`` string wins."""
-    if device is None or device == "auto":
+    """The device a run uses: the CPU unless ``device`` names another; ``"auto"`` is CUDA when present, else the CPU.
+
+    The CPU is the default, not the fastest device present, because the catalogue's verdicts were measured there:
+    CUDA kernels round differently and every number moves, so a check near its threshold can flip (on an H200,
+    sparse-training's seed 0 fails a check it passes on the CPU; docs/BENCHMARKS.md), and the same command
+    would give another verdict on another machine.
+    """
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -46,3 +57,34 @@ def resolve_device(device: str | None = None) -> torch.device:
 
         raise ConfigError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+@contextlib.contextmanager
+def deterministic(device: str | torch.device) -> Iterator[None]:
+    """Deterministic kernels while the block runs on a CUDA ``device``; a no-op on the CPU, whose kernels are.
+
+    On CUDA several kernels accumulate with atomics (embedding and index backward passes, some cuDNN convolution
+    algorithms), so two runs with one seed differ in the last bits and drift apart over training, and a resumed
+    run no longer equals an uninterrupted one. Inside the block ``torch.use_deterministic_algorithms`` is on (an
+    op with no deterministic kernel warns rather than fails) and cuDNN's autotuner off; the previous settings come
+    back after it. cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it starts, so it is set here (unless set already)
+    and takes effect when the block is the process's first CUDA work, as in ``phenomlab run``. See PyTorch's
+    "Reproducibility" notes (docs.pytorch.org/docs/stable/notes/randomness.html).
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    was = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = was[2], was[3]

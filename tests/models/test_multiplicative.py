@@ -98,3 +98,11 @@ def test_stacked_members_get_their_standalone_gradients():
 def test_bad_input(make):
     with pytest.raises(PhenomlabError):
         make()
+
+
+def test_a_float64_stack_gives_float64_members():
+    stack = StackedNets("mult", 2, 3, width=4, depth=2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    net = stack.member(1)
+    assert next(net.parameters()).dtype == torch.float64  # members came back float32, rounded
+    assert torch.allclose(net(x).squeeze(-1), stack(x)[:, 1], rtol=1e-12, atol=1e-14)

@@ -123,3 +123,12 @@ def test_a_module_at_two_paths_keeps_its_parameters():
 def test_refuses_modules_with_buffers():
     with pytest.raises(PhenomlabError, match="buffers"):
         SubspaceModel(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), d=2)
+
+
+@pytest.mark.parametrize("projection", ["dense", "fastfood"])
+def test_a_float64_model_gets_a_float64_subspace(projection):
+    base = MLP(4, 3, width=8, depth=2).double()
+    sub = SubspaceModel(base, d=5, projection=projection)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert sub(x).dtype == torch.float64  # it raised "expected Double, got Float" in addmv
+    assert torch.allclose(sub(x), base(x), rtol=0, atol=1e-12)  # z = 0 is the base itself

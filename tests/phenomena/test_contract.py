@@ -7,6 +7,7 @@ its helpers). The slow reproduction runs seed 0 here (CI); ``benchmarks/quick_pr
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import typing
@@ -37,6 +38,9 @@ def check_contract(pid: str) -> None:
         build_config(mod.Config, mod.PRESETS, "quick", {numeric: "not-a-number"})
     for name, _tp, _default, help_ in mod.Config.describe():
         assert help_, f"config field {name} has no help text"
+    # a run uses the device it is given, or declares that it runs on the CPU (and is then stored as run there)
+    uses_device = "ctx.device" in inspect.getsource(mod)
+    assert uses_device != (getattr(mod, "RUNS_ON_CPU", False) is True), "use ctx.device or set RUNS_ON_CPU = True"
 
 
 def check_smoke_run(pid: str, store: RunStore, r: Result) -> None:
@@ -68,6 +72,15 @@ def test_list_values_parse_bare_bracketed_or_as_a_tuple():
 @pytest.mark.parametrize("pid", IDS)
 def test_contract(pid):
     check_contract(pid)
+
+
+def test_a_phenomenon_that_runs_on_the_cpu_is_stored_as_run_there_whatever_the_device_asked(tmp_path):
+    lines: list[str] = []
+    store = RunStore(tmp_path)
+    # "meta" stands for an accelerator on a machine without one: sgd-fluctuation must not try to use it
+    r = run_phenomenon("sgd-fluctuation", preset="smoke", device="meta", store=store, announce=lines.append)
+    assert store.get(r.run_id)["device"] == "cpu"
+    assert any("runs on the CPU" in line and "meta" in line for line in lines)
 
 
 @pytest.mark.parametrize("pid", IDS)

@@ -376,3 +376,14 @@ def test_copies_param_groups_give_each_layer_its_parametrisation_rate_and_each_m
             assert torch.allclose(step[m][big[m]], torch.tensor(lr * rate * float(scales[m])), rtol=1e-4)
     with pytest.raises(PhenomlabError, match="one bucket"):
         copies_param_groups(MLPEnsemble(3, 2, [8, 512], depth=2), rules, "adam", lr)
+
+
+def test_float64_models_stack_and_come_back_exactly():
+    torch.manual_seed(0)
+    nets = [MLP(5, 3, width=w, depth=2).double() for w in (4, 6)]
+    ens = MLPEnsemble.from_models(nets)
+    assert next(ens.parameters()).dtype == torch.float64  # the stack was float32: each weight rounded
+    for net, back in zip(nets, ens.to_models(), strict=True):
+        assert next(back.parameters()).dtype == torch.float64
+        for p, q in zip(net.parameters(), back.parameters(), strict=True):
+            assert torch.equal(p, q)

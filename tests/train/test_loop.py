@@ -308,3 +308,14 @@ def test_train_puts_back_the_modes_it_found():
     m[1].train()  # e.g. a caller keeping one BatchNorm in train mode on purpose
     train(m, (x, y), TrainConfig(steps=2, eval_every=1, optimizer="sgd", lr=0.1))
     assert [mod.training for mod in m.modules()] == [False, False, True, False]
+
+
+def test_runs_default_to_the_cpu_and_auto_picks_cuda_when_present(monkeypatch):
+    from phenomlab.seeding import resolve_device
+
+    # the catalogue's verdicts are the CPU's: a GPU present must not change what `phenomlab run` computes
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")

@@ -195,7 +195,7 @@ def quantile_vectors(v: torch.Tensor, n_vectors: int, subsample: int, k: int, g:
     lead = v.shape[:-1]
     flat = v.reshape(-1, n)
     pos = torch.round((torch.arange(k, dtype=torch.float64) + 0.5) * subsample / k - 0.5).long()
-    out = torch.empty(flat.shape[0], n_vectors, k, dtype=v.dtype)
+    out = torch.empty(flat.shape[0], n_vectors, k, dtype=v.dtype, device=v.device)
     for i, row in enumerate(flat):  # one variable at a time keeps the [n_vectors, n] permutations small
         idx = torch.rand(n_vectors, n, generator=g).argsort(-1)[:, :subsample]
         out[i] = row[idx].sort(-1).values[:, pos]

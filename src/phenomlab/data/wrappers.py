@@ -82,11 +82,12 @@ def class_split(ds: Dataset, source_classes: int | Sequence[int], seed: int = 0)
         rows = train_rows(ds.meta, ds.n_train, mtr.nonzero().squeeze(1))
         if "noisy_mask" in rows:
             meta["noisy_mask"] = rows["noisy_mask"]
+        # the remapped labels go back to the inputs' device (the lookup is done on the CPU)
         return Dataset(
             ds.x_train[mtr],
-            remap[ds.y_train.cpu()[mtr]],
+            remap[ds.y_train.cpu()[mtr]].to(ds.y_train.device),
             ds.x_test[mte],
-            remap[ds.y_test.cpu()[mte]],
+            remap[ds.y_test.cpu()[mte]].to(ds.y_test.device),
             n_classes=len(classes),
             name=f"{ds.name}[{tag}]",
             meta={**meta, "classes": classes, "part": tag},

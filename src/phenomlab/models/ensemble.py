@@ -171,7 +171,8 @@ class MLPEnsemble(nn.Module):
 
     @classmethod
     def from_models(cls, models: Sequence[MLP], **kwargs: Any) -> MLPEnsemble:
-        """Stack existing :class:`MLP` s (same in/out dims, depth, activation, bias) into an ensemble."""
+        """Stack existing :class:`MLP` s (same in/out dims, depth, activation, bias) into an ensemble, on the first
+        model's device and in its dtype."""
         if not models:
             raise PhenomlabError("from_models needs at least one model")
         first = models[0]
@@ -179,9 +180,10 @@ class MLPEnsemble(nn.Module):
         bias = first.out.bias is not None
         dims = (first.fc1.in_features, first.out.out_features)
         ens = cls(*dims, [m.width for m in models], first.depth, act_name, bias, init=False, **kwargs)
+        ens = ens.to(first.out.weight)  # the models' device and dtype before the copy: float64 weights stay exact
         for i, m in enumerate(models):
             ens.set_member(i, m)
-        return ens.to(first.out.weight.device)
+        return ens
 
     def _layers(self, model: MLP) -> list[nn.Linear]:
         return [getattr(model, f"fc{i}") for i in range(1, self.depth + 1)] + [model.out]
@@ -206,11 +208,11 @@ class MLPEnsemble(nn.Module):
 
     @torch.no_grad()
     def member(self, m: int) -> MLP:
-        """Member ``m`` as a standalone :class:`phenomlab.models.MLP` (a copy, on the same device)."""
+        """Member ``m`` as a standalone :class:`phenomlab.models.MLP` (a copy, on its device, in its dtype)."""
         b, j = self._where[m]
         bucket = self.buckets[b]
-        dev = bucket.weights[0].device
-        model = MLP(self.in_dim, self.out_dim, self.widths[m], self.depth, self.activation_name, self.bias).to(dev)
+        like = bucket.weights[0]
+        model = MLP(self.in_dim, self.out_dim, self.widths[m], self.depth, self.activation_name, self.bias).to(like)
         for i, lin in enumerate(self._layers(model)):
             lin.weight.copy_(bucket.weights[i][j, : lin.in_features, : lin.out_features].t())
             if bucket.biases is not None:

@@ -155,10 +155,11 @@ class StackedNets(nn.Module):
 
     @torch.no_grad()
     def member(self, m: int) -> nn.Module:
-        """Member ``m`` as a standalone :class:`MLP` / :class:`MultiplicativeNet` holding a copy of its weights."""
+        """Member ``m`` as a standalone :class:`MLP` / :class:`MultiplicativeNet` holding a copy of its weights (on
+        the stack's device, in its dtype)."""
         if not 0 <= m < self.n_members:
             raise PhenomlabError(f"member index {m} out of range [0, {self.n_members})")
-        net = self._standalone()
+        net = self._standalone().to(self.wo)
         for i in range(1, self.depth + 1):
             first = "fc" if self.family == "relu" else "a"
             pairs = [(first, "w", "c")] + ([("b", "v", "e")] if self.family == "mult" else [])

@@ -270,7 +270,8 @@ def parametrise(
         mod, p_name = owners[name]
         p = getattr(mod, p_name)
         if rule.rows:
-            scale = torch.ones(p.shape[0], *([1] * (p.ndim - 1)), dtype=torch.float64)
+            # on the parameter's device: a model parametrised after .to("cuda") multiplies there
+            scale = torch.ones(p.shape[0], *([1] * (p.ndim - 1)), dtype=torch.float64, device=p.device)
             scale[: rule.rows] = rule.row_multiplier
             parametrize.register_parametrization(mod, p_name, _Scale(scale * rule.multiplier))
         elif rule.multiplier != 1.0:

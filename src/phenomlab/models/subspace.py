@@ -137,7 +137,8 @@ class SubspaceModel(nn.Module):
         self.sizes = [p.numel() for _, p in named]
         theta0 = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
         self.D, self.d = theta0.numel(), int(d)
-        self.projection = make_projection(self.D, self.d, projection, seed).to(theta0.device)
+        # the base's device and float dtype: a float64 model gets a float64 P (drawn in float32, cast exactly)
+        self.projection = make_projection(self.D, self.d, projection, seed).to(theta0)
         self.register_buffer("theta0", theta0)
         self.z = nn.Parameter(torch.zeros(self.d, device=theta0.device, dtype=theta0.dtype))
         object.__setattr__(self, "_base", base)  # not a submodule: its parameters must stay invisible

@@ -50,6 +50,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "causal-complexity"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: pooled AN+PNL accuracy of the univariate method (the issue's threshold)
 MIN_ACC = 0.70

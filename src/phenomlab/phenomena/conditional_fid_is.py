@@ -59,6 +59,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "conditional-fid-is"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 GENERATORS = ("real", "perfect", "mode_drop", "swap", "ignore")
 METRICS = ("BCFID", "WCFID", "FID", "BCIS", "WCIS", "IS")

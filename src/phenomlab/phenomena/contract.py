@@ -9,6 +9,9 @@ A phenomenon module defines::
     def signature(result) -> Verdict          # decides from the measured numbers only
     def plot(result, out_dir) -> list[Path]   # figures from the same data
 
+and, optionally, ``RUNS_ON_CPU = True`` when ``run`` builds everything on the CPU and ignores ``ctx.device``: the
+lifecycle then runs and records it on the CPU whatever device was asked for, and says so.
+
 The registry checks this when it loads a module; the lifecycle, CLI, sweeps, store and report know nothing
 phenomenon-specific. docs/CONTRIBUTING.md has a complete example and the science rules a verdict follows.
 """

@@ -70,6 +70,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "hyper-singan"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: the issue's number; seeds 0-2: 0.896, seed std 0.048
 OWN_FRACTION = 0.8

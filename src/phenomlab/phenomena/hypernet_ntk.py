@@ -53,6 +53,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "hypernet-ntk"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: a frozen kernel regime: log-log slope <= -0.3 (the issue's number; kernel theory predicts -0.5).
 #: Seeds 0-2: change vs n_g -0.54 +- 0.08, Theta_0 distance vs n_g -0.43 +- 0.03, vs n_f -0.44 +- 0.04

@@ -61,6 +61,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "information-plane"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: tanh: I(X;T) at the end <= this x its peak in each of the deepest layers (design: a >= 10% drop after the peak)
 TANH_MAX_RATIO = 0.9

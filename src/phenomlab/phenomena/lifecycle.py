@@ -26,10 +26,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._version import versions
 from ..errors import ConfigError, InsufficientMemory, PhenomlabError, TrainingDiverged
 from ..probes import threads
-from ..seeding import resolve_device, seed_everything
+from ..seeding import deterministic, resolve_device, seed_everything
 from ..store.files import write_atomic
 from ..store.ids import canonical_json
 from ..store.ids import run_id as make_run_id
@@ -121,7 +123,9 @@ def run_phenomenon(
     mod = registry.get(pid)
     cfg = config if config is not None else registry.make_config(pid, preset, overrides)
     cfg.validate()
-    dev = resolve_device(device)
+    asked = resolve_device(device)
+    cpu_only = getattr(mod, "RUNS_ON_CPU", False) and asked.type != "cpu"
+    dev = torch.device("cpu") if cpu_only else asked  # stored as run where it ran, not where it was asked to
     store = store if store is not None else RunStore(out)
     cfg_dict = cfg.to_dict()
     rid = make_run_id(pid, cfg_dict, seed)
@@ -149,6 +153,8 @@ def run_phenomenon(
             say(f"resuming run {rid} from its checkpoints")
         else:
             say(f"running {pid} (preset {preset}, seed {seed}) as run {rid}")
+        if cpu_only and measured is None:
+            say(f"{pid} runs on the CPU: it is not ported to accelerators (device {asked} does not apply)")
         t0 = time.perf_counter() - prior
         try:
             # inside the try: a Ctrl-C between the row's insert and the training (start_run still writes the
@@ -162,8 +168,9 @@ def run_phenomenon(
                     seed=seed, device=dev, run_dir=run_dir, store=store, run_id=rid, progress=progress, on_log=sink
                 )
                 seed_everything(seed)
-                # a reproduction owns its process: its probes may run small kernels on one thread (probes.threads)
-                with threads():
+                # a reproduction owns its process: its probes may run small kernels on one thread (probes.threads);
+                # on CUDA its kernels are the deterministic ones, so a seed gives one set of numbers there too
+                with threads(), deterministic(dev):
                     measured = mod.run(cfg, ctx)
                 store.save_result(rid, measured)  # also writes runs/<id>/run.json
             # the measurements are stored, so the run can only be judged from here on, never retrained: its

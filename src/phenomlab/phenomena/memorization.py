@@ -132,7 +132,8 @@ def gaussian_inputs(ds: Dataset, seed: int) -> Dataset:
     mu, sd = ds.x_train.mean(0), ds.x_train.std(0)
 
     def noise(n: int) -> torch.Tensor:
-        return mu + sd * torch.randn((n, *ds.x_train.shape[1:]), generator=g)
+        # drawn on the CPU, so the noise is the same whichever device holds the data
+        return mu + sd * torch.randn((n, *ds.x_train.shape[1:]), generator=g).to(mu.device)
 
     return Dataset(noise(ds.n_train), ds.y_train, noise(ds.n_test), ds.y_test, ds.n_classes, name=f"{ds.name}-gauss")
 

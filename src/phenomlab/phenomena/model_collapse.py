@@ -59,6 +59,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "model-collapse"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 GAUSS_REL_TOL = 0.05
 GAUSS_MAX_MEDIAN = 0.5

@@ -56,6 +56,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "ntk-mup"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: the NTK-parametrisation slope window (issue; Lee et al. 2019 report -0.5). Seeds 0-2: see docs/phenomena/ntk-mup.md
 SLOPE_LO, SLOPE_HI = -0.7, -0.3

@@ -64,6 +64,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "ntk-universality"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 #: the architectures, in the order of the checks
 ARCHS = ("mlp", "rnn", "attention")

@@ -40,6 +40,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "probabilistic-stability"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 PHASES = ("correct learning", "incorrect learning", "low-rank saddle", "loss of stability")
 UNDECIDED = "undecided"

@@ -39,6 +39,8 @@ from .context import RunContext
 from .verdict import Result, Verdict, check
 
 ID = "sgd-fluctuation"
+#: builds its tensors and models on the CPU whatever the run's device (not ported to accelerators)
+RUNS_ON_CPU = True
 
 # Seed std (seeds 0-2, quick): scalar max|sim/exact-1| <= 0.0014 (values 0.001-0.004); matrix relative Frobenius
 # error <= 0.0008 (values 0.003-0.006); continuous-time gaps: scalar <= 0.003 (values 0.50-1.07), matrix 0.03-0.035

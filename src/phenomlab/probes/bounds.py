@@ -222,6 +222,7 @@ def network_bounds(
     quantile of the training margins (Jiang et al. 2020, arXiv 1912.02178, use the 10th percentile), so that
     ``rho / gamma`` is invariant to rescaling the layers; ``ramp_loss`` is the training ramp loss at ``gamma``.
     Each conv layer's Toeplitz norm is the Frobenius norm of its explicit :func:`conv1d_toeplitz` matrix.
+    The model runs on its own device (``x`` is moved there).
     """
     x = as_float_tensor(x, "x")
     y = as_label_tensor(y, "y", device=x.device)
@@ -259,7 +260,9 @@ def network_bounds(
             degrees.append(1)
     # eval mode: an active Dropout would make the margins, hence gamma and both bounds, random
     with eval_mode(model), torch.no_grad():
-        logits = model(x.to(next(model.parameters()).dtype)).double()
+        # run where the model lives (inputs moved there, as the other probes do); margins where the labels are
+        p0 = next(model.parameters())
+        logits = model(x.to(device=p0.device, dtype=p0.dtype)).double().to(x.device)
     margins = multiclass_margins(logits, y)
     gamma = float(torch.quantile(margins, margin_quantile))
     if not gamma > 0:

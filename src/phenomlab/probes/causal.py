@@ -46,11 +46,11 @@ class BatchedAutoencoder(nn.Module):
         return x
 
     def member(self, p: int) -> nn.Sequential:
-        """Member ``p`` as a standalone ``nn.Sequential`` (copies of its weights)."""
+        """Member ``p`` as a standalone ``nn.Sequential`` (copies of its weights, on their device, in their dtype)."""
         layers: list[nn.Module] = []
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            lin = nn.Linear(w.shape[1], w.shape[2])
+            lin = nn.Linear(w.shape[1], w.shape[2]).to(w)
             with torch.no_grad():
                 lin.weight.copy_(w[p].T)
                 lin.bias.copy_(b[p, 0])
@@ -78,7 +78,8 @@ def autoencoder_complexity(
     if train.dim() != 3 or test.dim() != 3 or train.shape[0] != test.shape[0] or train.shape[2] != test.shape[2]:
         raise ConfigError(f"train/test must be [P, R, k] with equal P and k: {tuple(train.shape)}, {tuple(test.shape)}")
     g = torch.Generator().manual_seed(seed)
-    ae = BatchedAutoencoder(train.shape[0], train.shape[2], hidden, bottleneck, g).to(train.dtype)
+    # initialised from a CPU generator whatever the device, so a seed gives the same autoencoders everywhere
+    ae = BatchedAutoencoder(train.shape[0], train.shape[2], hidden, bottleneck, g).to(train)
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from phenomlab.errors import PhenomlabError
+from phenomlab.probes._params import model_device
 from phenomlab.probes.activations import features
 
 __all__ = ["coord_check", "coord_sizes", "coord_slopes"]
@@ -41,16 +42,19 @@ def coord_check(
 
     Each row is ``{"width", "step", "layer", "l1"}``; step 0 is at init, step t after t optimiser steps.
     ``optimizer(model)`` builds each model's optimiser (e.g. ``models.parametrisation.make_optimizer`` with the
-    parametrisation's per-layer learning rates). The models are trained in place.
+    parametrisation's per-layer learning rates). The models are trained in place, each on its own device (``data`` is
+    moved there).
     """
     if steps < 0:
         raise PhenomlabError(f"steps must be >= 0, got {steps}")
     if not models:
         raise PhenomlabError("coord_check needs at least one model")
-    x, y = data
+    x0, y0 = data
     rows: list[dict[str, Any]] = []
     for width, model in models.items():
         opt = optimizer(model)
+        dev = model_device(model)  # the data goes where each model lives, as in the other probes
+        x, y = (x0.to(dev), y0.to(dev)) if dev is not None else (x0, y0)
         for step in range(steps + 1):
             rows += [
                 {"width": width, "step": step, "layer": k, "l1": v} for k, v in coord_sizes(model, x, layers).items()

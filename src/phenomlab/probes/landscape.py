@@ -268,8 +268,9 @@ def permutation_match_mlp(
 
     The Linear layers are taken in registration order and must chain; anything between them must act
     elementwise. Because that cannot be read from the module tree, the permuted copy is checked to
-    compute the same function as ``model_b`` on ``check_inputs`` (default: 16 seeded Gaussian inputs)
-    and a ``ValueError`` is raised otherwise. Returns the permuted copy; ``model_b`` is not changed.
+    compute the same function as ``model_b`` on ``check_inputs`` (default: 16 seeded Gaussian inputs; moved to
+    ``model_b``'s device and dtype) and a ``ValueError`` is raised otherwise. Returns the permuted copy;
+    ``model_b`` is not changed.
     """
     la, lb = _linear_chain(model_a), _linear_chain(model_b)
     if len(la) != len(lb) or any(
@@ -331,7 +332,8 @@ def _check_same_function(orig: nn.Module, perm: nn.Module, x: Tensor | None, d_i
     p = next(orig.parameters())
     if x is None:
         g = torch.Generator().manual_seed(int(seed))
-        x = torch.randn(16, d_in, generator=g, dtype=torch.float64).to(dtype=p.dtype, device=p.device)
+        x = torch.randn(16, d_in, generator=g, dtype=torch.float64)
+    x = x.to(dtype=p.dtype, device=p.device)
     with eval_mode(orig), eval_mode(perm), torch.no_grad():
         y0, y1 = orig(x), perm(x)
     if not isinstance(y0, Tensor) or not torch.allclose(y0, y1, rtol=1e-4, atol=1e-5 * (1 + float(y0.abs().max()))):

@@ -63,7 +63,7 @@ def mlp_affine_layers(model: nn.Module) -> Layers:
     for m in model.modules():
         if isinstance(m, nn.Linear):
             w = m.weight.detach().clone()
-            b = m.bias.detach().clone() if m.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+            b = m.bias.detach().clone() if m.bias is not None else w.new_zeros(w.shape[0])
             out.append((w, b))
     _check_layers(out)
     return out

@@ -283,8 +283,9 @@ def power_law_alpha(
     x = as_float_tensor(eigs, "eigs").flatten()
     if x.numel() == 0:
         raise PhenomlabError("eigs is empty")
-    if not x.dtype == torch.float64 and x.device.type == "cpu":
-        # Sums of thousands of logs and powers near 1: float64 is cheap here and avoids drift.
+    if not x.dtype == torch.float64 and x.device.type != "mps":
+        # Sums of thousands of logs and powers near 1: float64 is cheap here and avoids drift (on CUDA as on the
+        # CPU, so both fit the same alpha; Apple's MPS has no float64).
         x = x.double()
     x = x[x > min_value]
     x, _ = torch.sort(x)

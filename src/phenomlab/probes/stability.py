@@ -91,13 +91,13 @@ def lyapunov_exponent(jacobians: Iterable[Tensor] | Tensor, v0: Tensor | None = 
     it = _matrices(jacobians)
     first = next(it)
     d = first.shape[0]
-    if v0 is None:
-        u = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu")))
+    if v0 is None:  # drawn on the CPU, so a seed gives one start vector on every device
+        u = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu"))).to(first.device)
     else:
         v0 = as_float_tensor(v0, "v0").to(torch.float64).reshape(-1)
         if v0.numel() != d:
             raise PhenomlabError(f"v0 must have {d} entries, got {v0.numel()}")
-        u = _unit(v0)
+        u = _unit(v0).to(first.device)
     total, T = 0.0, 0
     for J in _chain(first, it):
         w = J @ u
@@ -134,13 +134,13 @@ def lyapunov_spectrum(
         raise PhenomlabError(f"k must be in [1, d={d}], got {k}")
     if q0 is None:
         g = torch.Generator().manual_seed(int(seed))
-        Q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+        Q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64).to(first.device))
     else:
-        q = as_float_tensor(q0, "q0").to(torch.float64)
+        q = as_float_tensor(q0, "q0").to(torch.float64).to(first.device)
         if q.shape != (d, k):
             raise PhenomlabError(f"q0 must be [{d}, {k}], got {tuple(q.shape)}")
         Q, _ = torch.linalg.qr(q)
-    sums = torch.zeros(k, dtype=torch.float64)
+    sums = torch.zeros(k, dtype=torch.float64, device=first.device)
     T = 0
     for J in _chain(first, it):
         Q, R = torch.linalg.qr(J @ Q)
@@ -154,7 +154,7 @@ def _lr_h(lr: Any, h_samples: Any) -> tuple[Tensor, Tensor, bool]:
     if h.numel() == 0:
         raise PhenomlabError("h_samples is empty")
     scalar = isinstance(lr, (int, float))
-    lr_t = as_float_tensor(lr, "lr").to(torch.float64)
+    lr_t = as_float_tensor(lr, "lr").to(torch.float64).to(h.device)
     return lr_t, h, scalar
 
 
@@ -211,13 +211,13 @@ def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None
     elif F.ndim == 4 and F.shape[2] == F.shape[3]:
         S, T, d = F.shape[0], F.shape[1], F.shape[2]
         if v0 is None:
-            u0 = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu")))
+            u0 = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu"))).to(F.device)
         else:
-            u0 = _unit(as_float_tensor(v0, "v0").to(torch.float64).reshape(-1))
+            u0 = _unit(as_float_tensor(v0, "v0").to(torch.float64).reshape(-1)).to(F.device)
             if u0.numel() != d:
                 raise PhenomlabError(f"v0 must have {d} entries, got {u0.numel()}")
         U = u0.expand(S, d).clone()
-        lognorm = torch.zeros(S, dtype=torch.float64)
+        lognorm = torch.zeros(S, dtype=torch.float64, device=F.device)
         for t in range(T):
             U = torch.einsum("sij,sj->si", F[:, t], U)
             r = torch.linalg.vector_norm(U, dim=1)

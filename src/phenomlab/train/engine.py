@@ -270,14 +270,17 @@ class Engine:
         self.start = 0
         self._step_hooks: list[tuple[int, StepHook]] = []
         self._eval_hooks: list[tuple[int, EvalHook]] = []
+        self._device = next(module.parameters(), torch.empty(0)).device
         if self.path is not None and self.path.exists():
             try:  # weights_only: plain data (tensors, numbers, lists, dicts) or nothing; a crafted pickle is refused
-                state = torch.load(self.path, map_location=next(module.parameters()).device, weights_only=True)
+                state = torch.load(self.path, map_location=self._device, weights_only=True)
                 module.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 self.history = type(history).from_dict(state["history"])
                 self.start = int(state["step"])
                 torch.set_rng_state(state["torch_rng"].cpu())
+                if "cuda_rng" in state and self._device.type == "cuda":  # dropout on CUDA draws from its own
+                    torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self._device)
             except Exception as exc:  # crafted, truncated, corrupt or another model's: refused alike
                 raise CheckpointError.unreadable(self.path, exc) from exc
 
@@ -294,7 +297,10 @@ class Engine:
         if self.path is not None:
             model, opt, history = self.module.state_dict(), self.optimizer.state_dict(), self.history.to_dict()
             state = {"model": model, "optimizer": opt, "step": step, "history": history}
-            save_checkpoint(self.path, {**state, "torch_rng": torch.get_rng_state()})
+            rng = {"torch_rng": torch.get_rng_state()}
+            if self._device.type == "cuda":
+                rng["cuda_rng"] = torch.cuda.get_rng_state(self._device)
+            save_checkpoint(self.path, state | rng)
 
     def _evaluate(self, step: int, measure: MeasureFn) -> bool:
         metrics = measure(step)

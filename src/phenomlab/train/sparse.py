@@ -269,7 +269,8 @@ class DynamicSparsity:
             self.masks[n] = mb
             self.ever[n] = getattr(model, _buffer_name("ever", n))
         # the optimiser steps taken under these masks: a buffer, so a resumed run continues the schedule
-        model.register_buffer("sparse_step", torch.zeros((), dtype=torch.long))
+        dev = next(iter(params.values())).device if params else None
+        model.register_buffer("sparse_step", torch.zeros((), dtype=torch.long, device=dev))
         self._grads: dict[str, torch.Tensor] = {}
         self._float: Masks = {}
         self._refresh()
