@@ -62,3 +62,19 @@ def test_mlp_he_init_keeps_signal_scale_with_depth():
     assert all(float(m.bias.abs().max()) == 0 for m in he.modules() if isinstance(m, torch.nn.Linear))
     with pytest.raises(PhenomlabError, match="unknown init"):
         MLP(4, 2, init="orthogonal")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Transformer1L(7, 7, n_heads=0),
+        lambda: Transformer1L(0, 7),
+        lambda: Transformer1L(7, 7, d_mlp=-1),
+        lambda: SmallCNN(1, 3, kernel_size=0),
+        lambda: SmallCNN(1, 3, hidden=0),
+    ],
+)
+def test_bad_sizes_are_one_line_errors(build):
+    # n_heads=0 was a ZeroDivisionError, the others torch errors or a net that fails at its first forward
+    with pytest.raises(PhenomlabError, match="positive"):
+        build()

@@ -106,3 +106,15 @@ def test_whole_numbers_parse_exactly_and_empty_list_items_are_refused():
     with pytest.raises(ConfigError, match="empty item"):
         parse_value("noise_levels", "0,,0.3", tuple[float, ...])
     assert parse_value("noise_levels", "()", tuple[float, ...]) == ()
+
+
+def test_a_run_read_back_from_another_kind_of_device_says_so(tmp_path):
+    store, lines = RunStore(tmp_path), []
+    first = run_phenomenon("grokking", preset="smoke", store=store)  # computed on the CPU
+    # "meta" stands for an accelerator: the finished run is read back, not recomputed, and the line says where it ran
+    again = run_phenomenon("grokking", preset="smoke", device="meta", store=store, announce=lines.append)
+    assert again.cached and again.data == first.data
+    assert any("computed on cpu, not meta" in line and "--force" in line for line in lines)
+    lines.clear()
+    run_phenomenon("grokking", preset="smoke", device="cpu", store=store, announce=lines.append)
+    assert not any("computed on" in line for line in lines)

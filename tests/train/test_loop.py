@@ -319,3 +319,43 @@ def test_runs_default_to_the_cpu_and_auto_picks_cuda_when_present(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (dict(lr=0.1), "lr: 0.05 -> 0.1"),
+        (dict(optimizer="adam"), "optimizer: 'sgd' -> 'adam'"),
+        (dict(steps=80), "steps: 60 -> 80"),  # under a cosine schedule more steps change every step's lr
+        (dict(seed=8), "seed: 7 -> 8"),  # another minibatch order
+    ],
+)
+def test_a_checkpoint_written_under_another_config_is_refused(tmp_path, change, named):
+    from dataclasses import replace
+
+    from phenomlab.errors import CheckpointError
+
+    x, y = tiny_task(40)
+    cfg = TrainConfig(steps=60, lr=0.05, optimizer="sgd", batch_size=8, eval_every=5, schedule="cosine")
+    cfg = replace(cfg, checkpoint_seconds=0.0)
+    init = MLP(5, 3, width=16, depth=2).state_dict()
+    ckpt = tmp_path / "run.ckpt"
+    train_until_interrupted(init, (x, y), cfg, ckpt, 35)
+    seed = change.pop("seed", 7)
+    m = MLP(5, 3, width=16, depth=2)
+    with pytest.raises(CheckpointError, match=f"another training config \\({named}\\)"):
+        train(m, (x, y), replace(cfg, **change), seed=seed, checkpoint=ckpt)
+    # what leaves the trajectory as it was may change: evaluation cadence and chunking, checkpoint interval
+    free = replace(cfg, eval_every=7, eval_batch_size=3, checkpoint_seconds=5.0)
+    assert train(m, (x, y), free, seed=7, checkpoint=ckpt).finished
+
+
+def test_a_checkpoint_from_before_the_config_check_is_still_resumed(tmp_path):
+    x, y = tiny_task(40)
+    cfg = TrainConfig(steps=60, lr=0.05, optimizer="sgd", batch_size=8, eval_every=5, checkpoint_seconds=0.0)
+    ckpt = tmp_path / "run.ckpt"
+    train_until_interrupted(MLP(5, 3, width=16, depth=2).state_dict(), (x, y), cfg, ckpt, 35)
+    state = torch.load(ckpt, weights_only=True)
+    del state["trajectory"]
+    torch.save(state, ckpt)
+    assert train(MLP(5, 3, width=16, depth=2), (x, y), cfg, seed=7, checkpoint=ckpt).finished

@@ -32,6 +32,8 @@ class SmallCNN(nn.Module):
             raise PhenomlabError(f"SmallCNN dims must be 1 or 2, got {dims}")
         if not channels or min(channels) <= 0 or in_channels <= 0 or out_dim <= 0:
             raise PhenomlabError("SmallCNN channel counts and out_dim must be positive")
+        if kernel_size <= 0 or hidden <= 0:
+            raise PhenomlabError(f"SmallCNN kernel_size and hidden must be positive, got {kernel_size} and {hidden}")
         conv = nn.Conv1d if dims == 1 else nn.Conv2d
         self.dims = dims
         self.n_conv = len(channels)

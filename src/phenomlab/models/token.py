@@ -62,6 +62,10 @@ class Transformer1L(nn.Module):
         self, vocab_size: int, out_dim: int, seq_len: int = 2, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512
     ) -> None:
         super().__init__()
+        sizes = dict(vocab_size=vocab_size, out_dim=out_dim, seq_len=seq_len, d_model=d_model, n_heads=n_heads)
+        bad = [f"{k}={v}" for k, v in (sizes | {"d_mlp": d_mlp}).items() if not (isinstance(v, int) and v > 0)]
+        if bad:
+            raise PhenomlabError(f"Transformer1L sizes must be positive whole numbers, got {', '.join(bad)}")
         if d_model % n_heads:
             raise PhenomlabError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         self.embed = nn.Embedding(vocab_size, d_model)

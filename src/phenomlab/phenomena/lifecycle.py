@@ -135,6 +135,11 @@ def run_phenomenon(
     with run_lock(run_dir, on_wait=lambda: say(f"waiting for another process running the same run {rid}")):
         row = store.get(rid)
         if row is not None and row["status"] == "finished" and not force:
+            # the id does not hash the device (a run is one experiment wherever it ran), but its numbers do depend
+            # on it: a read-back from another kind of device is said
+            stored = str(row.get("device") or "cpu").split(":")[0]
+            if stored != dev.type:
+                say(f"run {rid} was computed on {stored}, not {dev.type}: --force recomputes it on {dev}")
             return _cached(store, row, sweep_id)
         previous = None
         if force and row is not None:

@@ -2,7 +2,8 @@
 
 A trainer gives a *step function* (one optimiser step on a minibatch) and a *measure function* (the
 metrics of an evaluation); the engine owns the rest: resuming from a checkpoint (model, optimiser, step,
-history, torch's CPU generator), the lr schedule, the minibatch order (a pure function of seed and epoch),
+history, torch's CPU and CUDA generators; a checkpoint written under another config or minibatch seed is refused),
+the lr schedule, the minibatch order (a pure function of seed and epoch),
 the evaluation cadence (step 0, every ``eval_every`` steps, the last step; one record per step), checkpoint
 writing, the progress bar and named events (``Engine.on_step``, ``Engine.on_eval``, each with a period
 ``every=``), like open_lth's scheduled callbacks (Frankle et al., github.com/facebookresearch/open_lth) and
@@ -15,6 +16,7 @@ Checkpoints hold plain data only (tensors, numbers, strings, lists, dicts) and a
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 import os
@@ -96,6 +98,19 @@ class TrainConfig:
         ):
             if not ok:
                 raise ConfigError(problem)
+
+
+#: fields that do not change the trained trajectory: a resume may change them
+_FREE_FIELDS = ("checkpoint_seconds", "eval_batch_size", "eval_every")
+
+
+def trajectory_key(cfg: TrainConfig, seed: int) -> str:
+    """What a checkpoint must have been written under to be resumed: the config (less :data:`_FREE_FIELDS`, and less
+    ``steps`` under a constant schedule, where training longer continues the same trajectory) and the minibatch
+    seed, as canonical JSON."""
+    free = _FREE_FIELDS + (("steps",) if cfg.schedule == "constant" else ())
+    fields = {k: v for k, v in asdict(cfg).items() if k not in free}
+    return json.dumps({"config": fields, "seed": int(seed)}, sort_keys=True, default=list)
 
 
 def _whole(v: object) -> bool:
@@ -244,6 +259,19 @@ def _period(every: int) -> int:
     return every
 
 
+def _changed(written: str, cfg: TrainConfig, seed: int) -> str:
+    """``key: old -> new`` for each field that differs between a checkpoint's trajectory key and this run's."""
+    try:
+        old = json.loads(written)
+        old = {**old.get("config", {}), "seed": old.get("seed")}
+    except (ValueError, AttributeError):
+        return "unreadable key"
+    new = json.loads(trajectory_key(cfg, seed))
+    new = {**new["config"], "seed": new["seed"]}
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(diffs) or "unreadable key"
+
+
 class Engine:
     """Runs a step function from step 0 (or the checkpoint's step) to ``cfg.steps``; see the module docstring.
 
@@ -283,6 +311,14 @@ class Engine:
                     torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self._device)
             except Exception as exc:  # crafted, truncated, corrupt or another model's: refused alike
                 raise CheckpointError.unreadable(self.path, exc) from exc
+            # another lr, schedule or batch order would go on from these weights without a word (checkpoints from
+            # before this check carry no key and are trusted, as they were)
+            written = state.get("trajectory")
+            if written is not None and written != trajectory_key(cfg, seed):
+                raise CheckpointError(
+                    f"checkpoint {self.path} was written under another training config ({_changed(written, cfg, seed)}"
+                    "); delete it, or train with the config it was written under"
+                )
 
     def on_step(self, fn: StepHook, every: int = 1) -> None:
         """Call ``fn(step)`` after the optimiser step that brings the step count to a multiple of ``every``."""
@@ -297,6 +333,7 @@ class Engine:
         if self.path is not None:
             model, opt, history = self.module.state_dict(), self.optimizer.state_dict(), self.history.to_dict()
             state = {"model": model, "optimizer": opt, "step": step, "history": history}
+            state["trajectory"] = trajectory_key(self.cfg, self.seed)
             rng = {"torch_rng": torch.get_rng_state()}
             if self._device.type == "cuda":
                 rng["cuda_rng"] = torch.cuda.get_rng_state(self._device)
