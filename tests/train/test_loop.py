@@ -343,8 +343,10 @@ def test_a_checkpoint_written_under_another_config_is_refused(tmp_path, change, 
     train_until_interrupted(init, (x, y), cfg, ckpt, 35)
     seed = change.pop("seed", 7)
     m = MLP(5, 3, width=16, depth=2)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
     with pytest.raises(CheckpointError, match=f"another training config \\({named}\\)"):
         train(m, (x, y), replace(cfg, **change), seed=seed, checkpoint=ckpt)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # refused before loading anything
     # what leaves the trajectory as it was may change: evaluation cadence and chunking, checkpoint interval
     free = replace(cfg, eval_every=7, eval_batch_size=3, checkpoint_seconds=5.0)
     assert train(m, (x, y), free, seed=7, checkpoint=ckpt).finished

@@ -110,7 +110,12 @@ def trajectory_key(cfg: TrainConfig, seed: int) -> str:
     seed, as canonical JSON."""
     free = _FREE_FIELDS + (("steps",) if cfg.schedule == "constant" else ())
     fields = {k: v for k, v in asdict(cfg).items() if k not in free}
-    return json.dumps({"config": fields, "seed": int(seed)}, sort_keys=True, default=list)
+    return json.dumps({"config": fields, "seed": int(seed)}, sort_keys=True, default=_plain)
+
+
+def _plain(o: object) -> object:
+    # numpy scalars (a config built from an array) as the numbers they hold
+    return o.item() if hasattr(o, "item") else str(o)
 
 
 def _whole(v: object) -> bool:
@@ -302,6 +307,17 @@ class Engine:
         if self.path is not None and self.path.exists():
             try:  # weights_only: plain data (tensors, numbers, lists, dicts) or nothing; a crafted pickle is refused
                 state = torch.load(self.path, map_location=self._device, weights_only=True)
+                written = state.get("trajectory")
+            except Exception as exc:  # crafted, truncated or corrupt: refused alike
+                raise CheckpointError.unreadable(self.path, exc) from exc
+            # before anything is loaded into the model: another lr, schedule or batch order would go on from these
+            # weights without a word (checkpoints from before this check carry no key and are trusted, as they were)
+            if written is not None and written != trajectory_key(cfg, seed):
+                raise CheckpointError(
+                    f"checkpoint {self.path} was written under another training config ({_changed(written, cfg, seed)}"
+                    "); delete it, or train with the config it was written under"
+                )
+            try:
                 module.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 self.history = type(history).from_dict(state["history"])
@@ -309,16 +325,8 @@ class Engine:
                 torch.set_rng_state(state["torch_rng"].cpu())
                 if "cuda_rng" in state and self._device.type == "cuda":  # dropout on CUDA draws from its own
                     torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self._device)
-            except Exception as exc:  # crafted, truncated, corrupt or another model's: refused alike
+            except Exception as exc:  # another model's, or a state that does not fit: refused alike
                 raise CheckpointError.unreadable(self.path, exc) from exc
-            # another lr, schedule or batch order would go on from these weights without a word (checkpoints from
-            # before this check carry no key and are trusted, as they were)
-            written = state.get("trajectory")
-            if written is not None and written != trajectory_key(cfg, seed):
-                raise CheckpointError(
-                    f"checkpoint {self.path} was written under another training config ({_changed(written, cfg, seed)}"
-                    "); delete it, or train with the config it was written under"
-                )
 
     def on_step(self, fn: StepHook, every: int = 1) -> None:
         """Call ``fn(step)`` after the optimiser step that brings the step count to a multiple of ``every``."""
