@@ -185,3 +185,12 @@ def test_smoke_run_end_to_end(smoke):
     }
     assert r.data["vmf"]["steps"][0] == 0 and len(r.data["vmf"]["final_r2_per_dim"]) == r.data["latent_dim"]
     assert all(p.endswith(".png") for p in r.figures)
+
+
+def test_linear_r2_gives_the_same_bits_on_every_call():
+    g = torch.Generator().manual_seed(0)
+    h, z = torch.randn(500, 32, generator=g, dtype=torch.float64), torch.randn(500, 8, generator=g, dtype=torch.float64)
+    # MKL's gelsy (torch's default CPU driver) differed from the second call on
+    first = ci.linear_r2(h[:400], z[:400], h[400:], z[400:])
+    for _ in range(4):
+        assert torch.equal(ci.linear_r2(h[:400], z[:400], h[400:], z[400:]), first)

@@ -199,7 +199,9 @@ def linear_r2(h_fit: torch.Tensor, z_fit: torch.Tensor, h_test: torch.Tensor, z_
         )
     h_fit, z_fit, h_test, z_test = (t.detach().double().cpu() for t in (h_fit, z_fit, h_test, z_test))
     ones = torch.ones(len(h_fit), 1, dtype=torch.float64)
-    coef = torch.linalg.lstsq(torch.cat([h_fit, ones], 1), z_fit).solution
+    # gelsd (SVD), not torch's CPU default gelsy: MKL's gelsy returns different last bits from one call to the next
+    # on the same inputs, which made this row's stored R^2 differ run to run (by up to 1e-15)
+    coef = torch.linalg.lstsq(torch.cat([h_fit, ones], 1), z_fit, driver="gelsd").solution
     pred = torch.cat([h_test, torch.ones(len(h_test), 1, dtype=torch.float64)], 1) @ coef
     res = (z_test - pred).square().sum(0)
     tot = (z_test - z_test.mean(0)).square().sum(0)
