@@ -91,8 +91,8 @@ def lyapunov_exponent(jacobians: Iterable[Tensor] | Tensor, v0: Tensor | None = 
     it = _matrices(jacobians)
     first = next(it)
     d = first.shape[0]
-    if v0 is None:  # drawn on the CPU, so a seed gives one start vector on every device
-        u = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu"))).to(first.device)
+    if v0 is None:  # rng_vector draws on the CPU, so a seed gives one start vector on every device
+        u = _unit(rng_vector(d, seed, torch.float64, first.device))
     else:
         v0 = as_float_tensor(v0, "v0").to(torch.float64).reshape(-1)
         if v0.numel() != d:
@@ -136,7 +136,7 @@ def lyapunov_spectrum(
         g = torch.Generator().manual_seed(int(seed))
         Q, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64).to(first.device))
     else:
-        q = as_float_tensor(q0, "q0").to(torch.float64).to(first.device)
+        q = as_float_tensor(q0, "q0").to(first.device, torch.float64)
         if q.shape != (d, k):
             raise PhenomlabError(f"q0 must be [{d}, {k}], got {tuple(q.shape)}")
         Q, _ = torch.linalg.qr(q)
@@ -154,7 +154,7 @@ def _lr_h(lr: Any, h_samples: Any) -> tuple[Tensor, Tensor, bool]:
     if h.numel() == 0:
         raise PhenomlabError("h_samples is empty")
     scalar = isinstance(lr, (int, float))
-    lr_t = as_float_tensor(lr, "lr").to(torch.float64).to(h.device)
+    lr_t = as_float_tensor(lr, "lr").to(h.device, torch.float64)
     return lr_t, h, scalar
 
 
@@ -211,7 +211,7 @@ def moment_growth_rate(factors: Tensor, p: float = 2.0, v0: Tensor | None = None
     elif F.ndim == 4 and F.shape[2] == F.shape[3]:
         S, T, d = F.shape[0], F.shape[1], F.shape[2]
         if v0 is None:
-            u0 = _unit(rng_vector(d, seed, torch.float64, torch.device("cpu"))).to(F.device)
+            u0 = _unit(rng_vector(d, seed, torch.float64, F.device))
         else:
             u0 = _unit(as_float_tensor(v0, "v0").to(torch.float64).reshape(-1)).to(F.device)
             if u0.numel() != d:
