@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 import phenomlab.probes as P
 from phenomlab.models import MLP
+from phenomlab.probes._params import to_device
 
 RTOL, ATOL = 1e-6, 1e-8
 #: Lanczos stops on a relative Ritz residual: eigenvalues agree to about tol^2/gap, never worse than tol
@@ -43,15 +44,8 @@ CE = nn.functional.cross_entropy
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _on(x: Any, dev: torch.device) -> Any:
-    """``x`` with every tensor in it (tuples, lists, dicts too) moved to ``dev``."""
-    if isinstance(x, Tensor):
-        return x.to(dev)
-    if isinstance(x, Mapping):
-        return {k: _on(v, dev) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_on(v, dev) for v in x)
-    return x
+# every tensor in a (nested) tuple, list or dict moved to a device: the probes' own helper
+_on = to_device
 
 
 def _pair(model: nn.Module, accel: torch.device) -> tuple[nn.Module, nn.Module]:
