@@ -191,6 +191,15 @@ def test_cka_matrix_matches_pairwise():
     assert matb[0, 0] == pytest.approx(minibatch_cka(x, y, batch_size=40), rel=1e-10)
 
 
+def test_cka_matrix_is_float64_on_the_cpu_on_every_path():
+    x, y = related(60, 5, 4, seed=3)
+    fa = {"x": torch.as_tensor(x, dtype=torch.float32)}
+    fb = {"y": torch.as_tensor(y, dtype=torch.float32)}
+    for kw in ({}, {"unbiased": True}, {"kernel": "rbf"}, {"batch_size": 20}):
+        mat = cka_matrix(fa, fb, **kw)
+        assert (mat.dtype, mat.device.type) == (torch.float64, "cpu"), kw
+
+
 # ------------------------------------------------------------------------- CCA family
 
 

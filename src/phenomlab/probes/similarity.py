@@ -369,6 +369,7 @@ def cka_matrix(
     ``feats_*`` map layer names to ``[N, ...]`` features of the same N examples (e.g. the output of
     :func:`phenomlab.probes.features`). ``kernel`` is ``"linear"`` or ``"rbf"``; with
     ``batch_size`` the linear minibatch estimator (unbiased HSIC, :class:`MinibatchCKA`) is used instead.
+    The matrix is float64 on the CPU whichever path computed it and wherever the features live.
     """
     if kernel not in ("linear", "rbf"):
         raise PhenomlabError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
@@ -384,7 +385,7 @@ def cka_matrix(
                 {k: v[start : start + batch_size] for k, v in zip(feats_a, xs, strict=True)},
                 {k: v[start : start + batch_size] for k, v in zip(feats_b, ys, strict=True)},
             )
-        return acc.compute()
+        return acc.compute().to("cpu", torch.float64)
     fn = linear_cka if kernel == "linear" else rbf_cka
     kw: dict[str, Any] = {"unbiased": unbiased}
     if kernel == "rbf":
