@@ -80,6 +80,13 @@ def test_list():
         (["sweep", "grokking", "--grid", "p=11,,13"], "has an empty value"),
         (["sweep", "grokking", "--grid", "p=11,13", "--set", "p=17"], "p given both as a fixed override"),
         (["run", "grokking", "--set", "p=1e30"], "p expects"),
+        # click's usage errors, which came as a usage block and a framed message
+        (["run", "grokking", "--bogus"], "No such option: --bogus"),
+        (["runz"], "No such command 'runz'. Did you mean 'run', 'runs'?"),
+        (["run"], "Missing argument 'ID'. (see '"),
+        (["run", "grokking", "--seed", "x"], "Invalid value for '--seed'"),
+        (["store", "check", "--bogus"], " store check --help')"),
+        (["--bogus"], "No such option: --bogus (see '"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
@@ -506,6 +513,14 @@ def test_full_disk_while_finishing_a_run(tmp_path, monkeypatch, where):
     s = runner.invoke(app, ["show", row["run_id"], "--replot", "--store", str(tmp_path)])
     assert s.exit_code in (0, 1), s.output
     assert RunStore(tmp_path).get(row["run_id"])["status"] == "finished"
+
+
+def test_the_console_script_names_itself_in_usage_errors():
+    exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")
+    p = subprocess.run([exe, "run", "grokking", "--bogus"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("error: No such option: --bogus") and line.endswith("(see 'phenomlab run --help')")
 
 
 def test_kill_midway_then_resume(tmp_path):

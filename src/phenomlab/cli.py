@@ -27,7 +27,37 @@ from .report.tables import Tabular
 
 STORE_EPILOG = "Run store: --store DIR, else $PHENOMLAB_HOME, else ./phenomlab-runs."
 
+
+#: click's UsageError, found through a public subclass: typer >= 0.2x vendors its own copy of click
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors (unknown option or command, missing argument, bad value) as the one ``error:`` line every
+    other bad input gets, instead of a usage block and a framed message."""
+
+    def _one_line(self, e: Exception) -> NoReturn:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare group prints its help: not an error
+            raise e
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "phenomlab"
+        raise _error(f"{e.format_message()} (see '{where} --help')", e.exit_code)  # type: ignore[attr-defined]
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as e:
+            self._one_line(e)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as e:
+            self._one_line(e)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
