@@ -17,6 +17,7 @@ ALL_CHECKS = {
     "band_cells_converged_and_moment_grows",
     "control_unstable_converged_fraction",
     "control_moment_stable_mean_ratio2",
+    "phase_map_agreement_p_value",
 } | PHASE_CHECKS
 
 
@@ -106,6 +107,37 @@ def test_each_phase_check_fails_when_the_nets_never_show_that_phase(missing):
     }
     net = [[other[p] if p == missing else p for p in row] for row in th]
     _only_failure(ps.signature(make_result(net_phase=net)), f"net_cells_{missing.replace(' ', '_')}")
+
+
+def test_phase_map_check_fails_when_the_map_agrees_with_the_theory_only_by_chance():
+    # every phase matches once (the per-phase floors pass), but the other half of the cells is wrong
+    net = [
+        ["correct learning", "incorrect learning", "correct learning", "incorrect learning"],
+        ["loss of stability", "loss of stability", "low-rank saddle", "correct learning"],
+    ]
+    v = ps.signature(make_result(net_phase=net))
+    _only_failure(v, "phase_map_agreement_p_value")
+    assert _check(v, "phase_map_agreement_p_value").value > 0.03
+
+
+def test_phase_map_permutation_test_on_a_quick_sized_grid():
+    rng = np.random.default_rng(3)
+    phases = [*ps.PHASES, ps.UNDECIDED]
+    theory = list(rng.choice(ps.PHASES, size=140, p=[0.35, 0.2, 0.2, 0.25]))
+    p_same, chance = ps.phase_agreement_p_value(theory, theory)
+    assert p_same == 1 / (1 + ps.PHASE_MAP_SHUFFLES) and 0.2 < chance < 0.35
+    # a shuffled map meets every per-phase floor of the quick grid and fails the permutation test
+    shuffled = list(rng.permutation(theory))
+    assert all(sum(a == b == ph for a, b in zip(shuffled, theory, strict=True)) >= 1 for ph in ps.PHASES)
+    assert ps.phase_agreement_p_value(shuffled, theory)[0] > ps.PHASE_MAP_P
+    # labels drawn at random, with undecided cells, fail too
+    assert ps.phase_agreement_p_value(list(rng.choice(phases, size=140)), theory)[0] > ps.PHASE_MAP_P
+    # one wrong cell in five still beats the shuffles by far
+    noisy = [rng.choice(phases) if rng.random() < 0.2 else t for t in theory]
+    assert ps.phase_agreement_p_value(noisy, theory)[0] <= ps.PHASE_MAP_P
+    # against enumeration: of the 6 orderings of (a, b, c), (a, b, c) and (a, c, b) match 2 cells of (a, b, b)
+    p, chance = ps.phase_agreement_p_value(["a", "b", "c"], ["a", "b", "b"], shuffles=200_000)
+    assert p == pytest.approx(2 / 6, abs=0.005) and chance == pytest.approx((2 + 2 + 0 + 0 + 1 + 1) / 6 / 3, abs=0.005)
 
 
 def test_escape_control_fails_when_replicas_converge_where_the_theory_says_unstable():

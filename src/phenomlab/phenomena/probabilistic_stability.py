@@ -62,6 +62,9 @@ MIN_BAND_CELLS = 3  # band cells (a region, not one cell) showing both; 7.3 +- 4
 SADDLE_FRACTION = 0.5  # a cell is "low-rank saddle" when at least half of its replicas converge
 SIGN_CONSISTENCY = 0.8  # ... else "correct"/"incorrect" when >= 80% of its escapes share the slope's sign
 # matching cells per phase (need >= 1 each): C 49.7 +- 1.5, I 28.3 +- 6.8, S 18.3 +- 3.5, U 19.7 +- 3.1
+# (a floor any labelling meets on the quick grid, so the map is also tested against shuffles of itself:)
+PHASE_MAP_P = 0.01  # permutation p-value of the escape map's agreement with the theory's; set a priori
+PHASE_MAP_SHUFFLES = 9_999
 CONTROL_LAMBDA = 0.1  # theory max Lambda >= 0.1 per step: clearly unstable (control cells)
 CONTROL_CONVERGED_MAX = 0.2  # ... where at most 20% of the replicas may converge; 0.0065 +- 0.0023
 CONTROL_M2 = -0.005  # e- control cells: M_2- <= -0.005 per step, E||theta_T||^2 <= e^-2 after 400 steps
@@ -528,6 +531,26 @@ def unstable_converged_fraction(d: dict[str, Any]) -> float | None:
     return max(vals) if vals else None
 
 
+def phase_agreement_p_value(
+    net: list[str], theory: list[str], shuffles: int = PHASE_MAP_SHUFFLES, seed: int = 0
+) -> tuple[float, float]:
+    """One-sided permutation test of the cell-wise agreement between two phase maps.
+
+    The null keeps both maps' label counts and destroys their alignment: ``net`` is shuffled over the cells
+    ``shuffles`` times (a fixed generator, so the verdict is a function of the run). Returns
+    ``(p, null_mean)`` with ``p = (1 + #{shuffled agreement >= observed}) / (1 + shuffles)`` (Phipson & Smyth
+    2010) and the mean shuffled agreement, which is the chance level of the observed one.
+    """
+    codes = {lab: k for k, lab in enumerate(sorted(set(net) | set(theory)))}
+    a = np.array([codes[v] for v in net])
+    b = np.array([codes[v] for v in theory])
+    observed = int((a == b).sum())
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permuted(np.broadcast_to(a, (shuffles, a.size)), axis=1)
+    null = (shuffled == b).sum(axis=1)
+    return (1 + int((null >= observed).sum())) / (1 + shuffles), float(null.mean()) / a.size
+
+
 def signature(result: Result) -> Verdict:
     d = result.data
     rel = lyapunov_relative_error(d)
@@ -535,6 +558,7 @@ def signature(result: Result) -> Verdict:
     n_band = band_cells_shown(d)
     net, th = _flat(d["net_phase"]), _flat(d["theory_phase"])
     agree = sum(a == b for a, b in zip(net, th, strict=True)) / len(net)
+    p_map, chance = phase_agreement_p_value(net, th)
     ctrl_conv = unstable_converged_fraction(d)
     ctrl_m2 = max(d["control_mean_ratio2"]) if d["control_mean_ratio2"] else None
     checks = [
@@ -568,6 +592,14 @@ def signature(result: Result) -> Verdict:
         )
     checks += [
         check(
+            "phase_map_agreement_p_value",
+            p_map,
+            "<=",
+            PHASE_MAP_P,
+            f"escape map vs theory map: agreement {agree:.2f} against {chance:.2f} for the escape map's labels "
+            f"shuffled over the cells ({PHASE_MAP_SHUFFLES} shuffles)",
+        ),
+        check(
             "control_unstable_converged_fraction",
             ctrl_conv,
             "<=",
@@ -585,7 +617,8 @@ def signature(result: Result) -> Verdict:
     ]
     summary = (
         f"Lyapunov rel. error {_fmt(rel)}; {n_band}/{len(band)} band cells converge with a growing mean "
-        f"||theta||^2; escape-direction/theory phase agreement {agree:.2f} over {len(net)} cells; matching cells: "
+        f"||theta||^2; escape-direction/theory phase agreement {agree:.2f} over {len(net)} cells (shuffled: "
+        f"{chance:.2f}, p {p_map:.2g}); matching cells: "
         + ", ".join(f"{SHORT[p]}={counts[p]}" for p in PHASES)
         + f"; controls: converged fraction in unstable cells {_fmt(ctrl_conv)}, moment ratio in "
         f"moment-stable cells {_fmt(ctrl_m2)}"
