@@ -7,14 +7,14 @@ from phenomlab.phenomena import Result, build_config, grokking
 SMALL = grokking.PRESETS["smoke"]
 
 
-def make_result(steps, train, test, c_steps, c_test, t_fit, t_gen):
+def make_result(steps, train, test, c_steps, c_test, t_fit, t_gen, c_train=None):
     cfg = build_config(grokking.Config, grokking.PRESETS)
     data = {
         "steps": steps,
         "train_acc": train,
         "test_acc": test,
         "control_steps": c_steps,
-        "control_train_acc": [1.0] * len(c_steps),
+        "control_train_acc": c_train if c_train is not None else [1.0] * len(c_steps),
         "control_test_acc": c_test,
         "t_fit": t_fit,
         "t_gen": t_gen,
@@ -70,6 +70,7 @@ def test_reduced_run_end_to_end(smoke):
         "plateau_test_acc",
         "rise_fraction",
         "control_test_acc_at_T_gen",
+        "control_train_acc_by_T_gen",
     }
     assert r.passed, str(r.verdict)
     assert r.data["t_gen"] >= 5 * r.data["t_fit"]
@@ -102,3 +103,11 @@ def test_each_remaining_check_fails_on_its_own_construction():
     ctrl = make_result(steps, [0, 1, 1, 1, 1], [0, 0, 0.1, 0.97, 1], steps[:4], [0, 0.2, 0.5, 0.8], 100, 600)
     v = grokking.signature(ctrl)
     assert [c.name for c in v.checks if not c.passed] == ["control_test_acc_at_T_gen"]
+    # a control that never memorised (it did not train) cannot show that memorising alone does not generalise;
+    # its train accuracy reached 0.99 only after T_gen, which does not count
+    for c_train in ([0, 0.1, 0.2, 0.3], [0, 0.5, 0.9, 0.98, 1.0]):
+        r = make_result(
+            steps, [0, 1, 1, 1, 1], [0, 0, 0.1, 0.97, 1], steps[: len(c_train)], [0] * len(c_train), 100, 600, c_train
+        )
+        v = grokking.signature(r)
+        assert [c.name for c in v.checks if not c.passed] == ["control_train_acc_by_T_gen"], str(v)

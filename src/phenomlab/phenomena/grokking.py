@@ -12,7 +12,8 @@ Checks:
 - jump: ``(T_gen - T_50) / (T_gen - T_fit) <= MAX_RISE_FRACTION`` (0.4; a linear climb gives 0.5), ``T_50`` the
   first evaluated step with test accuracy >= 0.5;
 - the control run (weight decay ``control_weight_decay``, default 0) has test accuracy < ``CONTROL_MAX_ACC`` (0.5)
-  at its last evaluation at or before ``T_gen``.
+  at its last evaluation at or before ``T_gen``, and it did memorise: its train accuracy reached ``FIT_ACC`` by then
+  (a control that never trains would not generalise either).
 
 Background, measurements and caveats: docs/phenomena/grokking.md.
 """
@@ -138,11 +139,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 def signature(result: Result) -> Verdict:
     d = result.data
     t_fit, t_gen = d["t_fit"], d["t_gen"]
-    ctrl_at_tgen = None
+    ctrl_at_tgen = ctrl_fit = None
     if t_gen is not None:
         # control test accuracy at the last evaluated step <= T_gen
         pairs = [(s, a) for s, a in zip(d["control_steps"], d["control_test_acc"], strict=True) if s <= t_gen]
         ctrl_at_tgen = pairs[-1][1] if pairs else None
+        fits = [a for s, a in zip(d["control_steps"], d["control_train_acc"], strict=True) if s <= t_gen]
+        ctrl_fit = max(fits) if fits else None
     ratio = t_gen / max(t_fit, 1) if (t_fit is not None and t_gen is not None) else None
     plateau = rise = None
     if t_fit is not None and t_gen is not None:
@@ -163,10 +166,17 @@ def signature(result: Result) -> Verdict:
             CONTROL_MAX_ACC,
             "without weight decay the net has not generalised by T_gen",
         ),
+        check(
+            "control_train_acc_by_T_gen",
+            ctrl_fit,
+            ">=",
+            FIT_ACC,
+            "... though it memorised: the control's best train accuracy up to T_gen",
+        ),
     ]
     summary = (
         f"T_fit={t_fit}, T_gen={t_gen}, plateau test acc {fmt(plateau)}, rise fraction {fmt(rise)}, "
-        f"control test acc at T_gen={fmt(ctrl_at_tgen)}"
+        f"control test acc at T_gen={fmt(ctrl_at_tgen)} (train acc by then {fmt(ctrl_fit)})"
     )
     if t_gen is None:
         summary += f" (test accuracy never reached {GEN_ACC} in {d['max_steps']} steps)"
