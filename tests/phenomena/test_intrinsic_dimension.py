@@ -81,6 +81,18 @@ def test_constructed_present_result_passes_every_check():
     assert v.passed, str(v)
 
 
+def test_d90_below_the_grid_at_every_width_fails_the_bracketing_check_only():
+    # every width already at 90% at d = 16: d_90 "= 16" everywhere is the grid's end, so spread 1 and slope 0 would
+    # pass width-invariance without measuring it
+    early = [0.88, 0.9, 0.92, 0.93]
+    widths = {k: width_entry(D, early) for k, D in (("32", 3466), ("64", 8970), ("128", 26122))}
+    v = intrinsic_dimension.signature(make_result(widths))
+    assert _check(v, "d90_bracketed_widths").value == 0
+    _only_failure(v, "d90_bracketed_widths")
+    widths["32"] = width_entry(3466, GOOD_CURVE)  # one width bracketed is not enough
+    assert not _check(intrinsic_dimension.signature(make_result(widths)), "d90_bracketed_widths").passed
+
+
 def test_full_model_that_does_not_learn_fails_full_test_acc_min():
     widths = {"32": width_entry(3466, GOOD_CURVE), "64": width_entry(8970, GOOD_CURVE)}
     # a full model at 0.5 test accuracy: its 90% target (0.45) is met early, yet the reference is meaningless
@@ -194,6 +206,7 @@ def test_bad_config(over):
 def test_smoke_run_end_to_end(smoke):
     store, r = smoke("intrinsic-dimension")
     assert {c.name for c in r.verdict.checks} == {
+        "d90_bracketed_widths",
         "full_test_acc_min",
         "max_d90_fraction",
         "d90_fraction_largest_width",

@@ -211,7 +211,17 @@ def signature(result: Result) -> Verdict:
     censored = ctrl_d90 is None and bool(ctrl["dims"])
     ctrl_value = ctrl_d90 if ctrl_d90 is not None else (max(ctrl["dims"]) if censored else None)
     ratio = ctrl_value / ref if (ctrl_value is not None and ref) else None
+    # a width whose first grid point already reaches the target has d_90 <= dims[0] only (an upper bound): the
+    # spread and slope would compare grid ends, not measurements (a review, 2026-12-04)
+    bracketed = sum(ws[k]["test_acc"][0] < TARGET_FRACTION * ws[k]["full_test_acc"] for k in keys if ws[k]["dims"])
     checks = [
+        check(
+            "d90_bracketed_widths",
+            bracketed,
+            ">=",
+            len(keys),
+            "widths whose smallest subspace dimension is still below 90% of the full model (d_90 measured, not capped)",
+        ),
         check(
             "full_test_acc_min",
             min(ws[k]["full_test_acc"] for k in keys),
