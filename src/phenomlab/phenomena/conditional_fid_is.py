@@ -15,7 +15,8 @@ draw ``n_per_class`` held-out points per conditioning class from the pool:
 - ``perfect``: points of the right class;
 - ``mode_drop``: points of the right class from ONE k-means cluster (the largest of ``n_modes``) of that class;
 - ``swap``: points of class ``c + 1 (mod K)`` for condition ``c`` (correct images, wrong labels);
-- ``ignore``: the perfect draw with its labels shuffled across classes (the generator ignores the class);
+- ``ignore``: a fresh draw like ``perfect`` (the same class pools), its labels shuffled across classes (the
+  generator ignores the class);
 - ``real``: reference half ``B`` itself (the real-vs-real baseline).
 
 Every generator is scored against reference half ``A``; ``repeats`` fresh draws per seed, averaged.
