@@ -13,8 +13,10 @@ PRESENT = {
     "sam": ([2.4, 2.5, 2.3], [0.57, 0.56, 0.57]),
     "small_rho_sam": ([5.1, 5.0, 4.9], [0.55, 0.56, 0.55]),
     "random_direction": ([4.9, 5.3, 4.6], [0.55, 0.55, 0.56]),
+    "descent_direction": ([6.0, 6.5, 5.9], [0.54, 0.55, 0.55]),
 }
 RANDOM_CHECK = "control_random_direction_sharpness_ratio"
+DESCENT_CHECK = "control_descent_direction_sharpness_ratio"
 
 
 def make_result(overrides=None, losses=None):
@@ -65,6 +67,8 @@ def test_present_passes_every_check():
         ({"random_direction": ([2.5, 2.6, 2.4], [0.55, 0.56, 0.55])}, None, RANDOM_CHECK),
         # ... or flattens only partly: 0.8x SGD, below the 0.85 threshold
         ({"random_direction": ([4.0, 4.16, 3.84], [0.55, 0.56, 0.55])}, None, RANDOM_CHECK),
+        # SAM's perturbation with the other sign flattens too: the size of the perturbation, not its direction
+        ({"descent_direction": ([3.0, 3.1, 2.9], [0.55, 0.56, 0.55])}, None, DESCENT_CHECK),
         # a run stopped at the step cap above the loss threshold: no equal-loss comparison
         (None, {"sam": 0.2}, "reached_loss"),
     ],
@@ -114,6 +118,7 @@ def test_smoke_run_end_to_end(smoke):
         "sam/sgd_sharpness",
         "sam-sgd_test_acc",
         "control_random_direction_sharpness_ratio",
+        "control_descent_direction_sharpness_ratio",
     }
     assert set(r.data["runs"]) == set(sharpness_sam.RUNS)
     assert all(run["sharpness"] > 0 for runs in r.data["runs"].values() for run in runs)
@@ -156,3 +161,11 @@ def test_random_direction_control_value_and_small_rho_is_reported_not_checked():
 def test_random_direction_arm_shares_sam_radius_and_uses_the_random_direction():
     assert sharpness_sam.RUNS["random_direction"] == ("sam", "sam_batch", "rho", "random")
     assert sharpness_sam.RUNS["sam"] == ("sam", "sam_batch", "rho", "ascent")
+    assert sharpness_sam.RUNS["descent_direction"] == ("sam", "sam_batch", "rho", "descent")
+
+
+def test_results_stored_before_the_descent_arm_fail_its_control():
+    r = make_result()
+    del r.data["runs"]["descent_direction"]
+    v = sharpness_sam.signature(r)
+    assert [c.name for c in v.checks if not c.passed] == [DESCENT_CHECK] and _check(v, DESCENT_CHECK).value is None

@@ -249,6 +249,29 @@ def test_random_direction_perturbation_has_radius_rho_and_is_not_the_gradient():
     opt.restore()
 
 
+def test_descent_direction_two_steps_by_hand_1d():
+    # L = w^2, w0 = 1, rho = 0.5, lr = 0.1, momentum 0.9, e = -rho g/|g|:
+    # step 1: g = 2, e = -0.5, g_SAM = 2 * 0.5 = 1, buf = 1, w1 = 1 - 0.1 = 0.9
+    # step 2: g = 1.8, e = -0.5, g_SAM = 2 * 0.4 = 0.8, buf = 0.9 * 1 + 0.8 = 1.7, w2 = 0.9 - 0.17 = 0.73
+    m = Point([1.0])
+    opt = SAM(m.parameters(), lr=0.1, rho=0.5, momentum=0.9, direction="descent")
+    train(m, DUMMY, sam_cfg(), objective=quadratic([[2.0]], [0.0]), optimizer=opt)
+    assert float(m.w.detach()[0]) == pytest.approx(0.73, abs=1e-12)
+    # the perturbation is minus the ascent one, radius rho, in several dimensions; a zero gradient leaves w alone
+    m = Point([0.3, -0.7, 1.1])
+    opt = SAM(m.parameters(), lr=0.1, rho=0.05, direction="descent")
+    w0 = m.w.detach().clone()
+    m.w.grad = torch.tensor([3.0, -4.0, 0.0], dtype=torch.float64)
+    assert opt.perturb() == pytest.approx(5.0)
+    assert torch.allclose(m.w.detach() - w0, torch.tensor([-0.03, 0.04, 0.0], dtype=torch.float64), atol=1e-15)
+    opt.restore()
+    m.w.grad = torch.zeros(3, dtype=torch.float64)
+    opt.perturb()
+    assert torch.equal(m.w.detach(), w0)
+    opt.restore()
+    assert "sam_random_direction_generator" not in opt.state_dict()
+
+
 def test_random_direction_is_seeded_and_differs_from_ascent():
     x, y = _mlp_data()
     cfg = TrainConfig(steps=20, lr=0.05, optimizer="sam", sam_rho=0.1, momentum=0.9, batch_size=8, eval_every=10)
@@ -295,7 +318,7 @@ def test_random_direction_resume_gives_same_final_weights(tmp_path):
 
 def test_direction_validation_and_state_mismatch():
     with pytest.raises(ConfigError, match="direction"):
-        SAM(nn.Linear(2, 2).parameters(), lr=0.1, direction="descent")
+        SAM(nn.Linear(2, 2).parameters(), lr=0.1, direction="sideways")
     rand = SAM(nn.Linear(2, 2).parameters(), lr=0.1, direction="random")
     asc = SAM(nn.Linear(2, 2).parameters(), lr=0.1)
     assert "sam_random_direction_generator" not in asc.state_dict()

@@ -22,6 +22,12 @@ There the sharpness ``lambda_max`` (top eigenvalue of the Hessian of the full tr
   second order (``E[L(w + e)] ~ L + rho^2 tr(H) / (2 P)`` over P ~ 23,000 parameters), so it must not flatten like
   SAM. This rules out that the radius, the SAM code path, its doubled cost or the stop-at-threshold rule flatten the
   solution by themselves.
+- negative control ``descent_direction`` (pre-registered 2026-12-04, after a review measured the random direction's
+  effect on the gradient as 33x smaller than SAM's): the same SAM step at the same ``rho`` with ``e = -rho g / ||g||``
+  (:class:`phenomlab.train.sam.SAM` with ``direction="descent"``). Its first-order effect has SAM's size and the
+  opposite sign: to first order it descends ``L - rho ||g||`` where SAM descends ``L + rho ||g||`` (Foret et al.'s
+  derivation), so it must not flatten; a flattening that came from perturbing the gradient's evaluation point by
+  rho along the gradient, whatever the sign, would show here.
 - reported only, not a check: SAM at ``small_rho`` (0.001). Until the audit this was the control; at rho/100 SAM
   is SGD to within ``rho lambda_max`` per gradient, so its ratio to SGD is ~1 whatever training does, and it does
   not count as a control.
@@ -36,6 +42,8 @@ arithmetic means. Checks (thresholds from issue 14; seed std over seeds 0-2 of t
 - ``sam-sgd_test_acc`` >= ``SAM_MIN_ACC_GAIN`` (0: "not worse") [mean 0.016, std 0.002];
 - ``control_random_direction_sharpness_ratio``: lambda(random_direction) / lambda(SGD) >= ``CONTROL_MIN_RATIO``
   (0.85, fixed by the audit before any run) [mean 0.99, std 0.009; seeds 3/4, untuned: 0.96 / 0.96].
+- ``control_descent_direction_sharpness_ratio``: lambda(descent_direction) / lambda(SGD) >= ``CONTROL_MIN_RATIO``
+  (the same 0.85, fixed before any run of the arm).
 
 Background, measurements and caveats: docs/phenomena/sharpness-sam.md.
 """
@@ -68,7 +76,8 @@ LARGE_BATCH_MIN_ACC_GAP = 0.01  # design notes: test accuracy lower by >= 1 poin
 SAM_MAX_RATIO = 0.7  # issue 14: lambda_max(SAM) <= 0.7x lambda_max(SGD) at equal train loss
 SAM_MIN_ACC_GAIN = 0.0  # design notes: SAM's test accuracy not worse than SGD's
 # a random perturbation of SAM's radius must not flatten like SAM (audit; fixed before any run)
-# seeds 0-2: mean 0.99, seed std 0.009; seeds 3/4 (untuned): 0.96 / 0.96
+# seeds 0-2: mean 0.99, seed std 0.009; seeds 3/4 (untuned): 0.96 / 0.96. The descent-direction control uses the
+# same 0.85, fixed before any run of that arm (2026-12-04)
 CONTROL_MIN_RATIO = 0.85
 
 #: the runs of one repeat: name -> (optimizer, batch-size field, rho field, SAM perturbation direction)
@@ -78,7 +87,8 @@ RUNS = {
     "sgd": ("sgd", "sam_batch", None, None),
     "sam": ("sam", "sam_batch", "rho", "ascent"),
     "small_rho_sam": ("sam", "sam_batch", "small_rho", "ascent"),  # reported only (the pre-audit control)
-    "random_direction": ("sam", "sam_batch", "rho", "random"),  # the negative control
+    "random_direction": ("sam", "sam_batch", "rho", "random"),  # a negative control (weak: see the docs page)
+    "descent_direction": ("sam", "sam_batch", "rho", "descent"),  # the negative control matched in size to SAM
 }
 
 
@@ -154,8 +164,8 @@ def _one_run(
 
     tcfg = cfg.train_config(optimizer=optimizer, sam_rho=rho, batch_size=batch, eval_every=_eval_every(cfg, batch))
     extra: dict[str, Any] = {}
-    if direction == "random":
-        # TrainConfig has no direction field: the control's optimiser is built here, as train() would build SAM
+    if direction in ("random", "descent"):
+        # TrainConfig has no direction field: the controls' optimiser is built here, as train() would build SAM
         extra["optimizer"] = SAM(
             model.parameters(),
             lr=tcfg.lr,
@@ -163,7 +173,7 @@ def _one_run(
             momentum=tcfg.momentum,
             nesterov=tcfg.nesterov,
             weight_decay=tcfg.weight_decay,
-            direction="random",
+            direction=direction,
             seed=ctx.seed_for("direction", repeat),
         )
     # the same minibatch order for every run of a batch size in a repeat: SGD, SAM and the control see the same data
@@ -229,6 +239,10 @@ def numbers(data: dict[str, Any]) -> dict[str, float | None]:
         "sam_sgd_ratio": _geo_ratio(runs["sam"], runs["sgd"]),
         "sam_sgd_acc_gain": _acc_gap(runs["sam"], runs["sgd"]),
         "random_direction_ratio": _geo_ratio(runs["random_direction"], runs["sgd"]),
+        # absent from results stored before the arm existed: the check then fails
+        "descent_direction_ratio": _geo_ratio(runs["descent_direction"], runs["sgd"])
+        if "descent_direction" in runs
+        else None,
         "small_rho_ratio": _geo_ratio(runs["small_rho_sam"], runs["sgd"]),  # reported only
     }
 
@@ -267,11 +281,19 @@ def signature(result: Result) -> Verdict:
             CONTROL_MIN_RATIO,
             "lambda_max(SAM step with a random direction of radius rho) / lambda_max(SGD): no ascent, no flattening",
         ),
+        check(
+            "control_descent_direction_sharpness_ratio",
+            n["descent_direction_ratio"],
+            ">=",
+            CONTROL_MIN_RATIO,
+            "lambda_max(SAM step along -g/||g||, radius rho) / lambda_max(SGD): SAM's size, other sign, no flattening",
+        ),
     ]
     summary = (
         f"at train loss {thr}: lambda_max LB/SB {fmt(n['lb_sb_ratio'], '.2f')}x, test acc SB-LB "
         f"{fmt(n['sb_lb_acc_gap'])}; SAM/SGD {fmt(n['sam_sgd_ratio'], '.2f')}x, test acc SAM-SGD "
-        f"{fmt(n['sam_sgd_acc_gain'])}; control (random direction)/SGD {fmt(n['random_direction_ratio'], '.2f')}x; "
+        f"{fmt(n['sam_sgd_acc_gain'])}; controls: random direction/SGD {fmt(n['random_direction_ratio'], '.2f')}x, "
+        f"descent direction/SGD {fmt(n['descent_direction_ratio'], '.2f')}x; "
         f"reported: SAM at small rho/SGD {fmt(n['small_rho_ratio'], '.2f')}x"
     )
     return Verdict(checks, summary)

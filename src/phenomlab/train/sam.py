@@ -18,6 +18,11 @@ drawn afresh at every step from the optimiser's own seeded generator (on the CPU
 on any device; its state is saved in the optimiser's state dict, so a resumed run draws what the uninterrupted one
 would). The gradient at ``w`` is still taken (it is discarded), so the cost per step is SAM's.
 
+``direction="descent"`` takes the opposite step, ``e = -rho g / ||g||`` (the first-order solution of
+``min_{||e|| <= rho} L_B(w + e)``): the same radius and the same size of first-order effect as SAM, the other sign.
+To first order SAM descends ``L + rho ||g||`` and this descends ``L - rho ||g||``, which favours sharp regions: the
+control for the claim that the worst-case direction, not the perturbation's size, is what flattens.
+
 Usage by hand (what :func:`phenomlab.train.train` does when ``TrainConfig.optimizer == "sam"``)::
 
     loss(model, xb, yb).backward()   # g at w
@@ -37,7 +42,7 @@ import torch
 
 from ..errors import ConfigError, PhenomlabError
 
-DIRECTIONS = ("ascent", "random")
+DIRECTIONS = ("ascent", "random", "descent")
 _GENERATOR_KEY = "sam_random_direction_generator"
 
 
@@ -46,7 +51,8 @@ class SAM(torch.optim.SGD):
 
     ``rho`` is the radius of the perturbation (Foret et al. 2021 use 0.05 on CIFAR-10); ``rho = 0`` gives
     ``e = 0``, i.e. exactly SGD at twice the cost. ``direction`` is ``"ascent"`` (SAM: ``e = rho g/||g||``) or
-    ``"random"`` (``e = rho u/||u||``, ``u ~ N(0, I)`` from a generator seeded with ``seed``; the control).
+    ``"random"`` (``e = rho u/||u||``, ``u ~ N(0, I)`` from a generator seeded with ``seed``) or ``"descent"``
+    (``e = -rho g/||g||``): the controls.
     ``rho`` is a param-group entry, so it is saved in and restored from the optimiser's state dict like ``lr``
     (and the random generator's state with it). Between :meth:`perturb` and :meth:`restore` the parameters sit at
     ``w + e``; the saved copies of ``w`` live on the optimiser object, not in its state dict (a checkpoint is only
@@ -61,7 +67,7 @@ class SAM(torch.optim.SGD):
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
-        direction: Literal["ascent", "random"] = "ascent",
+        direction: Literal["ascent", "random", "descent"] = "ascent",
         seed: int = 0,
     ) -> None:
         if not (rho >= 0 and rho < float("inf")):
@@ -98,10 +104,10 @@ class SAM(torch.optim.SGD):
     @torch.no_grad()
     def perturb(self) -> float:
         """Move every parameter with a gradient to ``w + rho d / ||d||`` (``||d||`` over all of them), with
-        ``d = g`` (ascent) or ``d = u ~ N(0, I)`` drawn now (random).
+        ``d = g`` (ascent), ``d = -g`` (descent) or ``d = u ~ N(0, I)`` drawn now (random).
 
-        Returns ``||g||``. In the ascent direction a zero gradient leaves ``w`` where it is (``e = 0``: the ascent
-        direction is undefined); the random direction does not depend on ``g``.
+        Returns ``||g||``. Along the gradient a zero gradient leaves ``w`` where it is (``e = 0``: the direction is
+        undefined); the random direction does not depend on ``g``.
         """
         if self._saved:
             raise PhenomlabError("SAM.perturb called twice without restore")
@@ -110,10 +116,11 @@ class SAM(torch.optim.SGD):
         norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
         if self._generator is not None:
             return self._perturb_random(with_grad, norm)
+        sign = -1.0 if self.direction == "descent" else 1.0
         for p, group in with_grad:
             self._saved.append((p, p.detach().clone()))
             if norm > 0 and group["rho"] > 0:
-                p.add_(p.grad, alpha=group["rho"] / norm)
+                p.add_(p.grad, alpha=sign * group["rho"] / norm)
         return norm
 
     def _perturb_random(self, with_grad: list[tuple[torch.Tensor, dict[str, Any]]], grad_norm: float) -> float:
