@@ -16,7 +16,7 @@ def present(readout, arch, width):
     return 0.5 / math.sqrt(width) if readout == "ntk" else 0.3
 
 
-def make_result(dev=present, loss_ratio=lambda readout, arch, width, s: 0.1):
+def make_result(dev=present, loss_ratio=lambda readout, arch, width, s: 0.1, spread=lambda arch, width: width**-0.5):
     cfg = build_config(ntk_universality.Config, ntk_universality.PRESETS)
     noise = (0.95, 1.0, 1.05)  # three initialisations around the cell's value
     cells = [
@@ -29,6 +29,7 @@ def make_result(dev=present, loss_ratio=lambda readout, arch, width, s: 0.1):
             "loss0": [1.0] * 3,
             "lossT": [loss_ratio(r, a, w, s) for s in range(3)],
             "loss_lin": [0.1] * 3,
+            "init_spread": [spread(a, w) * e for e in noise],
         }
         for r in ntk_universality.READOUTS
         for a in ARCHS
@@ -48,10 +49,43 @@ def test_present_passes_every_check():
     assert {c.name for c in v.checks} == {
         *(f"dev_slope_{a}" for a in ARCHS),
         *(f"control_mup_slope_{a}" for a in ARCHS),
+        *(f"init_spread_slope_{a}" for a in ARCHS),
         "control_mup_gap",
         "train_loss_ratio",
         "control_mup_trained",
     }
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_an_initial_kernel_that_stays_random_fails_the_spread_check(arch):
+    # the network follows its own initial kernel (lazy), but that kernel does not approach a deterministic limit:
+    # its seed-to-seed spread falls only like n^-0.1 for one architecture
+    def spread(a, w):
+        return w**-0.1 if a == arch else w**-0.5
+
+    assert _failed(make_result(spread=spread)) == [f"init_spread_slope_{arch}"]
+
+
+def test_results_stored_before_the_spread_measurement_fail_its_checks():
+    r = make_result()
+    for c in r.data["cells"]:
+        del c["init_spread"]
+    assert _failed(r) == [f"init_spread_slope_{a}" for a in ARCHS]
+
+
+def test_init_spread_by_hand():
+    a = torch.eye(2)
+    b = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    c = 2 * torch.eye(2)
+    # ||a - b|| = 2, (||a|| + ||b||) / 2 = (sqrt(2) + sqrt(10)) / 2; ||a - c|| = sqrt(2), mean norm 3 sqrt(2) / 2;
+    # ||b - c|| = sqrt(2), mean norm (sqrt(10) + 2 sqrt(2)) / 2
+    want = [
+        2 / ((math.sqrt(2) + math.sqrt(10)) / 2),
+        math.sqrt(2) / (3 * math.sqrt(2) / 2),
+        math.sqrt(2) / ((math.sqrt(10) + 2 * math.sqrt(2)) / 2),
+    ]
+    assert ntk_universality.init_spread([a, b, c]) == pytest.approx(want, rel=1e-12)
+    assert ntk_universality.init_spread([a]) == []
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -152,6 +186,7 @@ def test_task_shapes_and_standardised_target():
 def test_reduced_run_end_to_end(smoke):
     store, r = smoke("ntk-universality")
     assert len(r.data["cells"]) == 2 * len(ARCHS) * 4 and all(len(c["dev"]) == 2 for c in r.data["cells"])
+    assert all(len(c["init_spread"]) == 1 and c["init_spread"][0] > 0 for c in r.data["cells"])  # 2 inits: 1 pair
     assert all(p.endswith(".png") for p in r.figures)
 
 

@@ -32,6 +32,9 @@ Checks (thresholds from the issue; quick preset, seeds 0-2: mean +- seed std of 
   every architecture [14.3 +- 6.8; in logs 2.58 +- 0.48, so 5 is 2 seed std below the mean];
 - ``train_loss_ratio``: the worst final / initial training loss over all NTK runs <= ``MAX_LOSS_RATIO``: the
   dynamics are compared after real training [0.36 +- 0.03];
+- ``init_spread_slope_<arch>``: log-log slope of the seed-to-seed spread of ``Theta_0`` (:func:`init_spread`) vs
+  width under NTK parametrisation <= ``MAX_SLOPE``: the kernel approaches a deterministic limit (pre-registered
+  2026-12-04; theory -0.5);
 - ``control_mup_trained``: the median final / initial training loss over the muP runs <= ``MAX_LOSS_RATIO`` (the
   median: muP at lr ~ 1/lambda_max(Theta_0) is sometimes unstable at small width, since its kernel grows several
   fold during training; such a run only raises the small-width deviation, i.e. works against the control)
@@ -170,11 +173,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
                 def work(readout: str = readout, arch: str = arch, x: Tensor = x, width: int = width) -> dict[str, Any]:
                     out: dict[str, list[float]] = {k: [] for k in ("dev", "change", "loss0", "lossT", "loss_lin")}
+                    k0s = []
                     for s in range(cfg.inits):
                         # the same weights under both readouts: the control differs only in the parametrisation
                         torch.manual_seed(ctx.seed_for("init", arch, width, s))
                         model = build(arch, x, width, readout)
                         k0 = empirical_ntk(model, x, method="jacobian")
+                        k0s.append(k0)
                         lr = cfg.lr_scale * n / (2.0 * float(torch.linalg.eigvalsh(k0.double())[-1]))
                         with torch.no_grad():
                             f0 = model(x).reshape(-1)
@@ -199,10 +204,24 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                         out["loss0"].append(float(losses[0]))
                         out["lossT"].append(float(losses[-1]))
                         out["loss_lin"].append(float((f_lin - y.double()).pow(2).mean()))
-                    return {"readout": readout, "arch": arch, "width": width, **out}
+                    return {"readout": readout, "arch": arch, "width": width, **out, "init_spread": init_spread(k0s)}
 
                 cells.append(ctx.cached(f"cell_{readout}_{arch}_w{width}", work))
     return {"cells": cells, "widths": list(cfg.widths)}
+
+
+def init_spread(kernels: list[Tensor]) -> list[float]:
+    """``||Theta_a - Theta_b||_F / ((||Theta_a||_F + ||Theta_b||_F) / 2)`` for every pair ``a < b`` of initial NTKs.
+
+    Its size is the seed-to-seed fluctuation of the kernel at initialisation, which the deterministic-limit half of
+    Tensor Programs IIb says vanishes with width (as ``n^-1/2`` in NTK parametrisation).
+    """
+    out = []
+    for i, a in enumerate(kernels):
+        for b in kernels[i + 1 :]:
+            a64, b64 = a.double(), b.double()
+            out.append(float((a64 - b64).norm() / ((a64.norm() + b64.norm()) / 2)))
+    return out
 
 
 def _mean(v: list[float | None]) -> float | None:
@@ -240,6 +259,13 @@ def fits(d: dict[str, Any]) -> dict[tuple[str, str], tuple[float | None, tuple]]
     return {(r, a): slope_with_ci(d["widths"], _series(d, r, a, "dev")) for r in READOUTS for a in ARCHS}
 
 
+def spread_fits(d: dict[str, Any]) -> dict[str, tuple[float | None, tuple]]:
+    """``arch -> (slope, CI)`` of the NTK-parametrisation initial kernels' seed spread vs width (None: not stored)."""
+    if any("init_spread" not in c for c in d["cells"]):
+        return {a: (None, (None, None)) for a in ARCHS}  # a result stored before the measurement
+    return {a: slope_with_ci(d["widths"], _series(d, "ntk", a, "init_spread")) for a in ARCHS}
+
+
 def slope_with_ci(widths: list[float], per_init: list[list[float]], seed: int = 0) -> tuple[float | None, tuple]:
     """Slope of log(mean over inits) vs log(width) and its ``CI_LEVEL`` bootstrap CI (inits resampled per width)."""
     return loglog_slope_ci(widths, per_init, N_BOOT, CI_LEVEL, seed)
@@ -269,6 +295,17 @@ def signature(result: Result) -> Verdict:
     checks = [
         check(f"{name}_{a}", f[(r, a)][0], op, thr, f"{a}, {desc}")
         for r, name, op, thr, desc in slope_checks
+        for a in ARCHS
+    ]
+    spread = spread_fits(d)
+    checks += [
+        check(
+            f"init_spread_slope_{a}",
+            spread[a][0],
+            "<=",
+            MAX_SLOPE,
+            f"{a}, NTK param: log-log slope of the seed-to-seed spread of Theta_0 (deterministic limit) vs width",
+        )
         for a in ARCHS
     ]
     gap = min_gap(d)
@@ -308,6 +345,8 @@ def signature(result: Result) -> Verdict:
         + ", ".join(f"{a} {s('mup', a)}" for a in ARCHS)
         + f" ({int(CI_LEVEL * 100)}% bootstrap CIs over inits); NTK deviation at width {w1}: "
         + ", ".join(f"{a} {fmt(devs[a])}" for a in ARCHS)
+        + "; seed spread of Theta_0 vs width, slopes: "
+        + ", ".join(f"{a} {fmt_ci(spread[a][0], *spread[a][1], '.2f')}" for a in ARCHS)
     )
     return Verdict(checks, summary)
 
