@@ -145,7 +145,16 @@ def test_control_fails_when_its_sharpness_plateaus_below_the_largest_lr_edge():
     # a natural plateau: the control's sharpness stops at 2/0.1 = 20 (ratio 0.2 of its own 2/lr = 100), the level
     # the lr=0.1 run sits at, so that run's hovering need not be the edge's doing
     v = eos.signature(result([run_record(0.1, sharpening())], control=control_record(top=0.2)))
-    assert failing(v) == ["control_small_lr (lr=0.02): end sharpness / (2/lr_max)"]
+    assert failing(v) == ["control_small_lr (lr=0.02): end sharpness / (2/lr_min)"]
+
+
+def test_control_fails_when_it_plateaus_at_the_smallest_lr_edge():
+    # the control stops at 40 = 2/0.05, the level where the lr=0.05 run hovers: past the lr=0.1 edge (20) by 2x, but
+    # the lr=0.05 run's hovering could then be a natural plateau (this passed before the check used the highest edge)
+    runs = [run_record(0.05, sharpening()), run_record(0.1, sharpening())]
+    v = eos.signature(result(runs, control=control_record(top=0.4)))
+    assert failing(v) == ["control_small_lr (lr=0.02): end sharpness / (2/lr_min)"]
+    assert by_name(v)["control_small_lr (lr=0.02): end sharpness / (2/lr_min)"].value == pytest.approx(1.0, abs=0.05)
 
 
 def test_control_fails_when_its_loss_is_also_non_monotone():

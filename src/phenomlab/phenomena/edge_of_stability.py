@@ -12,8 +12,9 @@ steps, and ``r_t = S_t / (2 / lr)``; the full-batch loss ``L_t`` at every step. 
 - non-monotonically: ``>= UP_FRAC_MIN`` (5%) of consecutive step pairs in the last half raise the loss.
 Negative control (``control_small_lr``), the same pipeline at ``control_lr`` below every lr: median last-half
 ``|r_t - 1| > CONTROL_MIN_DEV`` (0.2, it does not hover at its own edge); end sharpness ``>= CONTROL_OVERSHOOT``
-(1.2) x ``2 / max(lrs)`` (it climbs past the level where the largest lr hovers, so that level is the edge, not a
-natural plateau); ``< UP_FRAC_MIN`` of its last-half steps raise the loss.
+(1.2) x ``2 / min(lrs)`` (it climbs past the highest level where any lr hovers, so none of those levels is a natural
+plateau; until 2026-12-04 this was ``2 / max(lrs)``, the lowest level); ``< UP_FRAC_MIN`` of its last-half steps
+raise the loss.
 
 Background, measurements and caveats: docs/phenomena/edge-of-stability.md.
 """
@@ -49,7 +50,9 @@ LOSS_DROP_MAX = 0.5  # end loss / loss at the edge: 0.23 (0.02) / 0.12 (0.01) / 
 UP_FRAC_MIN = 0.05  # loss-increasing steps in the last half: 0.46 (0.02) / 0.47 (0.01) / 0.48 (0.02); control 0 (0)
 END_WINDOW = 0.02  # end loss: median over the last 2% of steps (one step's loss at the edge is a spike or a dip)
 CONTROL_MIN_DEV = 0.2  # twice the hovering band; control median |r - 1|: 0.49 (0.05)
-CONTROL_OVERSHOOT = 1.2  # past the largest lr's band; control end S / (2 / max lr): 2.92 (0.18)
+# past the highest band (the smallest lr's); control end S / (2 / min lr): 1.46 (0.09), i.e. S / (2 / max lr)
+# 2.92 (0.18) before the check moved from the lowest band to the highest (a review, 2026-12-04; 1.2 unchanged)
+CONTROL_OVERSHOOT = 1.2
 CONTROL_END_POINTS = 5  # end sharpness: median of the last 5 measurements
 
 
@@ -263,9 +266,9 @@ def signature(result: Result) -> Verdict:
                 f"loss ratio {fmt(r['loss_ratio'])}, {pct(r['up_frac'])}% steps up"
             )
     c = result.data["control"]
-    lr_max = max(r["lr"] for r in runs)
+    lr_min = min(r["lr"] for r in runs)
     clr = c["lr"]
-    end_over_edge = None if c["end_sharpness"] is None else c["end_sharpness"] * lr_max / 2.0
+    end_over_edge = None if c["end_sharpness"] is None else c["end_sharpness"] * lr_min / 2.0
     checks += [
         check(
             f"control_small_lr (lr={clr:g}): median |S/(2/lr) - 1| over last half",
@@ -275,11 +278,11 @@ def signature(result: Result) -> Verdict:
             "a small step size keeps the sharpness well below its own 2/lr: the hovering is set by lr",
         ),
         check(
-            f"control_small_lr (lr={clr:g}): end sharpness / (2/lr_max)",
+            f"control_small_lr (lr={clr:g}): end sharpness / (2/lr_min)",
             end_over_edge,
             ">=",
             CONTROL_OVERSHOOT,
-            "and rises past the edge where the largest lr hovers: that edge is not a natural plateau",
+            "and rises past the highest edge where an lr hovers (the smallest lr's): no edge is a natural plateau",
         ),
         check(
             f"control_small_lr (lr={clr:g}): fraction of loss-increasing steps in last half",
