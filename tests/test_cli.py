@@ -523,6 +523,12 @@ def test_the_console_script_names_itself_in_usage_errors():
     assert line.startswith("error: No such option: --bogus") and line.endswith("(see 'phenomlab run --help')")
 
 
+def test_a_parse_error_without_a_context_names_the_subcommand():
+    # click raises "requires an argument" without a context; the line still points at the subcommand's help
+    line = assert_one_line_error(runner.invoke(app, ["run", "grokking", "--preset"]))
+    assert "Option '--preset' requires an argument." in line and line.endswith(" run --help')")
+
+
 def test_kill_midway_then_resume(tmp_path):
     """SIGKILL the real console script mid-run; the same command resumes from the checkpoint."""
     exe = os.path.join(os.path.dirname(sys.executable), "phenomlab")

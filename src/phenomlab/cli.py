@@ -36,11 +36,16 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
     """Usage errors (unknown option or command, missing argument, bad value) as the one ``error:`` line every
     other bad input gets, instead of a usage block and a framed message."""
 
-    def _one_line(self, e: Exception) -> NoReturn:
+    def _one_line(self, e: Exception, group_ctx: Any = None) -> NoReturn:
         if type(e).__name__ == "NoArgsIsHelpError":  # a bare group prints its help: not an error
             raise e
         ctx = getattr(e, "ctx", None)
-        where = ctx.command_path if ctx is not None else "phenomlab"
+        if ctx is not None:
+            where = ctx.command_path
+        elif group_ctx is not None:  # some parse errors carry no context: name the subcommand being parsed
+            where = " ".join(filter(None, (group_ctx.command_path, group_ctx.invoked_subcommand)))
+        else:
+            where = "phenomlab"
         raise _error(f"{e.format_message()} (see '{where} --help')", e.exit_code)  # type: ignore[attr-defined]
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
@@ -53,7 +58,7 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except _UsageError as e:
-            self._one_line(e)
+            self._one_line(e, ctx)
 
 
 app = typer.Typer(
