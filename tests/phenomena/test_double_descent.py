@@ -5,6 +5,8 @@ import pytest
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, build_config
 from phenomlab.phenomena import double_descent as dd
+from phenomlab.phenomena.lifecycle import run_phenomenon
+from phenomlab.store.sqlite import RunStore
 
 # a reduced sweep that runs in a few seconds: it checks the machinery, not the phenomenon
 SMALL = dd.PRESETS["smoke"]
@@ -228,6 +230,14 @@ def test_reduced_run_end_to_end(smoke):
     assert r.figures and all(p.endswith(".png") for p in r.figures)
 
 
+def test_second_sweep_at_equal_steps(tmp_path):
+    # the quick preset's schedule (pre-registered 2026-12-04): half the points, the same steps, twice the epochs
+    r = run_phenomenon(dd.ID, preset="smoke", overrides={"nx_schedule": "steps"}, store=RunStore(tmp_path))
+    assert r.data["n_train_x"]["n_train"] == 150
+    assert r.data["n_train_x"]["steps"] == r.data["control_clean"]["steps"] == 200
+    assert dd.PRESETS["quick"]["nx_schedule"] == "steps"
+
+
 @pytest.mark.parametrize(
     "over",
     [
@@ -245,6 +255,7 @@ def test_reduced_run_end_to_end(smoke):
         {"n_train_factor": 0.0},
         {"widths": (4, 4, 8)},
         {"widths": (0, 4, 8)},
+        {"nx_schedule": "batches"},
     ],
 )
 def test_bad_config(over):
