@@ -48,7 +48,6 @@ class Entry:
 #: The rows docs/CATALOG.md marks "not reproduced at quick scale" (tests/phenomena/test_catalog.py keeps them in sync).
 NOT_REPRODUCED = frozenset(
     {
-        "double-descent",
         "double-descent-epoch",
         "neural-collapse",
         "low-rank-bias",
