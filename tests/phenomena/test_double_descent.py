@@ -226,16 +226,15 @@ def test_reduced_run_end_to_end(smoke):
     assert d["control_clean"]["widths"] == d["widths"] and d["control_clean"]["label_noise"] == 0.0
     assert d["control_clean"]["noisy_fit"] is None
     assert d["n_train_x"]["widths"] == [1, 3, 6, 16] and d["n_train_x"]["n_train"] == 150
-    assert d["n_train_x"]["steps"] == d["control_clean"]["steps"] // 2 == 100
+    assert d["n_train_x"]["steps"] == d["control_clean"]["steps"] == 200  # the same steps, twice the epochs
     assert r.figures and all(p.endswith(".png") for p in r.figures)
 
 
-def test_second_sweep_at_equal_steps(tmp_path):
-    # the quick preset's schedule (pre-registered 2026-12-04): half the points, the same steps, twice the epochs
-    r = run_phenomenon(dd.ID, preset="smoke", overrides={"nx_schedule": "steps"}, store=RunStore(tmp_path))
+def test_second_sweep_at_equal_epochs(tmp_path):
+    # the schedule before 2026-12-04: half the points for half the steps
+    r = run_phenomenon(dd.ID, preset="smoke", overrides={"nx_schedule": "epochs"}, store=RunStore(tmp_path))
     assert r.data["n_train_x"]["n_train"] == 150
-    assert r.data["n_train_x"]["steps"] == r.data["control_clean"]["steps"] == 200
-    assert dd.PRESETS["quick"]["nx_schedule"] == "steps"
+    assert r.data["n_train_x"]["steps"] == r.data["control_clean"]["steps"] // 2 == 100
 
 
 @pytest.mark.parametrize(

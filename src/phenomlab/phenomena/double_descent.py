@@ -14,7 +14,8 @@ peak ``w_p = argmax_{w > w_0} test_err(w)``. Checks:
   ``max_w [test_err(w) - min_{w' < w} test_err(w')]`` is <= ``CONTROL_BUMP_RATIO`` (1/3) of the noisy bump
   (Nakkiran et al. 2019, Fig. 4: without label noise the peak is small or absent);
 - the same noisy sweep on ``n_train_factor`` (2x) the points, grid scaled by the same factor, trained for the same
-  number of steps (``nx_schedule="steps"``, the quick preset) or of epochs (``"epochs"``): its threshold and its
+  number of steps (``nx_schedule="steps"``, the default since a pre-registered change on 2026-12-04: the paper's
+  sample-wise runs fix the gradient steps) or of epochs (``"epochs"``): its threshold and its
   peak width are >= ``MIN_SHIFT`` (1.5x) those of the first sweep, its peak
   stands >= 0.03 above its best smaller width and lies within 2x of its own threshold (Nakkiran et al.'s
   effective model complexity: the critical regime moves with the number of samples).
@@ -80,9 +81,10 @@ class Config(
     nx_max_width: int = param(0, "widest model of the n_train x n_train_factor sweep (0 = the whole scaled grid)", ge=0)
     n_train_factor: float = param(0.5, "the second noisy sweep trains on n_train x this (<= 0.8 or >= 1.25)", gt=0.0)
     nx_schedule: str = param(
-        "epochs",
-        "the second noisy sweep trains for the same epochs (steps x n_train_factor) or the same steps",
-        choices=("epochs", "steps"),
+        "steps",
+        "the second noisy sweep trains for the same steps (a fixed training procedure) or the same epochs (steps x "
+        "n_train_factor)",
+        choices=("steps", "epochs"),
     )
 
     def validate(self) -> None:
@@ -113,9 +115,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         widths=(2, 4, 6, 8, 12, 16, 20, 22, 26, 32, 38, 46, 54, 64, 76, 90, 108, 152, 216, 320),
         control_max_width=108,
         nx_max_width=76,
-        # pre-registered 2026-12-04 (docs/phenomena/double-descent.md): a fixed training procedure, as in the
-        # paper's sample-wise experiments (a fixed number of gradient steps), not a fixed number of epochs
-        nx_schedule="steps",
     ),
     # Nakkiran et al. 2019: 15% label noise, Adam 1e-4-ish, thousands of epochs, no data augmentation;
     # here on MNIST-1D (4,000 train), more widths and seeds, ~1,000 epochs
