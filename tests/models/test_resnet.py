@@ -14,6 +14,7 @@ from phenomlab.models.resnet import (
     init_weights,
     max_layer_norm,
     resnet_forward,
+    rms_roughness,
     roughness,
     smooth_path,
 )
@@ -91,3 +92,20 @@ def test_roughness_and_max_layer_norm_by_hand() -> None:
     A = torch.tensor([[[[1.0]], [[3.0]], [[2.5]]]])  # M=1, L=3, 1x1 layers
     assert roughness(A).tolist() == [2.0]
     assert max_layer_norm(A).tolist() == [3.0]
+
+
+def test_rms_and_max_roughness_by_brute_force() -> None:
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    for m in range(2):
+        steps = [
+            math.sqrt(sum(float(A[m, k + 1, i, j] - A[m, k, i, j]) ** 2 for i in range(3) for j in range(4)))
+            for k in range(4)
+        ]
+        assert float(roughness(A)[m]) == pytest.approx(max(steps), rel=1e-12)
+        assert float(rms_roughness(A)[m]) == pytest.approx(math.sqrt(sum(s * s for s in steps) / 4), rel=1e-12)
+    # one spike among smooth steps moves the max by its whole size, the root-mean-square by 1/sqrt(L-1) of it
+    B = torch.zeros(1, 101, 1, 1, dtype=torch.float64)
+    B[0, 51:] = 1.0
+    assert float(roughness(B)[0]) == 1.0
+    assert float(rms_roughness(B)[0]) == pytest.approx(0.1, rel=1e-12)

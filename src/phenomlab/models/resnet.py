@@ -83,6 +83,17 @@ def roughness(A: torch.Tensor) -> torch.Tensor:
     return (A[:, 1:] - A[:, :-1]).flatten(2).norm(dim=2).amax(1)
 
 
+def rms_roughness(A: torch.Tensor) -> torch.Tensor:
+    """``sqrt(mean_k ||A_{k+1} - A_k||_F^2)`` per model (``k = 0..L-2``): ``[M, L, ...]`` -> ``[M]``.
+
+    The root-mean-square step between consecutive layers: ``sqrt(QV / (L - 1))`` with ``QV`` the quadratic variation
+    of the weights over the layer index, and ``sqrt(L * QV)`` is the ``H^1`` statistic Cohen et al. (2021, arXiv
+    2105.12245) regress on depth. For samples ``A_k = A(k/L)`` of a smooth path it falls as ``1/L``; for i.i.d. layers
+    it stays constant. Unlike :func:`roughness` (the max) it is not dominated by a few layers.
+    """
+    return (A[:, 1:] - A[:, :-1]).flatten(2).pow(2).sum(2).mean(1).sqrt()
+
+
 def max_layer_norm(A: torch.Tensor) -> torch.Tensor:
     """``max_k ||A_k||_F`` per model, ``[M, L, ...]`` -> ``[M]`` (of ``A(T) - A(0)``: the largest increment)."""
     return A.flatten(2).norm(dim=2).amax(1)

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..models.resnet import StackedResNet, max_layer_norm, roughness
+from ..models.resnet import StackedResNet, max_layer_norm, rms_roughness, roughness
 from ._stats import fmt, fmt_ci, loglog_slope_ci
 from .config import PhenomenonConfig, param, training
 from .context import RunContext
@@ -74,6 +74,12 @@ class Config(PhenomenonConfig, training(lr=0.1, steps=200, eval_every=25)):
     n_modes: int = param(3, "Fourier modes of the smooth init path A(t)", gt=0)
     activation: str = param("tanh", "sigma of the residual blocks", choices=("tanh", "relu"))
     check_step: int = param(200, "training step the checks read (a multiple of eval_every, <= steps)", gt=0)
+    roughness: str = param(
+        "rms",
+        "statistic over layers the roughness checks read: 'rms' sqrt(mean_k ||.||^2) (pre-registered 2026-12-05) "
+        "or 'max' max_k ||.|| (before)",
+        choices=("rms", "max"),
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -104,7 +110,7 @@ def task(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (y - y.mean()) / y.std()
 
 
-MEASURES = ("roughness", "increment", "increment_roughness")
+MEASURES = ("roughness", "increment", "increment_roughness", "roughness_rms", "increment_roughness_rms")
 
 
 def train_arm(cfg: Config, depth: int, init: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, Any]:
@@ -135,6 +141,8 @@ def train_arm(cfg: Config, depth: int, init: str, x: torch.Tensor, y: torch.Tens
             out["roughness"].append(roughness(A).tolist())
             out["increment"].append(max_layer_norm(A - A0).tolist())
             out["increment_roughness"].append(roughness(A - A0).tolist())
+            out["roughness_rms"].append(rms_roughness(A).tolist())
+            out["increment_roughness_rms"].append(rms_roughness(A - A0).tolist())
         if step == cfg.steps:
             break
         opt.zero_grad()
@@ -152,7 +160,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             cells.append(
                 ctx.cached(f"{init}_L{L}", lambda L=L, init=init, seed=seed: train_arm(cfg, L, init, x, y, seed))
             )
-    return {"cells": cells, "depths": list(cfg.depths), "check_step": cfg.check_step}
+    return {"cells": cells, "depths": list(cfg.depths), "check_step": cfg.check_step, "roughness": cfg.roughness}
 
 
 def _at(cell: dict[str, Any], key: str, step: int) -> list[float]:
@@ -168,6 +176,8 @@ def fits(d: dict[str, Any], step: int | None = None) -> dict[str, tuple]:
         cells = sorted((c for c in d["cells"] if c["init"] == arm), key=lambda c: c["depth"])
         Ls = [c["depth"] for c in cells]
         for m in MEASURES:
+            if m not in cells[0]:
+                continue  # a result stored before the measure existed
             vals = [_at(c, m, step) for c in cells]
             out[f"{m}_{arm}"] = (Ls, vals, *slope_with_ci(Ls, vals))
     return out
@@ -183,49 +193,78 @@ def slope_with_ci(xs: list[float], per_init: list[list[float]], seed: int = 0) -
     return loglog_slope_ci(xs, per_init, N_BOOT, CI_LEVEL, seed)
 
 
+def _stat(d: dict[str, Any]) -> tuple[str, str]:
+    """(measure-name suffix, formula) of the roughness statistic the checks read (``max`` for results stored before
+    the ``roughness`` option existed)."""
+    if d.get("roughness", "max") == "rms":
+        return "_rms", "sqrt(mean_k ||{x}_{{k+1}} - {x}_k||^2)"
+    return "", "max_k ||{x}_{{k+1}} - {x}_k||"
+
+
 def signature(result: Result) -> Verdict:
     d = result.data
     f = fits(d)
     worst = loss_ratio(d, d["check_step"])
+    sfx, form = _stat(d)
+    w, u = form.format(x="A"), form.format(x="dA")
     checks = [
         check(
             "roughness_slope_smooth",
-            f["roughness_smooth"][2],
+            f[f"roughness{sfx}_smooth"][2],
             "<=",
             MAX_SMOOTH_SLOPE,
-            "log-log slope of max_k ||A_{k+1} - A_k|| (trained) vs L, smooth init, delta=1/L: ODE-like",
+            f"log-log slope of {w} (trained) vs L, smooth init, delta=1/L: ODE-like",
         ),
         check(
             "control_roughness_slope_iid",
-            f["roughness_iid"][2],
+            f[f"roughness{sfx}_iid"][2],
             ">=",
             MIN_ROUGH_SLOPE,
             "the same slope under i.i.d. init (same delta=1/L): rough, not ODE-like",
         ),
         check(
             "control_increment_roughness_slope_iid",
-            f["increment_roughness_iid"][2],
+            f[f"increment_roughness{sfx}_iid"][2],
             ">=",
             MIN_ROUGH_SLOPE,
-            "slope of max_k ||dA_{k+1} - dA_k|| (the training updates) vs L under i.i.d. init: rough updates",
+            f"slope of {u} (the training updates dA = A(T) - A(0)) vs L under i.i.d. init: rough updates",
         ),
         check("train_loss_ratio", worst, "<=", MAX_LOSS_RATIO, "worst final / initial training loss"),
     ]
+    if sfx:
+        # pre-registered with the rms statistic: training itself keeps the smooth arm smooth (not only its init)
+        checks.insert(
+            1,
+            check(
+                "update_roughness_slope_smooth",
+                f[f"increment_roughness{sfx}_smooth"][2],
+                "<=",
+                MAX_SMOOTH_SLOPE,
+                f"slope of {u} (the training updates) vs L, smooth init: the updates are smooth in k/L too",
+            ),
+        )
 
     def s(k: str) -> str:
         _, _, p, (lo, hi) = f[k]
         return fmt_ci(p, lo, hi, ".2f")
 
-    summary = (
-        f"roughness slope: smooth {s('roughness_smooth')}, iid {s('roughness_iid')}; increment exponent: smooth "
-        f"{s('increment_smooth')}, iid {s('increment_iid')}; increment roughness slope: smooth "
-        f"{s('increment_roughness_smooth')}, iid {s('increment_roughness_iid')} ({int(CI_LEVEL * 100)}% bootstrap "
-        f"CIs over inits); worst loss ratio {fmt(worst)}; all at step {d['check_step']}"
+    summary = f"roughness statistic {w}: " if sfx else ""
+    summary += (
+        f"roughness slope: smooth {s(f'roughness{sfx}_smooth')}, iid {s(f'roughness{sfx}_iid')}; increment exponent: "
+        f"smooth {s('increment_smooth')}, iid {s('increment_iid')}; increment roughness slope: smooth "
+        f"{s(f'increment_roughness{sfx}_smooth')}, iid {s(f'increment_roughness{sfx}_iid')} ({int(CI_LEVEL * 100)}% "
+        f"bootstrap CIs over inits); worst loss ratio {fmt(worst)}; all at step {d['check_step']}"
     )
+    if sfx:
+        # reported, not checked: the max over layers, which a few steep layers dominate at these depths
+        summary += (
+            f"; max_k statistic (unchecked): smooth {s('roughness_smooth')}, iid {s('roughness_iid')}, smooth updates "
+            f"{s('increment_roughness_smooth')}"
+        )
     last = d["cells"][0]["steps"][-1]
     if last != d["check_step"]:
         # reported, not checked: how the smooth arm's roughness slope evolves with longer training
-        late = fits(d, last)["roughness_smooth"]
+        late = fits(d, last)[f"roughness{sfx}_smooth"]
         summary += f"; at step {last} (unchecked): smooth roughness slope {fmt(late[2], '.2f')}"
     return Verdict(checks, summary)
 
@@ -235,16 +274,23 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
 
     d = result.data
     f = fits(d)
+    sfx, form = _stat(d)
     fig, axes = new_figure(ncols=4, width=4.2, height=4.0)
     titles = {
-        "roughness": "max_k ||A_{k+1} - A_k|| (trained)",
+        f"roughness{sfx}": form.format(x="A") + " (trained)",
         "increment": "max_k ||A_k(T) - A_k(0)||",
-        "increment_roughness": "max_k ||dA_{k+1} - dA_k||",
+        f"increment_roughness{sfx}": form.format(x="dA"),
     }
     for ax, m in zip(axes[:3], titles, strict=True):
         for color, arm in zip(("C0", "C1"), ARMS, strict=True):
             Ls, vals, sl, (lo, hi) = f[f"{m}_{arm}"]
             loglog_fit(ax, Ls, vals, sl, (lo, hi), color, f"{arm}: slope {fmt_ci(sl, lo, hi, '.2f')}")
+        if sfx and m != "increment":
+            # the unchecked max over layers of the smooth arm, for comparison
+            Ls, vals, sl, _ = f[f"{m.removesuffix(sfx)}_smooth"]
+            ax.plot(
+                Ls, [sum(v) / len(v) for v in vals], "x:", color="C2", label=f"smooth, max_k: slope {fmt(sl, '.2f')}"
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("depth L")
@@ -253,7 +299,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     ax = axes[3]
     steps = [s for s in d["cells"][0]["steps"] if s > 0]
     for color, arm in zip(("C0", "C1"), ARMS, strict=True):
-        rows = [fits(d, s)[f"roughness_{arm}"] for s in steps]
+        rows = [fits(d, s)[f"roughness{sfx}_{arm}"] for s in steps]
         ax.plot(steps, [r[2] for r in rows], "o-", color=color, label=f"{arm}: roughness slope")
         lo = [r[3][0] if r[3][0] is not None else float("nan") for r in rows]
         hi = [r[3][1] if r[3][1] is not None else float("nan") for r in rows]
