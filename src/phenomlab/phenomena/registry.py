@@ -65,7 +65,6 @@ NOT_REPRODUCED = frozenset(
         "discrete-attributes",
         "hyper-singan",
         "contrastive-inversion",
-        "resnet-depth-scaling",
         "feature-merging",
         "representation-similarity",
     }
