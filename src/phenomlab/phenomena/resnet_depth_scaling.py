@@ -29,8 +29,8 @@ Checks, at GD step ``check_step`` (the end of training by default; thresholds fr
 - ``train_loss_ratio``: worst step-``check_step`` / initial training loss over all nets <= ``MAX_LOSS_RATIO`` (0.5).
 Reported with CIs, not checked: the increment exponent (both arms ~0: the depth-independent function-space step makes
 every layer move O(1)) and the max-over-layers slopes. The root-mean-square statistic was pre-registered on
-2026-12-05: training gives the smooth limit path steep, narrow features (about 0.005 wide in ``k/L``) that the max
-over layers resolves only at depths of several hundred, so over depths 8-256 the max's slope is pre-asymptotic. See
+2026-12-05: training gives the limit path steep features at a few layer times ``k/L``, where its slope can keep
+growing up to L = 1024, so the max over layers need not converge while ``L * R`` does (a limit in ``H^1``). See
 docs/phenomena/resnet-depth-scaling.md for the diagnosis and the measured seeds.
 """
 
