@@ -523,6 +523,16 @@ def test_the_console_script_names_itself_in_usage_errors():
     assert line.startswith("error: No such option: --bogus") and line.endswith("(see 'phenomlab run --help')")
 
 
+def test_python_dash_m_runs_the_same_command_line():
+    cmd = [sys.executable, "-m", "phenomlab"]
+    p = subprocess.run([*cmd, "list"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "grokking" in p.stdout, p.stderr
+    p = subprocess.run([*cmd, "run", "grokking", "--bogus"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("error: No such option: --bogus") and line.endswith("(see 'python -m phenomlab run --help')")
+
+
 def test_a_parse_error_without_a_context_names_the_subcommand():
     # click raises "requires an argument" without a context; the line still points at the subcommand's help
     line = assert_one_line_error(runner.invoke(app, ["run", "grokking", "--preset"]))
