@@ -24,6 +24,7 @@ LAYERS = {
     "phenomena": 3,
     "sweep": 4,
     "cli": 5,
+    "__main__": 6,  # `python -m phenomlab`: the entry point above the CLI
 }
 
 
