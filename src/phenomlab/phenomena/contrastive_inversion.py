@@ -62,7 +62,7 @@ CONDITIONALS = ("vmf", "content_only")
 @dataclass(frozen=True)
 class Config(
     PhenomenonConfig,
-    training(optimizer="adam", lr=3e-3, steps=12_000, batch_size=512, eval_every=500, schedule="cosine"),
+    training(optimizer="adam", lr=3e-3, steps=3000, batch_size=512, eval_every=500, schedule="cosine"),
 ):
     latent_dim: int = param(10, "latent dimension d (z on the sphere S^(d-1); observations x = g(z) in R^d)", ge=2)
     mixing_layers: int = param(3, "layers of the generator g (square, leaky-ReLU between them)", gt=0)
@@ -70,7 +70,7 @@ class Config(
     mixing_candidates: int = param(1000, "random matrices per layer of g; the best-conditioned one is used", gt=0)
     kappa: float = param(30.0, "vMF concentration of the positive pairs", gt=0.0)
     tau: float | None = param(None, "InfoNCE temperature (None: 1/kappa, where the paper's theory applies)", gt=0.0)
-    width: int = param(64, "encoder MLP hidden width", gt=0)
+    width: int = param(256, "encoder MLP hidden width", gt=0)
     depth: int = param(4, "encoder MLP hidden layers", ge=0)
     content_dims: int = param(5, "control: latent coordinates positives share (the rest is re-drawn)", gt=0)
     n_train: int = param(100_000, "pool of training latents the loop draws minibatches from", gt=1)
