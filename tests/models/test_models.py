@@ -15,6 +15,12 @@ def test_mlp_names_and_shapes():
     assert m(torch.randn(5, 1, 40)).shape == (5, 10)  # inputs are flattened
 
 
+def test_mlp_leaky_relu_is_torchs_slope_001():
+    m = MLP(3, 2, width=4, depth=1, activation_name="leaky_relu")
+    h = torch.tensor([[-2.0, 0.0, 1.5, -0.1]])
+    assert torch.equal(m.act1(h), torch.where(h > 0, h, 0.01 * h))
+
+
 def test_mlp_depth0_is_linear():
     m = MLP(4, 3, depth=0)
     assert m.penultimate == "out"

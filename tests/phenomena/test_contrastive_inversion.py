@@ -162,7 +162,8 @@ def test_missing_step_zero_fails_gain():
         {"kappa": 0.0},
         {"tau": -1.0},
         {"leaky_slope": 0.0},
-        {"eval_every": 5000},
+        {"eval_every": 20_000},
+        {"activation": "tanh"},
     ],
 )
 def test_bad_config(over):

@@ -14,6 +14,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "linear": nn.Identity,
     "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,  # slope 0.01, torch's default
 }
 
 
@@ -65,10 +66,10 @@ class MLP(nn.Module):
             d = width
         self.out = nn.Linear(d, out_dim, bias=bias)
         if init == "he":
-            # kaiming_normal_ knows no gelu/silu gain; both are ReLU-like at the scale that matters here
+            # kaiming_normal_ knows no gelu/silu gain; they, and leaky ReLU at slope 0.01, are ReLU-like at this scale
             gain = (
                 "relu"
-                if activation_name in ("relu", "gelu", "silu")
+                if activation_name in ("relu", "gelu", "silu", "leaky_relu")
                 else "tanh"
                 if activation_name == "tanh"
                 else "linear"

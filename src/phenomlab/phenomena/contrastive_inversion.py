@@ -7,8 +7,9 @@ trained by InfoNCE (temperature ``tau = 1/kappa``) then satisfies ``h(g(z)) = Q 
 loss minimum (their Theorem 2), so a linear map from ``h(x)`` recovers ``z``.
 
 Protocol: ``g`` is a random 3-layer square leaky-ReLU MLP (slope 0.2, column-normalised weights chosen for a small
-condition number, as in the authors' code); ``h`` an MLP normalised to the sphere, trained through ``ctx.train``'s
-objective hook (:func:`phenomlab.train.contrastive.info_nce`, :func:`phenomlab.train.contrastive.sample_vmf`). The
+condition number, as in the authors' code); ``h`` a leaky-ReLU MLP (slope 0.01, the authors' encoder activation)
+normalised to the sphere, trained through ``ctx.train``'s objective hook
+(:func:`phenomlab.train.contrastive.info_nce`, :func:`phenomlab.train.contrastive.sample_vmf`). The
 loop draws minibatches of latents from a pool; the objective maps them through ``g`` (the encoder sees only ``x``)
 and draws their positives with a per-step generator. Linear ``R^2`` (:func:`linear_r2`, mean over the ``d`` latent
 dims) is fit on one held-out set of latents and scored on another.
@@ -62,7 +63,7 @@ CONDITIONALS = ("vmf", "content_only")
 @dataclass(frozen=True)
 class Config(
     PhenomenonConfig,
-    training(optimizer="adam", lr=3e-3, steps=3000, batch_size=512, eval_every=500, schedule="cosine"),
+    training(optimizer="adam", lr=3e-3, steps=12_000, batch_size=512, eval_every=500, schedule="cosine"),
 ):
     latent_dim: int = param(10, "latent dimension d (z on the sphere S^(d-1); observations x = g(z) in R^d)", ge=2)
     mixing_layers: int = param(3, "layers of the generator g (square, leaky-ReLU between them)", gt=0)
@@ -70,8 +71,11 @@ class Config(
     mixing_candidates: int = param(1000, "random matrices per layer of g; the best-conditioned one is used", gt=0)
     kappa: float = param(30.0, "vMF concentration of the positive pairs", gt=0.0)
     tau: float | None = param(None, "InfoNCE temperature (None: 1/kappa, where the paper's theory applies)", gt=0.0)
-    width: int = param(256, "encoder MLP hidden width", gt=0)
+    width: int = param(64, "encoder MLP hidden width", gt=0)
     depth: int = param(4, "encoder MLP hidden layers", ge=0)
+    activation: str = param(
+        "leaky_relu", "encoder activation (leaky ReLU at slope 0.01 is the authors')", choices=("leaky_relu", "relu")
+    )
     content_dims: int = param(5, "control: latent coordinates positives share (the rest is re-drawn)", gt=0)
     n_train: int = param(100_000, "pool of training latents the loop draws minibatches from", gt=1)
     n_eval: int = param(4096, "held-out latents to fit the linear map on, and as many to score it on", gt=1)
@@ -164,9 +168,9 @@ class InjectiveMLP(nn.Module):
 class SphereEncoder(nn.Module):
     """An MLP whose output is projected onto the unit sphere: ``h(x) = f(x) / ||f(x)||``."""
 
-    def __init__(self, d: int, width: int, depth: int) -> None:
+    def __init__(self, d: int, width: int, depth: int, activation: str = "leaky_relu") -> None:
         super().__init__()
-        self.net = MLP(d, d, width=width, depth=depth)
+        self.net = MLP(d, d, width=width, depth=depth, activation_name=activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=1)
@@ -258,7 +262,7 @@ def _train_encoder(
     each evaluation; returns the curves and the final per-dim R^2."""
     d = cfg.latent_dim
     torch.manual_seed(ctx.seed_for("init"))
-    enc = SphereEncoder(d, cfg.width, cfg.depth).to(ctx.device)
+    enc = SphereEncoder(d, cfg.width, cfg.depth, cfg.activation).to(ctx.device)
     z_fit, z_test = evalset
     with torch.no_grad():
         x_fit, x_test = g(z_fit), g(z_test)
