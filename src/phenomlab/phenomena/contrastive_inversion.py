@@ -7,8 +7,8 @@ trained by InfoNCE (temperature ``tau = 1/kappa``) then satisfies ``h(g(z)) = Q 
 loss minimum (their Theorem 2), so a linear map from ``h(x)`` recovers ``z``.
 
 Protocol: ``g`` is a random 3-layer square leaky-ReLU MLP (slope 0.2, column-normalised weights chosen for a small
-condition number, as in the authors' code); ``h`` a leaky-ReLU MLP (slope 0.01, the authors' encoder activation)
-normalised to the sphere, trained through ``ctx.train``'s objective hook
+condition number, as in the authors' code); ``h`` a ReLU MLP (``activation="leaky_relu"``: the authors' slope-0.01
+leaky ReLU) normalised to the sphere, trained through ``ctx.train``'s objective hook
 (:func:`phenomlab.train.contrastive.info_nce`, :func:`phenomlab.train.contrastive.sample_vmf`). The
 loop draws minibatches of latents from a pool; the objective maps them through ``g`` (the encoder sees only ``x``)
 and draws their positives with a per-step generator. Linear ``R^2`` (:func:`linear_r2`, mean over the ``d`` latent
@@ -63,7 +63,7 @@ CONDITIONALS = ("vmf", "content_only")
 @dataclass(frozen=True)
 class Config(
     PhenomenonConfig,
-    training(optimizer="adam", lr=3e-3, steps=12_000, batch_size=512, eval_every=500, schedule="cosine"),
+    training(optimizer="adam", lr=3e-3, steps=3000, batch_size=512, eval_every=500, schedule="cosine"),
 ):
     latent_dim: int = param(10, "latent dimension d (z on the sphere S^(d-1); observations x = g(z) in R^d)", ge=2)
     mixing_layers: int = param(3, "layers of the generator g (square, leaky-ReLU between them)", gt=0)
@@ -71,10 +71,10 @@ class Config(
     mixing_candidates: int = param(1000, "random matrices per layer of g; the best-conditioned one is used", gt=0)
     kappa: float = param(30.0, "vMF concentration of the positive pairs", gt=0.0)
     tau: float | None = param(None, "InfoNCE temperature (None: 1/kappa, where the paper's theory applies)", gt=0.0)
-    width: int = param(64, "encoder MLP hidden width", gt=0)
+    width: int = param(256, "encoder MLP hidden width", gt=0)
     depth: int = param(4, "encoder MLP hidden layers", ge=0)
     activation: str = param(
-        "leaky_relu", "encoder activation (leaky ReLU at slope 0.01 is the authors')", choices=("leaky_relu", "relu")
+        "relu", "encoder activation (leaky ReLU at slope 0.01 is the authors')", choices=("relu", "leaky_relu")
     )
     content_dims: int = param(5, "control: latent coordinates positives share (the rest is re-drawn)", gt=0)
     n_train: int = param(100_000, "pool of training latents the loop draws minibatches from", gt=1)
@@ -168,7 +168,7 @@ class InjectiveMLP(nn.Module):
 class SphereEncoder(nn.Module):
     """An MLP whose output is projected onto the unit sphere: ``h(x) = f(x) / ||f(x)||``."""
 
-    def __init__(self, d: int, width: int, depth: int, activation: str = "leaky_relu") -> None:
+    def __init__(self, d: int, width: int, depth: int, activation: str = "relu") -> None:
         super().__init__()
         self.net = MLP(d, d, width=width, depth=depth, activation_name=activation)
 
