@@ -37,6 +37,23 @@ def test_mnist1d_sizes_and_standardised():
     assert set(ds.y_train.tolist()) == set(range(10))
 
 
+def test_mnist1d_templates_balanced_standardised_and_seeded():
+    ds = data.mnist1d_templates(n_classes=7, n_train_per_class=20, n_test_per_class=10, seed=5)
+    assert ds.x_train.shape == (140, 40) and ds.x_test.shape == (70, 40) and ds.n_classes == 7
+    assert ds.y_train.bincount().tolist() == [20] * 7 and ds.y_test.bincount().tolist() == [10] * 7
+    assert abs(float(ds.x_train.mean())) < 1e-4 and abs(float(ds.x_train.std()) - 1) < 1e-3
+    again = data.mnist1d_templates(n_classes=7, n_train_per_class=20, n_test_per_class=10, seed=5)
+    other = data.mnist1d_templates(n_classes=7, n_train_per_class=20, n_test_per_class=10, seed=6)
+    assert torch.equal(ds.x_train, again.x_train) and not torch.equal(ds.x_train, other.x_train)
+
+
+def test_mnist1d_templates_rejects_bad_sizes():
+    with pytest.raises(PhenomlabError):
+        data.mnist1d_templates(n_classes=1)
+    with pytest.raises(PhenomlabError):
+        data.mnist1d_templates(n_train_per_class=0)
+
+
 def test_digits_images():
     ds = data.digits(flatten=False)
     assert ds.x_train.shape[1:] == (1, 8, 8)

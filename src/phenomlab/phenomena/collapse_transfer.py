@@ -6,16 +6,20 @@ classifiers" (arXiv 2212.12532).
 
 ``CDNV(i, j) = (Var(i) + Var(j)) / (2 ||mu(i) - mu(j)||^2)`` of the penultimate features on the held-out new
 classes, averaged over class pairs; ``ways``-way ``shots``-shot (5-way 5-shot) NCC error on the new classes.
-Encoders are trained on the first ``K`` of the source classes, ``K`` in ``source_counts`` (5/10/20/40), ``inits``
-nets each (the same steps, the same new classes and few-shot episodes). Checks (``K_max`` = the largest ``K``):
+The classes are MNIST-1D's generative process applied to random templates (``data.mnist1d_templates``: translation,
+scaling, shear and noise shared by every class). Encoders (a ReLU ``SmallCNN`` with global average pooling) are
+trained on the first ``K`` of the source classes, ``K`` in ``source_counts`` (5/10/20/40), ``inits`` nets each (the
+same steps, the same new classes and few-shot episodes). Checks (``K_max`` = the largest ``K``):
 - more source classes, stronger collapse: ``Spearman(K, new CDNV)`` over the runs <= ``-TRACK_SPEARMAN`` (-0.8);
 - collapse predicts transfer: ``Spearman(new CDNV, 5-shot error)`` across the runs (never across checkpoints)
   >= ``TRACK_SPEARMAN`` (0.8);
 - gain: mean 5-shot error at ``K_max`` <= ``GAIN_RATIO`` (0.7) x that of the raw input;
 - real split (``mnist1d``): train on digits 0-4, 5-way 5-shot on 5-9: error <= ``GAIN_RATIO`` x raw input's;
-- controls: a linear encoder (identity activation, otherwise the same net and training) must show neither the link
+- controls: a linear encoder (the MLP with identity activations, a linear map of the input of which every linear
+  conv net is a special case; the same training) must show neither the link
   (its ``Spearman(new CDNV, 5-shot error)`` < 0.8) nor the gain (its error at ``K_max`` and on mnist1d > 0.7 x
-  the raw input's).
+  the raw input's); the trained encoder at its initialisation (the same draws, no step) must not reach the gain
+  bar either, on both data (``control_untrained_*`` > 0.7 x the raw input's error).
 
 Background, measurements and caveats: docs/phenomena/collapse-transfer.md.
 """
@@ -27,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..data import Dataset, class_split, gaussian_mixture, mnist1d
+from ..data import Dataset, class_split, gaussian_mixture, mnist1d, mnist1d_templates
 from ..errors import ConfigError
-from ..models import MLP
+from ..models import MLP, SmallCNN
 from ..probes.activations import features
 from ..probes.collapse import cdnv, few_shot_ncc_error
 from ._stats import fmt, spearman
@@ -45,28 +50,40 @@ ID = "collapse-transfer"
 # mnist1d error/raw 0.73 (0.01), linear 0.82 (0.003)
 TRACK_SPEARMAN = 0.8
 GAIN_RATIO = 0.7  # trained features' 5-shot error / the raw input's
-ENCODERS = ("mlp", "linear")
+DATASETS = ("templates", "mixture")
+ENCODERS = ("cnn", "mlp")  # the trained encoder; the control is always the linear MLP
 MNIST1D_SOURCE = (0, 1, 2, 3, 4)  # the real split: digits 0-4 are source, 5-9 new
 
 
 @dataclass(frozen=True)
 class Config(
     PhenomenonConfig,
-    training(optimizer="sgd", lr=0.05, steps=1500, batch_size=128, weight_decay=0.0, momentum=0.0, eval_every=1500),
+    training(optimizer="sgd", lr=0.05, steps=1500, batch_size=128, weight_decay=0.0, momentum=0.9, eval_every=1500),
 ):
-    n_classes: int = param(60, "classes of the Gaussian mixture (source pool + new)", ge=3)
+    dataset: str = param(
+        "templates",
+        "'templates': MNIST-1D's process on random templates; 'mixture': the subspace mixture (the protocol until "
+        "2026-12-05)",
+        choices=DATASETS,
+    )
+    encoder: str = param(
+        "cnn", "trained encoder: 'cnn' (SmallCNN, ReLU, global average pool) or 'mlp' (ReLU MLP)", choices=ENCODERS
+    )
+    n_classes: int = param(60, "classes (source pool + new)", ge=3)
     source_classes: int = param(40, "size of the source pool; the rest are the new classes", ge=2)
     source_counts: tuple[int, ...] = param((5, 10, 20, 40), "numbers K of source classes trained on", ge=2)
     inits: int = param(3, "nets (init seeds) per K and encoder", ge=1)
-    signal_dim: int = param(16, "dimension of the subspace spanned by the class means", gt=0)
-    nuisance_dim: int = param(48, "extra input dimensions of class-independent noise", ge=0)
-    separation: float = param(6.0, "class means ~ N(0, separation^2/signal_dim I)", gt=0.0)
-    noise: float = param(1.0, "within-class std in the signal subspace", ge=0.0)
-    nuisance_std: float = param(2.0, "std of the nuisance coordinates", ge=0.0)
+    signal_dim: int = param(16, "mixture: dimension of the subspace spanned by the class means", gt=0)
+    nuisance_dim: int = param(48, "mixture: extra input dimensions of class-independent noise", ge=0)
+    separation: float = param(6.0, "mixture: class means ~ N(0, separation^2/signal_dim I)", gt=0.0)
+    noise: float = param(1.0, "mixture: within-class std in the signal subspace", ge=0.0)
+    nuisance_std: float = param(2.0, "mixture: std of the nuisance coordinates", ge=0.0)
     n_train_per_class: int = param(50, "training points per source class", gt=0)
     n_test_per_class: int = param(100, "test points per class (new classes use train + test points)", gt=0)
-    width: int = param(256, "MLP hidden width", gt=0)
-    depth: int = param(2, "MLP hidden layers", gt=0)
+    channels: tuple[int, ...] = param((32, 64), "CNN encoder: conv channels", gt=0)
+    hidden: int = param(128, "CNN encoder: width of its penultimate (fc) layer", gt=0)
+    width: int = param(256, "MLP encoder and linear control: hidden width", gt=0)
+    depth: int = param(2, "MLP encoder and linear control: hidden layers", gt=0)
     shots: int = param(5, "support samples per class in a few-shot episode", ge=1)
     ways: int = param(5, "classes per few-shot episode", ge=2)
     episodes: int = param(200, "few-shot episodes per measurement (the same episodes for every encoder)", ge=1)
@@ -95,10 +112,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         source_classes=8,
         source_counts=(2, 4, 8),
         inits=1,
-        signal_dim=4,
-        nuisance_dim=4,
         n_train_per_class=12,
         n_test_per_class=8,
+        channels=(4, 8),
+        hidden=16,
         width=32,
         steps=30,
         eval_every=30,
@@ -108,18 +125,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "quick": {},
     # closer to the papers' mini-ImageNet protocol: up to 64 source classes, 5-way 5-shot on held-out
-    # classes, a deeper/wider net trained longer (their nets are ResNets/WRNs on images)
+    # classes, a wider CNN trained longer (their nets are ResNets/WRNs on images); not run
     "paper": {
         "n_classes": 100,
         "source_classes": 64,
         "source_counts": (8, 16, 32, 64),
-        "signal_dim": 32,
-        "nuisance_dim": 96,
         "n_train_per_class": 200,
-        "n_test_per_class": 100,
-        "width": 512,
-        "depth": 3,
-        "momentum": 0.9,
+        "channels": (64, 128),
+        "hidden": 256,
         "lr": 0.01,
         "weight_decay": 5e-4,
         "steps": 10000,
@@ -130,7 +143,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_data(cfg: Config, seed: int) -> Dataset:
-    """The mixture of docs/phenomena/collapse-transfer.md: signal subspace + nuisance coordinates, randomly rotated."""
+    """The K-sweep's classes: MNIST-1D's process on random templates, or the subspace mixture (``cfg.dataset``)."""
+    if cfg.dataset == "templates":
+        return mnist1d_templates(cfg.n_classes, cfg.n_train_per_class, cfg.n_test_per_class, seed=seed)
+    return subspace_mixture(cfg, seed)
+
+
+def subspace_mixture(cfg: Config, seed: int) -> Dataset:
+    """Signal subspace + nuisance coordinates, randomly rotated (docs/phenomena/collapse-transfer.md)."""
     base = gaussian_mixture(
         cfg.n_classes, cfg.signal_dim, cfg.n_train_per_class, cfg.n_test_per_class, cfg.separation, cfg.noise, seed=seed
     )
@@ -158,15 +178,40 @@ def make_data(cfg: Config, seed: int) -> Dataset:
     )
 
 
+def _model(cfg: Config, in_dim: int, n_out: int, enc: str) -> nn.Module:
+    if enc == "linear":
+        # the control: a linear map of the input (any linear conv net, pooled or not, is one such map)
+        return MLP(in_dim, n_out, cfg.width, cfg.depth, activation_name="linear")
+    if cfg.encoder == "cnn":
+        return SmallCNN(1, n_out, channels=cfg.channels, hidden=cfg.hidden)
+    return MLP(in_dim, n_out, cfg.width, cfg.depth)
+
+
+def _run_name(cfg: Config, enc: str) -> str:
+    # the training run's name seeds its minibatch order: named by architecture, so that
+    # `--set encoder=mlp` replays the stored runs of the MLP protocol exactly
+    return cfg.encoder if enc == "encoder" else enc
+
+
 def _encode(
-    cfg: Config, ctx: RunContext, name: str, act: str, train: Dataset, x_new: torch.Tensor, y_new: torch.Tensor, k: int
+    cfg: Config, ctx: RunContext, name: str, enc: str, train: Dataset, x_new: torch.Tensor, y_new: torch.Tensor, k: int
 ) -> dict[str, float]:
     """Train one encoder on ``train`` and measure its penultimate features on the new classes."""
     torch.manual_seed(ctx.seed_for("init", k))  # init k is the same draw for every K (up to the output layer)
-    model = MLP(train.input_dim, train.n_classes, cfg.width, cfg.depth, activation_name=act).to(ctx.device)
+    model = _model(cfg, train.input_dim, train.n_classes, enc).to(ctx.device)
     hist = ctx.train(name, model, train.train(), cfg.train_config(), eval_sets={"test": train.test()})
     f = features(model, x_new, [model.penultimate])[model.penultimate]
     return {"feats": f, "train_acc": hist.last("train_acc"), "test_acc": hist.last("test_acc")}
+
+
+def _untrained(cfg: Config, ctx: RunContext, in_dim: int, n_out: int, x_new: torch.Tensor) -> list[torch.Tensor]:
+    """Penultimate features of the trained encoder's ``inits`` initialisations, before any step (the same draws)."""
+    out = []
+    for k in range(cfg.inits):
+        torch.manual_seed(ctx.seed_for("init", k))
+        model = _model(cfg, in_dim, n_out, "encoder").to(ctx.device)
+        out.append(features(model, x_new, [model.penultimate])[model.penultimate])
+    return out
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -188,17 +233,22 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "cdnv_new_input": cdnv(x_new, y_new),
         "chance_error": 1.0 - 1.0 / cfg.ways,
     }
-    for enc, act in (("mlp", "relu"), ("linear", "linear")):
+    for enc in ("encoder", "linear"):
         rows: dict[str, list[list[float]]] = {"cdnv_new": [], "fewshot_error": [], "train_acc": [], "test_acc": []}
         for K in counts:
             # nested source sets: the first K classes of the pool (relabelled 0..K-1 already)
             sub = _first_classes(pool, K)
-            runs = [_encode(cfg, ctx, f"{enc}_K{K}_init{k}", act, sub, x_new, y_new, k) for k in range(cfg.inits)]
+            runs = [
+                _encode(cfg, ctx, f"{_run_name(cfg, enc)}_K{K}_init{k}", enc, sub, x_new, y_new, k)
+                for k in range(cfg.inits)
+            ]
             rows["cdnv_new"].append([cdnv(r["feats"], y_new) for r in runs])
             rows["fewshot_error"].append([few_shot(r["feats"]) for r in runs])
             rows["train_acc"].append([r["train_acc"] for r in runs])
             rows["test_acc"].append([r["test_acc"] for r in runs])
         out[enc] = rows
+    init = _untrained(cfg, ctx, pool.input_dim, max(counts), x_new)
+    out["untrained"] = {"cdnv_new": [cdnv(f, y_new) for f in init], "fewshot_error": [few_shot(f) for f in init]}
     out["mnist1d"] = _mnist1d(cfg, ctx) if cfg.mnist1d_train > 0 else None
     return out
 
@@ -224,19 +274,35 @@ def _mnist1d(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         return few_shot_ncc_error(f, y_new, shots=cfg.shots, ways=5, episodes=cfg.episodes, seed=seed)
 
     out: dict[str, Any] = {"fewshot_error_input": few_shot(x_new), "cdnv_new_input": cdnv(x_new, y_new)}
-    for enc, act in (("mlp", "relu"), ("linear", "linear")):
-        runs = [_encode(cfg, ctx, f"mnist1d_{enc}_init{k}", act, source, x_new, y_new, k) for k in range(cfg.inits)]
+    for enc in ("encoder", "linear"):
+        runs = [
+            _encode(cfg, ctx, f"mnist1d_{_run_name(cfg, enc)}_init{k}", enc, source, x_new, y_new, k)
+            for k in range(cfg.inits)
+        ]
         out[enc] = {
             "cdnv_new": [cdnv(r["feats"], y_new) for r in runs],
             "fewshot_error": [few_shot(r["feats"]) for r in runs],
             "train_acc": [r["train_acc"] for r in runs],
             "test_acc": [r["test_acc"] for r in runs],
         }
+    init = _untrained(cfg, ctx, source.input_dim, source.n_classes, x_new)
+    out["untrained"] = {"cdnv_new": [cdnv(f, y_new) for f in init], "fewshot_error": [few_shot(f) for f in init]}
     return out
 
 
 def _mean(v: list[float]) -> float:
     return sum(v) / len(v)
+
+
+def _trained_key(d: dict[str, Any]) -> str:
+    """The trained encoder's entry: 'encoder' since 2026-12-05, 'mlp' in runs stored before."""
+    return "encoder" if "encoder" in d else "mlp"
+
+
+def _label(config: dict[str, Any]) -> str:
+    if config.get("encoder", "mlp") == "cnn":
+        return "ReLU CNN"
+    return "ReLU MLP"
 
 
 def signature(result: Result) -> Verdict:
@@ -251,11 +317,12 @@ def signature(result: Result) -> Verdict:
     def gain(enc: str) -> float | None:
         return _mean(d[enc]["fewshot_error"][-1]) / raw if raw > 0 else None
 
-    mlp = d["mlp"]
-    ks = [K for K, row in zip(counts, mlp["cdnv_new"], strict=True) for _ in row]
-    more = spearman(ks, [c for row in mlp["cdnv_new"] for c in row])
+    tr = _trained_key(d)
+    trained = d[tr]
+    ks = [K for K, row in zip(counts, trained["cdnv_new"], strict=True) for _ in row]
+    more = spearman(ks, [c for row in trained["cdnv_new"] for c in row])
     m1 = d.get("mnist1d")
-    m1_gain = {e: _mean(m1[e]["fewshot_error"]) / m1["fewshot_error_input"] for e in ENCODERS} if m1 else {}
+    m1_gain = {e: _mean(m1[e]["fewshot_error"]) / m1["fewshot_error_input"] for e in (tr, "linear")} if m1 else {}
     kmax = counts[-1]
     checks = [
         check(
@@ -267,14 +334,14 @@ def signature(result: Result) -> Verdict:
         ),
         check(
             "spearman(cdnv_new, fewshot_error)",
-            link("mlp"),
+            link(tr),
             ">=",
             TRACK_SPEARMAN,
             "across runs (K x inits, final features), the new-class 5-shot error tracks new-class CDNV",
         ),
         check(
             f"fewshot_error(K={kmax})/input",
-            gain("mlp"),
+            gain(tr),
             "<=",
             GAIN_RATIO,
             f"trained features (K={kmax}) have 5-shot error <= {GAIN_RATIO} x the raw input's",
@@ -284,7 +351,7 @@ def signature(result: Result) -> Verdict:
         checks.append(
             check(
                 "mnist1d_fewshot_error/input",
-                m1_gain["mlp"],
+                m1_gain[tr],
                 "<=",
                 GAIN_RATIO,
                 f"real split: trained on mnist1d digits 0-4, 5-shot error on 5-9 <= {GAIN_RATIO} x the raw input's",
@@ -316,26 +383,51 @@ def signature(result: Result) -> Verdict:
                 "control: on the real split the linear encoder does not reach the gain bar",
             )
         )
+    # runs stored before 2026-12-05 have no untrained arm
+    if "untrained" in d:
+        checks.append(
+            check(
+                "control_untrained_fewshot_error/input",
+                _mean(d["untrained"]["fewshot_error"]) / raw if raw > 0 else None,
+                ">",
+                GAIN_RATIO,
+                "control: the trained encoder at its initialisation (no step) does not reach the gain bar",
+            )
+        )
+    if m1 and "untrained" in m1:
+        checks.append(
+            check(
+                "control_mnist1d_untrained_fewshot_error/input",
+                _mean(m1["untrained"]["fewshot_error"]) / m1["fewshot_error_input"],
+                ">",
+                GAIN_RATIO,
+                "control: on the real split the untrained encoder does not reach the gain bar",
+            )
+        )
     per_k = ", ".join(
         f"K={K}: CDNV {_mean(c):.3g} err {_mean(e):.3f} (linear {_mean(lc):.3g}/{_mean(le):.3f})"
         for K, c, e, lc, le in zip(
             counts,
-            mlp["cdnv_new"],
-            mlp["fewshot_error"],
+            trained["cdnv_new"],
+            trained["fewshot_error"],
             d["linear"]["cdnv_new"],
             d["linear"]["fewshot_error"],
             strict=True,
         )
     )
     summary = (
-        f"new classes, MLP (linear) encoder: {per_k}; raw input err {raw:.3f}; "
-        f"Spearman link MLP {fmt(link('mlp'))}, linear {fmt(link('linear'))}"
+        f"new classes, {_label(result.config)} (linear control): {per_k}; raw input err {raw:.3f}; "
+        f"Spearman link trained {fmt(link(tr))}, linear {fmt(link('linear'))}"
     )
+    if "untrained" in d:
+        summary += f"; untrained encoder err {_mean(d['untrained']['fewshot_error']):.3f}"
     if m1:
         summary += (
-            f"; mnist1d 5-shot err raw {m1['fewshot_error_input']:.3f}, MLP {_mean(m1['mlp']['fewshot_error']):.3f}, "
+            f"; mnist1d 5-shot err raw {m1['fewshot_error_input']:.3f}, trained {_mean(m1[tr]['fewshot_error']):.3f}, "
             f"linear {_mean(m1['linear']['fewshot_error']):.3f}"
         )
+        if "untrained" in m1:
+            summary += f", untrained {_mean(m1['untrained']['fewshot_error']):.3f}"
     return Verdict(checks, summary)
 
 
@@ -346,7 +438,8 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     c = result.config
     counts = d["source_counts"]
     fig, (ax, ax2) = new_figure(ncols=2, width=4.8, height=3.8)
-    for enc, color, label in (("mlp", "C0", "ReLU MLP"), ("linear", "C7", "linear encoder (control)")):
+    tr = _trained_key(d)
+    for enc, color, label in ((tr, "C0", _label(c)), ("linear", "C7", "linear encoder (control)")):
         r = d[enc]
         ax.plot(counts, [_mean(v) for v in r["cdnv_new"]], "o-", color=color, label=label)
         ax2.plot(counts, [_mean(v) for v in r["fewshot_error"]], "o-", color=color, label=label)
@@ -355,6 +448,8 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             ax2.scatter([K] * len(es), es, color=color, s=10, alpha=0.4)
     ax.axhline(d["cdnv_new_input"], color="grey", ls=":", lw=1, label="raw input")
     ax2.axhline(d["fewshot_error_input"], color="grey", ls=":", lw=1, label="raw input")
+    if "untrained" in d:
+        ax2.axhline(_mean(d["untrained"]["fewshot_error"]), color="C3", ls="--", lw=1, label="untrained encoder")
     for a, ylabel in ((ax, "CDNV on new classes"), (ax2, f"{c['ways']}-way {c['shots']}-shot NCC error, new classes")):
         a.set_xscale("log")
         a.set_xticks(counts)
@@ -368,7 +463,7 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
     paths = [save(fig, out_dir, "transfer_vs_source_classes")]
 
     fig, ax = new_figure(width=4.6, height=3.8)
-    for enc, color, label in (("mlp", "C0", "ReLU MLP"), ("linear", "C7", "linear encoder")):
+    for enc, color, label in ((tr, "C0", _label(c)), ("linear", "C7", "linear encoder")):
         r = d[enc]
         ax.scatter(
             [x for row in r["cdnv_new"] for x in row],
