@@ -45,9 +45,10 @@ from .verdict import Result, Verdict, check
 
 ID = "collapse-transfer"
 
-# the issue-11 bars, fixed before any run. Quick preset, seeds 0-2, mean (seed std): Spearman(K, CDNV) -0.97 (0);
-# Spearman(CDNV, error) 0.965 (0.007), linear 0.981 (0.020); error/raw at K=40 0.22 (0.04), linear 0.11 (0.03);
-# mnist1d error/raw 0.73 (0.01), linear 0.82 (0.003)
+# the issue-11 bars, fixed before any run. Quick preset (templates, CNN; pre-registered 2026-12-05), seeds 0-2, mean
+# (seed std): Spearman(K, CDNV) -0.95 (0.04); Spearman(CDNV, error) 0.96 (0.07), linear -0.34 (0.61); error/raw at
+# K=40 0.22 (0.04), linear 0.86 (0.002), untrained 0.79 (0.04); mnist1d error/raw 0.39 (0.02), linear 0.81 (0.006),
+# untrained 0.79 (0.01)
 TRACK_SPEARMAN = 0.8
 GAIN_RATIO = 0.7  # trained features' 5-shot error / the raw input's
 DATASETS = ("templates", "mixture")

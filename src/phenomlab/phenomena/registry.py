@@ -52,7 +52,6 @@ NOT_REPRODUCED = frozenset(
         "neural-collapse",
         "low-rank-bias",
         "effective-depth",
-        "collapse-transfer",
         "ssl-clustering",
         "ntk-mup",
         "information-plane",
