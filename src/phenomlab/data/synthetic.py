@@ -31,6 +31,22 @@ def _mnist1d_arrays(n_total: int, seed: int) -> tuple[np.ndarray, ...]:
     return x, y
 
 
+def _signals(
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    xe: torch.Tensor,
+    ye: torch.Tensor,
+    n_classes: int,
+    meta: dict,
+    standardize: bool,
+) -> Dataset:
+    """A signal dataset, standardised (when asked) with the training set's mean and std."""
+    if standardize:
+        mu, sd = xt.mean(), xt.std()
+        xt, xe = (xt - mu) / sd, (xe - mu) / sd
+    return Dataset(xt, yt, xe, ye, n_classes=n_classes, name=meta["name"], meta=meta)
+
+
 def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, standardize: bool = True) -> Dataset:
     """The MNIST-1D dataset (Greydanus 2020, arXiv 2011.14439): 10 classes, 40-dim signals.
 
@@ -42,18 +58,8 @@ def mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 0, standardize:
     x, y = _mnist1d_arrays(n_train + n_test, seed)
     xt, yt = torch.from_numpy(x[:n_train].copy()), torch.from_numpy(y[:n_train].copy())
     xe, ye = torch.from_numpy(x[n_train:].copy()), torch.from_numpy(y[n_train:].copy())
-    if standardize:
-        mu, sd = xt.mean(), xt.std()
-        xt, xe = (xt - mu) / sd, (xe - mu) / sd
-    return Dataset(
-        xt,
-        yt,
-        xe,
-        ye,
-        n_classes=10,
-        name="mnist1d",
-        meta={"name": "mnist1d", "n_train": n_train, "n_test": n_test, "seed": seed},
-    )
+    meta = {"name": "mnist1d", "n_train": n_train, "n_test": n_test, "seed": seed}
+    return _signals(xt, yt, xe, ye, 10, meta, standardize)
 
 
 def mnist1d_templates(
@@ -101,18 +107,8 @@ def mnist1d_templates(
     rank[order] = torch.arange(len(y)) - torch.searchsorted(y[order], y[order])
     tr = rank < n_train_per_class
     xt, yt, xe, ye = x[tr], y[tr], x[~tr], y[~tr]
-    if standardize:
-        mu, sd = xt.mean(), xt.std()
-        xt, xe = (xt - mu) / sd, (xe - mu) / sd
-    return Dataset(
-        xt,
-        yt,
-        xe,
-        ye,
-        n_classes=n_classes,
-        name="mnist1d_templates",
-        meta={"name": "mnist1d_templates", "n_classes": n_classes, "bumps": bumps, "seed": seed},
-    )
+    meta = {"name": "mnist1d_templates", "n_classes": n_classes, "bumps": bumps, "seed": seed}
+    return _signals(xt, yt, xe, ye, n_classes, meta, standardize)
 
 
 def digits(test_fraction: float = 0.25, seed: int = 0, flatten: bool = True) -> Dataset:
