@@ -448,11 +448,14 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             ax.scatter([K] * len(cs), cs, color=color, s=10, alpha=0.4)
             ax2.scatter([K] * len(es), es, color=color, s=10, alpha=0.4)
     ax.axhline(d["cdnv_new_input"], color="grey", ls=":", lw=1, label="raw input")
+    if "untrained" in d:
+        ax.axhline(_mean(d["untrained"]["cdnv_new"]), color="C3", ls="--", lw=1, label="untrained encoder")
     ax2.axhline(d["fewshot_error_input"], color="grey", ls=":", lw=1, label="raw input")
     if "untrained" in d:
         ax2.axhline(_mean(d["untrained"]["fewshot_error"]), color="C3", ls="--", lw=1, label="untrained encoder")
     for a, ylabel in ((ax, "CDNV on new classes"), (ax2, f"{c['ways']}-way {c['shots']}-shot NCC error, new classes")):
         a.set_xscale("log")
+        a.minorticks_off()  # the log axis's minor labels (6x10^0, 3x10^1) would crowd the K ticks
         a.set_xticks(counts)
         a.set_xticklabels([str(k) for k in counts])
         a.set_xlabel("source classes K")
@@ -473,6 +476,9 @@ def plot(result: Result, out_dir: Path) -> list[Path]:
             s=16,
             label=label,
         )
+    if "untrained" in d:
+        u = d["untrained"]
+        ax.scatter(u["cdnv_new"], u["fewshot_error"], color="C3", marker="x", s=20, label="untrained encoder")
     ax.set_xscale("log")
     ax.set_xlabel("CDNV on new classes (one point per run)")
     ax.set_ylabel("5-shot NCC error on new classes")
