@@ -26,6 +26,7 @@ Background, measurements and caveats: docs/phenomena/collapse-transfer.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -205,14 +206,22 @@ def _encode(
     return {"feats": f, "train_acc": hist.last("train_acc"), "test_acc": hist.last("test_acc")}
 
 
-def _untrained(cfg: Config, ctx: RunContext, in_dim: int, n_out: int, x_new: torch.Tensor) -> list[torch.Tensor]:
-    """Penultimate features of the trained encoder's ``inits`` initialisations, before any step (the same draws)."""
-    out = []
+def _untrained(
+    cfg: Config,
+    ctx: RunContext,
+    in_dim: int,
+    n_out: int,
+    x_new: torch.Tensor,
+    y_new: torch.Tensor,
+    few_shot: Callable[[torch.Tensor], float],
+) -> dict[str, list[float]]:
+    """New-class CDNV and few-shot error of the trained encoder's ``inits`` initialisations, before any step."""
+    feats = []
     for k in range(cfg.inits):
-        torch.manual_seed(ctx.seed_for("init", k))
+        torch.manual_seed(ctx.seed_for("init", k))  # the same draws as the trained nets
         model = _model(cfg, in_dim, n_out, "encoder").to(ctx.device)
-        out.append(features(model, x_new, [model.penultimate])[model.penultimate])
-    return out
+        feats.append(features(model, x_new, [model.penultimate])[model.penultimate])
+    return {"cdnv_new": [cdnv(f, y_new) for f in feats], "fewshot_error": [few_shot(f) for f in feats]}
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
@@ -248,8 +257,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             rows["train_acc"].append([r["train_acc"] for r in runs])
             rows["test_acc"].append([r["test_acc"] for r in runs])
         out[enc] = rows
-    init = _untrained(cfg, ctx, pool.input_dim, max(counts), x_new)
-    out["untrained"] = {"cdnv_new": [cdnv(f, y_new) for f in init], "fewshot_error": [few_shot(f) for f in init]}
+    out["untrained"] = _untrained(cfg, ctx, pool.input_dim, max(counts), x_new, y_new, few_shot)
     out["mnist1d"] = _mnist1d(cfg, ctx) if cfg.mnist1d_train > 0 else None
     return out
 
@@ -286,8 +294,7 @@ def _mnist1d(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "train_acc": [r["train_acc"] for r in runs],
             "test_acc": [r["test_acc"] for r in runs],
         }
-    init = _untrained(cfg, ctx, source.input_dim, source.n_classes, x_new)
-    out["untrained"] = {"cdnv_new": [cdnv(f, y_new) for f in init], "fewshot_error": [few_shot(f) for f in init]}
+    out["untrained"] = _untrained(cfg, ctx, source.input_dim, source.n_classes, x_new, y_new, few_shot)
     return out
 
 
