@@ -151,7 +151,26 @@ def test_quantized_twin_codes_give_exact_entropy():
     assert quantized_mutual_information(codes1[-1], y)[0] <= 3.0 + 1e-9
 
 
-@pytest.mark.parametrize("over", [{"n_deep": 6}, {"n_bits": 0}, {"n_bins": 1}, {"train_fraction": 1.0}])
+def test_szt_init_is_the_authors_truncated_normal_with_zero_biases():
+    torch.manual_seed(0)
+    net = information_plane.InfoNet(400, (300, 3), 2, "tanh", init="szt")
+    for layer in net.layers:
+        std, w = layer.in_features**-0.5, layer.weight.detach()
+        assert torch.all(layer.bias == 0)
+        assert float(w.abs().max()) <= 2 * std
+        # a normal cut at +-2 std keeps 0.774 of its variance
+        if w.numel() > 1000:
+            assert float(w.std()) == pytest.approx(0.774**0.5 * std, rel=0.02)
+    # the default is nn.Linear's own initialisation, draw for draw
+    torch.manual_seed(1)
+    default = information_plane.InfoNet(12, (4, 3), 2, "relu")
+    torch.manual_seed(1)
+    linears = [torch.nn.Linear(a, b) for a, b in ((12, 4), (4, 3), (3, 2))]
+    for layer, ref in zip(default.layers, linears, strict=True):
+        assert torch.equal(layer.weight, ref.weight) and torch.equal(layer.bias, ref.bias)
+
+
+@pytest.mark.parametrize("over", [{"n_deep": 6}, {"n_bits": 0}, {"n_bins": 1}, {"train_fraction": 1.0}, {"init": "he"}])
 def test_bad_config(over):
     with pytest.raises(ConfigError):
         build_config(information_plane.Config, information_plane.PRESETS, "quick", over)

@@ -74,6 +74,7 @@ RELU_MIN_RATIO = 0.97
 FIT_MIN_ITY = 0.9
 
 ACTIVATIONS = ("tanh", "relu")
+INITS = ("torch", "szt")
 ESTIMATORS = ("binned", "exact")
 #: the label threshold on |sum_i x_i v_i|^2: 2036 of the 4096 inputs are above it (the values are discrete)
 LABEL_THRESHOLD = 2.5
@@ -86,6 +87,12 @@ class Config(PhenomenonConfig, training(optimizer="adam", lr=1e-3, steps=5000, e
     n_bins: int = param(30, "equal bins per neuron over the layer's range, binned estimator", ge=2)
     n_bits: int = param(8, "bits per activation of the quantised twin (exact estimator)", ge=1, le=16)
     n_deep: int = param(2, "number of deepest hidden layers the checks look at", ge=1)
+    init: str = param(
+        "torch",
+        "initialisation: 'torch' (nn.Linear's default, uniform weights and biases) or 'szt' (Shwartz-Ziv & Tishby's "
+        "code: truncated normal weights of std 1/sqrt(fan_in), zero biases)",
+        choices=INITS,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -136,11 +143,21 @@ def symmetric_12bit_task(train_fraction: float, seed: int) -> Dataset:
 class InfoNet(nn.Module):
     """A fully connected net ``in -> hidden... -> out`` with one activation, exposing its hidden layers."""
 
-    def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, activation: str) -> None:
+    def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, activation: str, init: str = "torch") -> None:
         super().__init__()
         dims = (n_in, *hidden, n_out)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.activation = activation
+        if init == "szt":
+            # Shwartz-Ziv & Tishby's code (ravidziv/IDNNs, idnns/networks/model.py): tf.truncated_normal with std
+            # 1/sqrt(fan_in), cut at 2 std, and zero biases
+            with torch.no_grad():
+                for layer in self.layers:
+                    std = layer.in_features**-0.5
+                    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                    layer.bias.zero_()
+        elif init != "torch":
+            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
 
     def _act(self, z: Tensor) -> Tensor:
         return torch.tanh(z) if self.activation == "tanh" else torch.relu(z)
@@ -177,7 +194,7 @@ def _relu_bound(m: float) -> tuple[float, float]:
 
 def _trajectory(cfg: Config, ctx: RunContext, ds: Dataset, activation: str) -> dict[str, Any]:
     torch.manual_seed(ctx.seed_for("init"))  # the same seed for both activations: a matched pair
-    net = InfoNet(ds.input_dim, tuple(cfg.hidden), 2, activation)
+    net = InfoNet(ds.input_dim, tuple(cfg.hidden), 2, activation, cfg.init)
     snaps: list[dict[str, Tensor]] = []
 
     def keep(s: TrainState) -> None:
