@@ -141,7 +141,9 @@ def symmetric_12bit_task(train_fraction: float, seed: int) -> Dataset:
 
 
 class InfoNet(nn.Module):
-    """A fully connected net ``in -> hidden... -> out`` with one activation, exposing its hidden layers."""
+    """A fully connected net ``in -> hidden... -> out`` with one activation, exposing its hidden layers.
+
+    ``init``: ``"torch"`` keeps ``nn.Linear``'s initialisation; ``"szt"`` is Shwartz-Ziv & Tishby's (see ``Config``)."""
 
     def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, activation: str, init: str = "torch") -> None:
         super().__init__()
@@ -157,7 +159,7 @@ class InfoNet(nn.Module):
                     nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
                     layer.bias.zero_()
         elif init != "torch":
-            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+            raise ConfigError(f"unknown init {init!r}; choose one of {INITS}")
 
     def _act(self, z: Tensor) -> Tensor:
         return torch.tanh(z) if self.activation == "tanh" else torch.relu(z)
