@@ -109,6 +109,8 @@ def test_errors() -> None:
         parametrise(_mlp(16), "xyz")
     with pytest.raises(PhenomlabError, match="base model"):
         parametrise(_mlp(16), "mup")
+    with pytest.raises(PhenomlabError, match="base must be the same model built at the base width"):
+        parametrise(_mlp(16), "mup", base=8)  # a width, not a model
     model = _mlp(16)
     parametrise(model, "ntk")
     with pytest.raises(PhenomlabError, match="already parametrised"):

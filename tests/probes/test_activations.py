@@ -153,3 +153,36 @@ def test_dtype_mismatch_is_one_line_error_naming_both_dtypes():
     cast = nn.Sequential(nn.Identity(), nn.Linear(3, 2))
     cast[0].forward = lambda t: t.float()  # type: ignore[method-assign]
     assert features(cast, x, "1")["1"].dtype == torch.float32
+
+
+def test_shared_module_calls_sit_side_by_side_whatever_the_batching():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 6)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    x = torch.randn(24, 6)
+    first = lin(x)
+    second = lin(torch.relu(first))
+    want = torch.cat([first, second], dim=1).detach()
+    for batch_size in (None, 5):
+        got = features(model, x, "0", batch_size=batch_size)["0"]
+        assert got.shape == (24, 12)
+        torch.testing.assert_close(got, want)
+
+
+def test_output_without_one_row_per_sample_is_rejected():
+    attn = nn.MultiheadAttention(4, 1)  # sequence first: outputs [L, N, E]
+
+    class Wrap(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x):  # batch-first input, sequence-first attention inside
+            s = x.transpose(0, 1)
+            return self.attn(s, s, s)[0].transpose(0, 1)
+
+    with pytest.raises(PhenomlabError, match="returned 5 rows for a batch of 3 samples"):
+        features(Wrap(), torch.randn(3, 5, 4), "attn")
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+    with pytest.raises(PhenomlabError, match="batch first"):
+        features(mlp, torch.randn(6), "0")

@@ -163,3 +163,40 @@ def test_network_bounds_in_eval_mode_and_input_checks():
         multiclass_margins(torch.zeros(2, 3), torch.tensor([0.5, 1.0]))
     with pytest.raises(PhenomlabError, match="holds class 3 but the logits have 3 classes"):
         multiclass_margins(torch.zeros(2, 3), torch.tensor([0, 3]))
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda: [nn.Conv1d(1, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(28, 3, bias=False)],
+        lambda: [
+            nn.Conv1d(1, 4, 3, bias=False),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool1d(1),
+            nn.Flatten(),
+            nn.Linear(4, 3, bias=False),
+        ],
+        lambda: [
+            nn.Conv1d(1, 4, 3, bias=False),
+            nn.GELU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(4, 3, bias=False),
+        ],
+    ],
+    ids=["flatten-not-pool", "max-pool", "gelu"],
+)
+def test_architectures_outside_the_bound_are_refused(layers):
+    torch.manual_seed(0)
+    net = nn.Sequential(*layers())
+    x = torch.randn(30, 1, 9)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    with pytest.raises(PhenomlabError, match="network_bounds covers"):
+        network_bounds(net, x, y, margin_quantile=0.5)
+    ok = nn.Sequential(
+        nn.Conv1d(1, 4, 3, bias=False), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3, bias=False)
+    )
+    with torch.no_grad():
+        y = ok(x).argmax(1)
+    assert network_bounds(ok, x, y, margin_quantile=0.5).sparse > 0

@@ -269,6 +269,11 @@ def test_bad_inputs_raise_clear_errors():
         nc1(x, torch.arange(10) - 3)
     with pytest.raises(ValueError, match="logits"):
         nc4(x, torch.arange(10) % 2, torch.randn(9, 2))
+    # labels 0..3 need 4 logit columns; 3 would silently score class 3 as never predicted
+    with pytest.raises(ValueError, match="logits have 3 columns but the labels go up to 3"):
+        nc4(x, torch.arange(10) % 4, torch.randn(10, 3))
+    with pytest.raises(ValueError, match="logits have 3 columns"):
+        collapse_metrics(x, torch.arange(10) % 4, logits=torch.randn(10, 3))
 
 
 # ------------------------------------------------------------------------- model helper

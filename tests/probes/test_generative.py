@@ -161,6 +161,13 @@ def test_bad_inputs():
         frechet_distance(torch.zeros(2), torch.tensor([[1.0, 0.5], [0.0, 1.0]]), torch.zeros(2), torch.eye(2))
     with pytest.raises(ValueError, match="match the mean"):
         frechet_distance(torch.zeros(2), torch.eye(3), torch.zeros(2), torch.eye(2))
+    # a covariance with a negative eigenvalue used to be clipped into a distance of 0
+    with pytest.raises(ValueError, match="S1 is not positive semi-definite"):
+        frechet_distance(torch.zeros(2), -torch.eye(2), torch.zeros(2), torch.eye(2))
+    with pytest.raises(ValueError, match="S2 is not positive semi-definite"):
+        frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.diag(torch.tensor([1.0, -0.5])))
+    singular = torch.tensor([[1.0, 1.0], [1.0, 1.0]])  # PSD with a zero eigenvalue: accepted
+    assert frechet_distance(torch.zeros(2), singular, torch.zeros(2), singular) == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="sum to 1"):
         inception_score(torch.ones(4, 3))
     with pytest.raises(ValueError, match="non-negative"):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from phenomlab.errors import PhenomlabError
 from phenomlab.models import MLP
@@ -138,3 +139,14 @@ def test_bad_inputs_raise_one_line_errors():
         prune_units_by_magnitude(layers, [1, 1])
     with pytest.raises(PhenomlabError, match="cannot remove"):
         prune_units_by_magnitude(layers, [4])
+
+
+def test_nan_or_integer_weights_are_checked_not_merged_away():
+    torch.manual_seed(0)
+    layers = mlp_affine_layers(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2)))
+    bad = [(torch.full_like(layers[0][0], float("nan")), layers[0][1]), layers[1]]
+    with pytest.raises(PhenomlabError, match="layer 0 weight contains NaN"):
+        merge_equivalent_units(bad, 0.1)
+    ints = [(torch.ones(6, 4, dtype=torch.long), torch.zeros(6, dtype=torch.long)), layers[1]]
+    merged = merge_equivalent_units(ints, 0.1)  # six identical units merge into one
+    assert merged[0][0].shape == (1, 4)

@@ -378,3 +378,15 @@ def test_cca_matrix_is_one_when_width_reaches_examples():
     a = {"x": torch.randn(10, 12, generator=g, dtype=torch.float64)}
     b = {"y": torch.randn(10, 15, generator=g, dtype=torch.float64)}
     assert float(cca_matrix(a, b)[0, 0]) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_measured_in_float32(dtype):
+    # float16 Gram sums overflow at unit scale: without the upcast linear CKA of these features was NaN.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 64, generator=g)
+    y = x[:, :32] + torch.randn(500, 32, generator=g)
+    xh, yh = x.to(dtype), y.to(dtype)
+    want = linear_cka(xh.float(), yh.float())
+    assert linear_cka(xh, yh) == pytest.approx(want, abs=1e-6)
+    assert svcca(xh, yh) == pytest.approx(svcca(xh.float(), yh.float()), abs=1e-6)

@@ -267,3 +267,5 @@ def test_empty_inputs_raise_one_line_error(fn, shape):
 def test_power_law_empty_input():
     with pytest.raises(PhenomlabError, match="empty"):
         power_law_alpha(torch.empty(0))
+    with pytest.raises(PhenomlabError, match="use esd"):
+        power_law_alpha(torch.rand(12, 8) + 0.1)

@@ -171,6 +171,10 @@ def parametrisation_rules(model: nn.Module, scheme: str, base: nn.Module | None 
         return rules
     if base is None:
         raise PhenomlabError("muP is defined relative to a base model: pass base= (the same model at base width)")
+    if not isinstance(base, nn.Module):
+        raise PhenomlabError(
+            f"base must be the same model built at the base width (an nn.Module), got {type(base).__name__}"
+        )
     mults = width_multipliers(model, base)
     readouts = {
         mod

@@ -18,6 +18,7 @@ model helpers that collect features by module name with forward hooks. Submodule
 - ``patches``: patch features and single-image FID for single-image GANs
 - ``attributes``: mean best correlation of units with hidden attributes
 - ``coords``: coordinate check, activation size per layer vs width (Yang et al. 2021, muP)
+- ``merging``: data-free merging of functionally equivalent units (Iterative Feature Merging, Chen et al. 2023)
 
 ``probes.X`` is every name of every submodule's ``__all__`` (plus :func:`threads`, the opt-in thread
 control), resolved lazily: importing this package imports no submodule, and ``probes.linear_cka``

@@ -17,11 +17,12 @@ from torch import Tensor
 from phenomlab.errors import PhenomlabError
 
 
-def as_float_tensor(x: Any, name: str = "x") -> Tensor:
+def as_float_tensor(x: Any, name: str = "x", upcast_half: bool = True) -> Tensor:
     """Return ``x`` as a floating-point tensor, rejecting NaN/inf.
 
-    Accepts a tensor, a numpy array or anything ``torch.as_tensor`` accepts. Float64 (and other
-    float dtypes) and the device are kept; integer/bool inputs become the default float dtype.
+    Accepts a tensor, a numpy array or anything ``torch.as_tensor`` accepts. Float32/float64 and the
+    device are kept; integer/bool inputs become the default float dtype; float16/bfloat16 become float32
+    unless ``upcast_half=False`` (for inputs fed to a half-precision model).
     """
     if isinstance(x, np.ndarray):
         t = torch.from_numpy(np.ascontiguousarray(x))
@@ -36,6 +37,10 @@ def as_float_tensor(x: Any, name: str = "x") -> Tensor:
         raise PhenomlabError(f"{name} must be real, got dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
+    elif upcast_half and t.dtype in (torch.float16, torch.bfloat16):
+        # Gram sums overflow float16 at unit scale (CKA of ordinary features became NaN), and the CPU has
+        # no 16-bit SVD/eigh/cdist: measure mixed-precision activations in float32.
+        t = t.float()
     t = t.detach()
     # A sum is one cheap streaming reduction and is non-finite whenever an entry is NaN/inf; only then
     # (or on overflow of the sum itself) pay for the elementwise check.

@@ -77,14 +77,31 @@ def collect(
         raise PhenomlabError(f"batch_size must be >= 1, got {batch_size}")
     device = model_device(model)
     store: dict[str, list[Tensor]] = {n: [] for n in names}
+    # The calls of the current forward pass: a module used several times (weight sharing) must give one
+    # row per sample, its calls side by side, or rows would stop being samples.
+    calls: dict[str, list[Tensor]] = {n: [] for n in names}
     outputs: list[Tensor] = []
 
     def make_hook(name: str):
         def hook(_module: nn.Module, _inp: Any, out: Any) -> None:
             t = first_tensor(out)
-            store[name].append(t.detach().reshape(t.shape[0], -1))
+            calls[name].append(t.detach().reshape(t.shape[0], -1) if t.ndim else t.detach().reshape(1, 1))
 
         return hook
+
+    def close_batch(n_rows: int | None) -> None:
+        for name, ts in calls.items():
+            if not ts:
+                continue
+            if n_rows is not None:
+                bad = next((t.shape[0] for t in ts if t.shape[0] != n_rows), None)
+                if bad is not None:
+                    raise PhenomlabError(
+                        f"module {name!r} returned {bad} rows for a batch of {n_rows} samples: features needs "
+                        "outputs with the batch first (e.g. batch_first=True) and batched inputs [N, ...]"
+                    )
+            store[name].append(torch.cat(ts, dim=1) if len(ts) > 1 else ts[0])
+            ts.clear()
 
     handles = []
     seen: set[int] = set()
@@ -103,6 +120,7 @@ def collect(
                     continue
                 rows += n_rows or 0
                 out = call_model(model, to_device(x, device) if device is not None else x)
+                close_batch(n_rows)
                 if return_output:
                     outputs.append(first_tensor(out).detach())
     finally:
@@ -138,9 +156,10 @@ def features(
     such as a ``DataLoader`` (for ``(x, y)`` batches ``x`` is used). The model runs under
     ``torch.no_grad`` in eval mode; every submodule's train/eval flag is restored afterwards.
     Inputs are moved to the device of the model's parameters. A module called several times
-    per forward pass (weight sharing) contributes the concatenation of its calls.
+    per forward pass (weight sharing) contributes its calls side by side: ``[N, calls * D]``.
 
-    Raises ``PhenomlabError`` for empty inputs and for an unknown layer name (listing the names that exist).
+    Raises ``PhenomlabError`` for empty inputs, for an unknown layer name (listing the names that exist) and
+    for a module whose output does not have one row per sample (e.g. a sequence-first module).
     """
     feats, _ = collect(model, inputs, layers, batch_size=batch_size, return_output=False)
     return feats

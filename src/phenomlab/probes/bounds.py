@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import PhenomlabError
@@ -208,6 +209,26 @@ def _layers(model: nn.Module) -> tuple[list[nn.Conv1d], list[nn.Linear]]:
     return convs, linears
 
 
+def _covered_forward(convs: list[nn.Conv1d], linears: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
+    """The logits of the architecture the bounds describe, from ``convs`` and ``linears`` alone (float64)."""
+    h = x
+    for conv in convs:
+        w = conv.weight.detach().double().to(h.device)
+        h = torch.relu(F.conv1d(h, w, stride=conv.stride, padding=conv.padding))
+    h = h.mean(-1) if convs else h.flatten(1)
+    for i, lin in enumerate(linears):
+        w = lin.weight.detach().double().to(h.device)
+        if h.shape[-1] != w.shape[1]:
+            raise PhenomlabError(
+                f"Linear layer {i} reads {w.shape[1]} features but the layer before gives {h.shape[-1]}: "
+                "network_bounds covers conv1d -> ReLU -> average pool -> linear"
+            )
+        h = h @ w.T
+        if i < len(linears) - 1:
+            h = torch.relu(h)
+    return h
+
+
 @torch.no_grad()
 def network_bounds(
     model: nn.Module,
@@ -263,6 +284,15 @@ def network_bounds(
         # run where the model lives (inputs moved there, as the other probes do); margins where the labels are
         p0 = next(model.parameters())
         logits = model(x.to(device=p0.device, dtype=p0.dtype)).double().to(x.device)
+    # The bounds are computed from the layers alone; a model whose forward differs (a flatten instead of the
+    # pool, a max pool, another activation, a skip) would get a bound for a network it is not.
+    want = _covered_forward(convs, linears, x)
+    scale = float(want.abs().max()) if want.numel() else 1.0
+    if not torch.allclose(logits, want, rtol=1e-4, atol=1e-5 * max(scale, 1e-30)):
+        raise PhenomlabError(
+            "the model's output differs from conv1d -> ReLU -> average pool -> linear (ReLU between linears) built "
+            "from its layers: network_bounds covers only that architecture"
+        )
     margins = multiclass_margins(logits, y)
     gamma = float(torch.quantile(margins, margin_quantile))
     if not gamma > 0:

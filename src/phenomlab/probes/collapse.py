@@ -244,17 +244,23 @@ def ncc_predict(features: Any, means: Any, classes: Any | None = None) -> Tensor
     return pred
 
 
-def _logit_predictions(logits: Any, n: int, device: torch.device) -> Tensor:
+def _logit_predictions(logits: Any, s: _Stats) -> Tensor:
     lg = as_float_tensor(logits, "logits")
+    n = s.x.shape[0]
     if lg.ndim != 2:
         raise PhenomlabError(f"logits must be [N, K], got shape {tuple(lg.shape)}")
     if lg.shape[0] != n:
         raise PhenomlabError(f"features and logits have different lengths: {n} != {lg.shape[0]}")
-    return lg.argmax(1).to(device)
+    top = int(s.classes.max())
+    if lg.shape[1] <= top:
+        raise PhenomlabError(
+            f"logits have {lg.shape[1]} columns but the labels go up to {top} (column c scores class c)"
+        )
+    return lg.argmax(1).to(s.x.device)
 
 
 def _nc4_from(s: _Stats, r: Tensor, logits: Any, q: Tensor | None = None) -> float:
-    net = _logit_predictions(logits, s.x.shape[0], s.x.device)
+    net = _logit_predictions(logits, s)
     ncc = s.classes[_ncc_from_residuals(s, r, q).argmax(1)]
     return float((ncc == net).to(s.x.dtype).mean())
 
@@ -434,7 +440,7 @@ def collapse_metrics(
     pred = scores.argmax(1)
     out["ncc_accuracy"] = float((pred == s.y).to(s.x.dtype).mean())
     if logits is not None:
-        net = _logit_predictions(logits, s.x.shape[0], s.x.device)
+        net = _logit_predictions(logits, s)
         out["nc4"] = float((s.classes[pred] == net).to(s.x.dtype).mean())
     else:
         out["nc4"] = None

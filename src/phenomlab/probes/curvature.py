@@ -411,7 +411,7 @@ def hessian_eigenvalues(
 def top_hessian_eigenvalue(
     model: nn.Module, loss_fn: LossFn, data: Any, *, tol: float = 1e-4, return_vector: bool = False, **lanczos: Any
 ) -> float | tuple[float, Tensor]:
-    """Sharpness ``lambda_max(H)`` of the loss (the edge-of-stability quantity of Cohen et al. 2021).
+    """Sharpness ``lambda_max(H)`` of the loss (the edge-of-stability quantity of Cohen et al. 2021, arXiv 2103.00065).
 
     Lanczos on :func:`model_hvp` as in :func:`hessian_eigenvalues` with ``k=1, which="LA"``. For
     tracking during training pass the previous call's eigenvector as ``v0`` (``return_vector=True``

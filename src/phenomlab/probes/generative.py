@@ -56,8 +56,17 @@ from phenomlab.probes._threads import one_thread
 __all__ = ["frechet_distance", "fid", "inception_score", "conditional_scores", "conditional_fid", "gaussian_stats"]
 
 
-def _sqrt_psd(S: Tensor) -> Tensor:
+def _check_psd(evals: Tensor, name: str) -> None:
+    # Rounding leaves eigenvalues of a PSD matrix at -1e-16 relative; clipping a clearly negative one would
+    # return a distance between Gaussians that do not exist.
+    top = float(evals.abs().max()) if evals.numel() else 0.0
+    if evals.numel() and float(evals.min()) < -1e-6 * max(top, 1e-300):
+        raise PhenomlabError(f"{name} is not positive semi-definite (eigenvalue {float(evals.min()):.3g})")
+
+
+def _sqrt_psd(S: Tensor, name: str = "S") -> Tensor:
     evals, evecs = torch.linalg.eigh(S)
+    _check_psd(evals, name)
     return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
 
 
@@ -91,9 +100,11 @@ def frechet_distance(mu1: Tensor, S1: Tensor, mu2: Tensor, S2: Tensor) -> float:
     B = _check_cov(S2, "S2", d).to(A.device)
     m2 = m2.to(m1.device)
     with one_thread(A):
-        A_h = _sqrt_psd(A)
+        A_h = _sqrt_psd(A, "S1")
         M = A_h @ B @ A_h
         ev = torch.linalg.eigvalsh((M + M.T) / 2)
+    # S1^{1/2} S2 S1^{1/2} is PSD when S2 is; this catches a non-PSD S2 at no extra cost (unless S1 is singular).
+    _check_psd(ev, "S2")
     cross = ev.clamp_min(0).sqrt().sum()
     val = float((m1 - m2).pow(2).sum() + torch.trace(A) + torch.trace(B) - 2 * cross)
     # Mathematically >= 0; rounding can leave a tiny negative value for (nearly) identical Gaussians.

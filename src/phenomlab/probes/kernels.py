@@ -96,7 +96,11 @@ def empirical_ntk(
     fixed = space.frozen()
 
     def prep(x: Any, name: str) -> Tensor:
-        t = as_float_tensor(x, name) if not (isinstance(x, Tensor) and not x.is_floating_point()) else x
+        t = (
+            as_float_tensor(x, name, upcast_half=False)
+            if not (isinstance(x, Tensor) and not x.is_floating_point())
+            else x
+        )
         if t.ndim < 1 or t.shape[0] == 0:
             raise PhenomlabError(f"{name} must be a batch [N, ...] with N >= 1, got shape {tuple(t.shape)}")
         return t.to(space.device)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from phenomlab.errors import PhenomlabError
+from phenomlab.probes._checks import as_float_tensor
 
 __all__ = [
     "mlp_affine_layers",
@@ -42,9 +43,14 @@ __all__ = [
 Layers = list[tuple[Tensor, Tensor]]
 
 
-def _check_layers(layers: Sequence[tuple[Tensor, Tensor]]) -> None:
+def _check_layers(layers: Sequence[tuple[Tensor, Tensor]]) -> Layers:
     if len(layers) < 2:
         raise PhenomlabError(f"need at least 2 affine layers (one hidden layer), got {len(layers)}")
+    # NaN weights make every distance comparison false, which used to delete a whole layer silently.
+    layers = [
+        (as_float_tensor(w, f"layer {k} weight"), as_float_tensor(b, f"layer {k} bias"))
+        for k, (w, b) in enumerate(layers)
+    ]
     for k, (w, b) in enumerate(layers):
         if w.ndim != 2 or b.ndim != 1 or b.shape[0] != w.shape[0]:
             raise PhenomlabError(
@@ -54,6 +60,7 @@ def _check_layers(layers: Sequence[tuple[Tensor, Tensor]]) -> None:
             raise PhenomlabError(
                 f"layer {k} takes {w.shape[1]} inputs but layer {k - 1} has {layers[k - 1][0].shape[0]}"
             )
+    return layers
 
 
 def mlp_affine_layers(model: nn.Module) -> Layers:
@@ -65,8 +72,7 @@ def mlp_affine_layers(model: nn.Module) -> Layers:
             w = m.weight.detach().clone()
             b = m.bias.detach().clone() if m.bias is not None else w.new_zeros(w.shape[0])
             out.append((w, b))
-    _check_layers(out)
-    return out
+    return _check_layers(out)
 
 
 def affine_relu_forward(layers: Sequence[tuple[Tensor, Tensor]], x: Tensor) -> Tensor:
@@ -118,7 +124,7 @@ def merge_equivalent_units(layers: Sequence[tuple[Tensor, Tensor]], beta: float)
     vector are deleted. Exact (same function) for units that are positive multiples of one another.
     ``beta = 0`` merges only zero units. Returns new tensors; the inputs are not modified.
     """
-    _check_layers(layers)
+    layers = _check_layers(layers)
     if not beta >= 0.0:
         raise PhenomlabError(f"beta must be >= 0, got {beta}")
     out = [(w.clone(), b.clone()) for w, b in layers]
@@ -132,7 +138,7 @@ def merge_equivalent_units(layers: Sequence[tuple[Tensor, Tensor]], beta: float)
 def prune_units_by_magnitude(layers: Sequence[tuple[Tensor, Tensor]], n_remove: Sequence[int]) -> Layers:
     """Remove ``n_remove[l]`` units of hidden layer ``l`` with the smallest ``||[W_l[i], b_l[i]]|| ||W_{l+1}[:, i]||``
     (scored on the unpruned net, no compensation): the data-free structured magnitude-pruning control."""
-    _check_layers(layers)
+    layers = _check_layers(layers)
     if len(n_remove) != len(layers) - 1:
         raise PhenomlabError(f"need one count per hidden layer ({len(layers) - 1}), got {len(n_remove)}")
     out = [(w.clone(), b.clone()) for w, b in layers]
@@ -151,7 +157,7 @@ def prune_units_by_magnitude(layers: Sequence[tuple[Tensor, Tensor]], n_remove: 
 def nearest_unit_distances(layers: Sequence[tuple[Tensor, Tensor]]) -> list[Tensor]:
     """Per hidden layer, each unit's distance ``min_j ||u_i - u_j||`` to its nearest other unit in normalised
     incoming-vector space (``u = v / ||v||``; 0 for zero vectors' partners is not defined, so zero units get NaN)."""
-    _check_layers(layers)
+    layers = _check_layers(layers)
     out = []
     for w, b in layers[:-1]:
         v = _incoming(w, b)

@@ -280,7 +280,13 @@ def power_law_alpha(
     With ``small_sample`` (default) and 9-19 values, WeightWatcher's small-sample variant is used:
     bias-corrected ``alpha = 1 + (n - 1) / sum log(x / xmin)`` and only tails of >= 8 values scored.
     """
-    x = as_float_tensor(eigs, "eigs").flatten()
+    x = as_float_tensor(eigs, "eigs")
+    if x.ndim > 1:
+        # A weight matrix passed here would be fitted entry by entry: a number with no meaning.
+        raise PhenomlabError(
+            f"eigs must be 1-D eigenvalues, got shape {tuple(x.shape)}; for a weight matrix use esd(W)"
+        )
+    x = x.flatten()
     if x.numel() == 0:
         raise PhenomlabError("eigs is empty")
     if not x.dtype == torch.float64 and x.device.type != "mps":
