@@ -87,6 +87,12 @@ def test_list():
         (["run", "grokking", "--seed", "x"], "Invalid value for '--seed'"),
         (["store", "check", "--bogus"], " store check --help')"),
         (["--bogus"], "No such option: --bogus (see '"),
+        # found by a new-user audit (2026-12-05): each was a traceback, a hidden option suggested, or 24 GB of RAM
+        (["run", "grokking", "--seeds", "0-99999999999999999999"], "seed must be at most 2**63 - 1"),
+        (["run", "grokking", "--seed", "99999999999999999999"], "seed must be at most 2**63 - 1"),
+        (["run", "grokking", "--seeds", "1,,2"], "--seeds has an empty value"),
+        (["run", "grokking", "--device", "meta"], "device 'meta' is not supported"),
+        (["report", "--outdir", "x"], "(Possible options: --report-dir)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):
@@ -691,3 +697,21 @@ def test_sigterm_midway_stores_the_run_interrupted_and_it_resumes(tmp_path):
     assert row["status"] == "interrupted"
     out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert "resuming run" in out.stderr and RunStore(tmp_path).get(row["run_id"])["status"] == "finished"
+
+
+def test_compare_csv_has_the_same_columns_for_any_number_of_groups_and_keeps_failed_groups(tmp_path):
+    assert runner.invoke(app, ["run", "grokking", *TINY_ARGS, "--store", str(tmp_path)]).exit_code == 1
+    diverging = ["run", "grokking", *TINY_ARGS, "--set", "lr=1e30", "--store", str(tmp_path)]
+    assert runner.invoke(app, diverging).exit_code == 1
+    finished = [r["run_id"] for r in RunStore(tmp_path).list_runs(status="finished")]
+
+    def rows(*args: str) -> list[dict[str, str]]:
+        r = runner.invoke(app, ["compare", *args, "--format", "csv", "--store", str(tmp_path)])
+        assert r.exit_code == 0, r.output
+        return list(csv.DictReader(io.StringIO(r.stdout)))
+
+    one, both = rows(finished[0]), rows("--phenomenon", "grokking")
+    assert list(one[0]) == list(both[0])  # one header, whatever the number of groups
+    assert "phenomenon" in one[0] and "failed" in one[0]
+    failed_only = [r for r in both if r["failed"] == "1"]
+    assert len(failed_only) == 1 and failed_only[0]["metric"] == "" and failed_only[0]["finished"] == "0"

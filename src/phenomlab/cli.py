@@ -46,6 +46,12 @@ class _OneLineUsageErrors(typer.core.TyperGroup):
             where = " ".join(filter(None, (group_ctx.command_path, group_ctx.invoked_subcommand)))
         else:
             where = "phenomlab"
+        if ctx is not None and getattr(e, "possibilities", None):
+            # click suggests every option, hidden ones too: never point a user at a deprecated name like --out
+            hidden = {
+                o for p in ctx.command.params if getattr(p, "hidden", False) for o in (*p.opts, *p.secondary_opts)
+            }
+            e.possibilities = [o for o in e.possibilities if o not in hidden]  # type: ignore[attr-defined]
         raise _error(f"{e.format_message()} (see '{where} --help')", e.exit_code)  # type: ignore[attr-defined]
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
@@ -412,10 +418,11 @@ def _run_seeds(
 ) -> NoReturn:
     from .phenomena.lifecycle import load_result
     from .sweep.api import sweep as run_sweep
-    from .sweep.grid import MAX_TRIALS, TooManyTrials, parse_seeds
+    from .sweep.grid import MAX_TRIALS, TooManyTrials, count_seeds, parse_seed_ranges
 
-    # bad seeds fail here, before any work; more processes than cores would only share them (and each loads torch)
-    n_workers = workers if workers is not None else min(len(parse_seeds(seeds)), os.cpu_count() or 1)
+    # bad seeds fail here, before any work; more processes than cores would only share them (and each loads torch).
+    # Counted, not listed: "0-99999999999999999999" as a list took 24 GB before the size check could refuse it.
+    n_workers = workers if workers is not None else min(count_seeds(parse_seed_ranges(seeds)), os.cpu_count() or 1)
 
     def on_start(sid: str, trials: Any) -> None:
         err.print(f"{pid}: {len(trials)} seeds as sweep {sid} ({n_workers} process(es))", markup=False)
@@ -534,7 +541,7 @@ def show(
 ) -> None:
     """Verdict, metrics summary and figure paths of one stored run (exit 1 if it has not finished).
 
-    ``--format csv`` prints the metrics summary; ``--format json`` the run, its verdict and the summary."""
+    --format csv prints the metrics summary; --format json the run, its verdict and the summary."""
     from .phenomena.lifecycle import replot as replot_run
 
     _check_format(fmt)
@@ -713,6 +720,9 @@ def compare(
         tables.append(Tabular(title, ["metric", "mean", "95% CI", "values", "n"], body))
     if fmt == "json":
         console.out(json.dumps(jsonable(groups), indent=1, default=str), highlight=False)
+    elif fmt == "csv":
+        # the tidy frame of --csv: the same columns whatever the number of groups, failed-only groups kept
+        console.out(to_frame(groups).to_csv(index=False), end="", highlight=False)
     else:
         render(tables, fmt)
     if csv:
@@ -784,7 +794,11 @@ def export(
     rows = selected_runs(st, refs, sweep_ref, "export", phenomenon)
     where = log_dir or Path(DEFAULT_LOG_DIR[to])
     written = export(to, st, rows, where)
-    view = f"tensorboard --logdir {where}" if to == "tensorboard" else f"mlflow ui --backend-store-uri {where}"
+    view = (
+        f"tensorboard --logdir {where}"
+        if to == "tensorboard"
+        else f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {where}"
+    )
     console.print(f"wrote {len(written)} run(s) to {where}: {view}", markup=False)
 
 

@@ -46,16 +46,24 @@ def resolve_device(device: str | None = None) -> torch.device:
         return torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from .errors import ConfigError
+
+    choices = "cpu, cuda, cuda:N, mps or auto"
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
-        from .errors import ConfigError
-
-        raise ConfigError(f"invalid device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
-
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    except RuntimeError:
+        raise ConfigError(f"invalid device {device!r}: choose {choices}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but there are {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {device!r} requested but MPS is not available")
+    elif dev.type != "cpu":
+        # meta, xpu, ...: torch parses them, and the run then fails deep inside training
+        raise ConfigError(f"device {device!r} is not supported: choose {choices}")
     return dev
 
 

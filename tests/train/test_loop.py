@@ -321,6 +321,25 @@ def test_runs_default_to_the_cpu_and_auto_picks_cuda_when_present(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
 
 
+def test_unusable_devices_are_refused_before_any_work(monkeypatch):
+    from phenomlab.errors import ConfigError
+    from phenomlab.seeding import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device, message in [
+        ("mps", "MPS is not available"),
+        ("meta", "not supported"),
+        ("tpu", "invalid device 'tpu': choose cpu, cuda, cuda:N, mps or auto"),
+        ("cuda:1", "there are 1 CUDA device"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_device(device)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
 @pytest.mark.parametrize(
     "change, named",
     [

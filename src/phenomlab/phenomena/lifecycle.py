@@ -45,10 +45,16 @@ from .verdict import Result, Verdict
 Announce = Callable[[str], None]
 
 
+MAX_SEED = 2**63 - 1  # the run store keeps seeds as SQLite INTEGERs (signed 64-bit)
+
+
 def check_seed(seed: Any) -> int:
-    """``seed`` as an int, or :class:`ConfigError` for a negative, fractional, boolean or non-numeric seed."""
+    """``seed`` as an int, or :class:`ConfigError` for a negative, fractional, boolean, non-numeric or too large
+    (> ``MAX_SEED``) seed."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed > MAX_SEED:
+        raise ConfigError(f"seed must be at most 2**63 - 1, got {seed}")
     return seed
 
 

@@ -97,22 +97,30 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def to_frame(groups: Sequence[Mapping[str, Any]]) -> Any:
-    """The aggregate as a pandas DataFrame: one row per (group, metric)."""
+    """The aggregate as a pandas DataFrame: one row per (group, metric); a group without metrics (every run failed)
+    keeps one row with an empty metric, so its failures are not lost."""
     import pandas as pd
 
+    columns = [
+        "phenomenon",
+        "group",
+        "metric",
+        "mean",
+        "ci_lo",
+        "ci_hi",
+        "n",
+        "pass_rate",
+        "seeds",
+        "finished",
+        "failed",
+    ]
     records = []
     for g in groups:
-        for name, s in g["metrics"].items():
+        head = {"phenomenon": g["phenomenon"], "group": g["label"]}
+        tail = {"pass_rate": g["pass_rate"], "seeds": len(g["seeds"]), "finished": g["finished"], "failed": g["failed"]}
+        metrics = g["metrics"].items() or [(None, {"mean": None, "lo": None, "hi": None, "n": 0})]
+        for name, s in metrics:
             records.append(
-                {
-                    "group": g["label"],
-                    "metric": name,
-                    "mean": s["mean"],
-                    "ci_lo": s["lo"],
-                    "ci_hi": s["hi"],
-                    "n": s["n"],
-                    "pass_rate": g["pass_rate"],
-                    "seeds": len(g["seeds"]),
-                }
+                {**head, "metric": name, "mean": s["mean"], "ci_lo": s["lo"], "ci_hi": s["hi"], "n": s["n"], **tail}
             )
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(records, columns=columns)

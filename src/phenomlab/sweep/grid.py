@@ -84,14 +84,16 @@ def parse_seed_ranges(spec: str | int | Sequence[int]) -> list[range]:
     from ..phenomena.lifecycle import check_seed
 
     if isinstance(spec, range) and spec.step == 1:
-        if len(spec) and spec.start < 0:
+        if len(spec):
             check_seed(spec.start)
+            check_seed(spec.stop - 1)
         ranges = [spec] if len(spec) else []
     elif isinstance(spec, str):
         ranges = []
         for part in (p.strip() for p in spec.split(",")):
             if not part:
-                continue
+                # as --grid refuses "0.5,,0.7": a doubled comma is more likely a lost seed than a wish
+                raise PhenomlabError(f"--seeds has an empty value: {spec!r}")
             if re.fullmatch(r"-\d+", part):
                 check_seed(int(part))
             m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
@@ -101,6 +103,7 @@ def parse_seed_ranges(spec: str | int | Sequence[int]) -> list[range]:
             hi = int(m[2]) if m[2] is not None else lo
             if hi < lo:
                 raise PhenomlabError(f"seed range {part!r} is empty")
+            check_seed(hi)
             ranges.append(range(lo, hi + 1))
     else:
         items = list(spec) if isinstance(spec, Iterable) else [spec]

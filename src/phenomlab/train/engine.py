@@ -419,12 +419,14 @@ class _Progress:
         self.p = None
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         label = enabled if isinstance(enabled, str) else "training"
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}")]
         columns += [TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-        self.p = Progress(*columns, transient=True)
+        # stderr, as the sweep's bar: `phenomlab run ... > out.txt` keeps the bar on screen and the file clean
+        self.p = Progress(*columns, transient=True, console=Console(stderr=True))
         self.p.start()
         self.task = self.p.add_task(label, total=total, completed=start, info="")
 
