@@ -93,6 +93,8 @@ def test_list():
         (["run", "grokking", "--seeds", "1,,2"], "--seeds has an empty value"),
         (["run", "grokking", "--device", "meta"], "device 'meta' is not supported"),
         (["report", "--outdir", "x"], "(Possible options: --report-dir)"),
+        (["run", "grokking", "--log-dir", "tb"], "--log-dir is the folder of --log"),
+        (["sweep", "grokking", "--address", "auto"], "--address names a Ray cluster"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):

@@ -341,6 +341,8 @@ def run(
     once")."""
     from .phenomena.lifecycle import run_phenomenon
 
+    if log_dir is not None and log is None:
+        raise PhenomlabError("--log-dir is the folder of --log: add --log tensorboard or --log mlflow")
     if seeds is not None:
         if seed is not None:
             raise PhenomlabError("give --seed or --seeds, not both")
@@ -628,6 +630,8 @@ def sweep(
 
     from .sweep.api import sweep as run_sweep
 
+    if address is not None and executor != "ray":
+        raise PhenomlabError("--address names a Ray cluster: add --executor ray")
     counts = {"finished": 0, "cached": 0, "failed": 0, "interrupted": 0, "passed": 0}
     bar = Progress(
         TextColumn("[bold]sweep"),

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 
 from phenomlab.errors import ConfigError
 from phenomlab.phenomena import Result, Verdict, build_config, registry
@@ -74,13 +75,15 @@ def test_contract(pid):
     check_contract(pid)
 
 
-def test_a_phenomenon_that_runs_on_the_cpu_is_stored_as_run_there_whatever_the_device_asked(tmp_path):
+def test_a_phenomenon_that_runs_on_the_cpu_is_stored_as_run_there_whatever_the_device_asked(tmp_path, monkeypatch):
     lines: list[str] = []
     store = RunStore(tmp_path)
-    # "meta" stands for an accelerator on a machine without one: sgd-fluctuation must not try to use it
-    r = run_phenomenon("sgd-fluctuation", preset="smoke", device="meta", store=store, announce=lines.append)
+    # a CUDA that claims to be there stands for an accelerator on a machine without one: sgd-fluctuation must not
+    # try to use it (any CUDA call here would fail)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    r = run_phenomenon("sgd-fluctuation", preset="smoke", device="cuda", store=store, announce=lines.append)
     assert store.get(r.run_id)["device"] == "cpu"
-    assert any("runs on the CPU" in line and "meta" in line for line in lines)
+    assert any("runs on the CPU" in line and "cuda" in line for line in lines)
 
 
 @pytest.mark.parametrize("pid", IDS)
@@ -108,13 +111,15 @@ def test_whole_numbers_parse_exactly_and_empty_list_items_are_refused():
     assert parse_value("noise_levels", "()", tuple[float, ...]) == ()
 
 
-def test_a_run_read_back_from_another_kind_of_device_says_so(tmp_path):
+def test_a_run_read_back_from_another_kind_of_device_says_so(tmp_path, monkeypatch):
     store, lines = RunStore(tmp_path), []
     first = run_phenomenon("grokking", preset="smoke", store=store)  # computed on the CPU
-    # "meta" stands for an accelerator: the finished run is read back, not recomputed, and the line says where it ran
-    again = run_phenomenon("grokking", preset="smoke", device="meta", store=store, announce=lines.append)
+    # a CUDA that claims to be there stands for an accelerator: the finished run is read back, not recomputed (any
+    # CUDA call would fail here), and the line says where it ran
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    again = run_phenomenon("grokking", preset="smoke", device="cuda", store=store, announce=lines.append)
     assert again.cached and again.data == first.data
-    assert any("computed on cpu, not meta" in line and "--force" in line for line in lines)
+    assert any("computed on cpu, not cuda" in line and "--force" in line for line in lines)
     lines.clear()
     run_phenomenon("grokking", preset="smoke", device="cpu", store=store, announce=lines.append)
     assert not any("computed on" in line for line in lines)

@@ -101,8 +101,8 @@ def to_frame(groups: Sequence[Mapping[str, Any]]) -> Any:
     keeps one row with an empty metric, so its failures are not lost."""
     import pandas as pd
 
+    # the columns this frame always had come first, so that a script reading them by position still works
     columns = [
-        "phenomenon",
         "group",
         "metric",
         "mean",
@@ -111,6 +111,7 @@ def to_frame(groups: Sequence[Mapping[str, Any]]) -> Any:
         "n",
         "pass_rate",
         "seeds",
+        "phenomenon",
         "finished",
         "failed",
     ]
