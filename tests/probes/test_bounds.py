@@ -165,24 +165,17 @@ def test_network_bounds_in_eval_mode_and_input_checks():
         multiclass_margins(torch.zeros(2, 3), torch.tensor([0, 3]))
 
 
+def _conv_head(act: nn.Module, pool: nn.Module | None, n_features: int) -> list[nn.Module]:
+    head = [nn.Flatten()] if pool is None else [pool, nn.Flatten()]
+    return [nn.Conv1d(1, 4, 3, bias=False), act, *head, nn.Linear(n_features, 3, bias=False)]
+
+
 @pytest.mark.parametrize(
     "layers",
     [
-        lambda: [nn.Conv1d(1, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(28, 3, bias=False)],
-        lambda: [
-            nn.Conv1d(1, 4, 3, bias=False),
-            nn.ReLU(),
-            nn.AdaptiveMaxPool1d(1),
-            nn.Flatten(),
-            nn.Linear(4, 3, bias=False),
-        ],
-        lambda: [
-            nn.Conv1d(1, 4, 3, bias=False),
-            nn.GELU(),
-            nn.AdaptiveAvgPool1d(1),
-            nn.Flatten(),
-            nn.Linear(4, 3, bias=False),
-        ],
+        lambda: _conv_head(nn.ReLU(), None, 28),
+        lambda: _conv_head(nn.ReLU(), nn.AdaptiveMaxPool1d(1), 4),
+        lambda: _conv_head(nn.GELU(), nn.AdaptiveAvgPool1d(1), 4),
     ],
     ids=["flatten-not-pool", "max-pool", "gelu"],
 )
@@ -194,9 +187,7 @@ def test_architectures_outside_the_bound_are_refused(layers):
         y = net(x).argmax(1)
     with pytest.raises(PhenomlabError, match="network_bounds covers"):
         network_bounds(net, x, y, margin_quantile=0.5)
-    ok = nn.Sequential(
-        nn.Conv1d(1, 4, 3, bias=False), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3, bias=False)
-    )
+    ok = nn.Sequential(*_conv_head(nn.ReLU(), nn.AdaptiveAvgPool1d(1), 4))
     with torch.no_grad():
         y = ok(x).argmax(1)
     assert network_bounds(ok, x, y, margin_quantile=0.5).sparse > 0
