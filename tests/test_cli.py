@@ -95,6 +95,7 @@ def test_list():
         (["report", "--outdir", "x"], "(Possible options: --report-dir)"),
         (["run", "grokking", "--log-dir", "tb"], "--log-dir is the folder of --log"),
         (["sweep", "grokking", "--address", "auto"], "--address names a Ray cluster"),
+        (["show", ""], "the run id is empty"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, msg):

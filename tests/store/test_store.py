@@ -83,5 +83,5 @@ def test_unwritable_dir(tmp_path):
 def test_unwritable_path_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(StoreError, match="not writable"):
+    with pytest.raises(StoreError, match="is a file, not a directory"):
         RunStore(f)

@@ -148,6 +148,8 @@ class RunStore:
                 self._ro_flags = "mode=ro&immutable=1"
                 self._check_tables(create=False)
             return
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"the run store {self.root} is a file, not a directory")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / "runs").mkdir(exist_ok=True)
@@ -283,6 +285,8 @@ class RunStore:
     def resolve_run(self, ref: str) -> dict[str, Any]:
         """The one run whose id is ``ref`` or starts with it; :class:`PhenomlabError` for none,
         :class:`AmbiguousId` listing the candidates for several."""
+        if not ref.strip():
+            raise PhenomlabError("the run id is empty (see `phenomlab runs`)")
         exact = self.get(ref)
         if exact is not None:
             return exact
@@ -516,6 +520,8 @@ class RunStore:
     def sweep(self, ref: str) -> dict[str, Any] | None:
         """The sweep whose id is ``ref`` or uniquely starts with it (None if none; :class:`AmbiguousId`
         listing the candidates if several)."""
+        if not ref.strip():
+            raise PhenomlabError("the sweep id is empty")
         rows = self._query("SELECT * FROM sweeps WHERE sweep_id = ?", (ref,))
         if not rows:
             rows = self._query(
