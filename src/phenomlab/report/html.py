@@ -286,7 +286,7 @@ def render(
     elif catalogue is None and not everything:
         # resolve the id before creating anything: a typo must not leave an empty report folder behind
         if ref is None:
-            raise PhenomlabError("name a run or sweep id, or use --all")
+            raise PhenomlabError("name a run or sweep id, or use --all, --catalogue or --phenomenon ID")
         sweep = store.sweep(ref) if ref.startswith("s") else None
         if sweep is None:
             if not store.find(ref):
